@@ -1,0 +1,3 @@
+"""mi: a command-line simulator of Azure managed identities."""
+
+__version__ = "0.1.0"

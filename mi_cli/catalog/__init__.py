@@ -1,0 +1,117 @@
+"""The resource-type catalog and Azure's region names, shipped as package data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from mi_cli.errors import ValidationError
+
+
+@dataclass(frozen=True)
+class NameRule:
+    min: int
+    max: int
+    pattern: str
+    text: str
+
+
+# ARM's generic rule for a resource name where a type documents none of its own.
+GENERIC_NAME_RULE = NameRule(1, 260, r"^[^<>*%&:\\?/+#|]*[^<>*%&:\\?/+#|. ]$", "no <>*%&:\\?/+#| characters, and not ending with a period or space")
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    type: str
+    system_assigned: bool
+    user_assigned: bool
+    aliases: tuple[str, ...] = ()
+    user_assigned_limit: int | None = None  # None: Azure documents no number
+    limit_source: str | None = None
+    system_always_on: bool = False
+    audience: str | None = None
+    name_rule: NameRule = GENERIC_NAME_RULE
+
+    @property
+    def namespace(self) -> str:
+        return self.type.split("/", 1)[0]
+
+    @property
+    def parent_type(self) -> str | None:
+        parts = self.type.split("/")
+        return "/".join(parts[:-1]) if len(parts) > 2 else None
+
+    @property
+    def has_identity(self) -> bool:
+        return self.system_assigned or self.user_assigned
+
+
+@dataclass(frozen=True)
+class Catalog:
+    types: tuple[ResourceType, ...]
+    default_user_assigned_limit: int
+    alias_kinds: dict[str, str]
+
+    def resolve(self, text: str) -> tuple[ResourceType, str | None]:
+        """A type or alias, case-insensitively, with the `kind` an alias implies (functionapp)."""
+        wanted = text.strip().casefold()
+        for rt in self.types:
+            if rt.type.casefold() == wanted:
+                return rt, None
+            if wanted in rt.aliases:
+                return rt, self.alias_kinds.get(wanted)
+        raise ValidationError(
+            "InvalidResourceType",
+            f"The resource type '{text}' could not be found in the catalog. "
+            "See 'mi resource types' for the types and aliases that exist.",
+        )
+
+    def get(self, type_name: str) -> ResourceType:
+        return self.resolve(type_name)[0]
+
+    def user_assigned_limit(self, rt: ResourceType) -> int:
+        return rt.user_assigned_limit or self.default_user_assigned_limit
+
+
+def _read(name: str):
+    return json.loads(resources.files(__package__).joinpath(name).read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
+def catalog() -> Catalog:
+    data = _read("resource_types.json")
+    types = tuple(
+        ResourceType(
+            type=t["type"],
+            system_assigned=t["systemAssigned"],
+            user_assigned=t["userAssigned"],
+            aliases=tuple(t.get("aliases", ())),
+            user_assigned_limit=t.get("userAssignedLimit"),
+            limit_source=t.get("limitSource"),
+            system_always_on=t.get("systemAlwaysOn", False),
+            audience=t.get("audience"),
+            name_rule=NameRule(**t["nameRule"]) if "nameRule" in t else GENERIC_NAME_RULE,
+        )
+        for t in data["types"]
+    )
+    return Catalog(types, data["defaultUserAssignedLimit"], data["aliasKinds"])
+
+
+@lru_cache(maxsize=1)
+def regions() -> dict[str, str]:
+    """Azure public region names (`az account list-locations` name -> displayName)."""
+    return {r["name"]: r["displayName"] for r in _read("regions.json")}
+
+
+def normalise_location(text: str, *, for_what: str) -> str:
+    """Accept a region name or display name, any case or spacing ("West Europe"); return the name."""
+    wanted = text.replace(" ", "").casefold()
+    if wanted in regions():
+        return wanted
+    raise ValidationError(
+        "LocationNotAvailableForResourceGroup" if for_what == "resource group" else "LocationNotAvailableForResourceType",
+        f"The provided location '{text}' is not available for {for_what}. "
+        f"List of available regions is '{','.join(sorted(regions()))}'.",
+    )

@@ -1,0 +1,1 @@
+"""The `mi` command line: thin Typer adapters over the services."""

@@ -1,0 +1,73 @@
+"""`mi demo`: the seed's story, step by step, as real commands on a throw-away store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mi_cli.errors import MiError
+
+RG = "demo-rg"
+STEPS: list[tuple[str, list[str]]] = [
+    ("A tenant and a subscription exist from the first command on.", ["account", "show"]),
+    ("Create a resource group.", ["group", "create", "-n", RG, "-l", "westeurope"]),
+    ("Create a virtual machine and a web app: resources that can hold identities.",
+     ["resource", "create", "-g", RG, "-n", "web-vm", "--type", "vm"]),
+    (None, ["resource", "create", "-g", RG, "-n", "api-app", "--type", "webapp"]),
+    ("Turn on the VM's system-assigned identity: Azure creates a service principal tied to the VM.",
+     ["identity", "create", "--system-assigned", "--resource", "web-vm", "-g", RG]),
+    ("Create a user-assigned identity: a resource of its own, with its own service principal.",
+     ["identity", "create", "--user-assigned", "-g", RG, "-n", "shared-id"]),
+    ("Share it: attach the same user-assigned identity to both resources.",
+     ["identity", "assign", "--resource", "web-vm", "-g", RG, "--identities", "shared-id"]),
+    (None, ["identity", "assign", "--resource", "api-app", "-g", RG, "--identities", "shared-id"]),
+    ("Both kinds of identity, and the service principals behind them.", ["identity", "list", "-g", RG]),
+    (None, ["sp", "list"]),
+    ("Delete the VM: its system identity and service principal die with it...",
+     ["resource", "delete", "-g", RG, "-n", "web-vm", "--yes"]),
+    (None, ["sp", "list"]),
+    ("...while the user-assigned identity survives, still attached to the web app.",
+     ["identity", "list-resources", "-g", RG, "-n", "shared-id"]),
+    ("The difference, as the docs put it and as this store now shows it.", ["compare"]),
+]
+
+
+def demo(
+    keep: Annotated[
+        Optional[Path], typer.Option("--keep", help="Keep the demo's store at PATH (a new file) instead of removing it.")
+    ] = None,
+) -> None:
+    """Walk through system- vs user-assigned identities on a temporary store (your store is never touched)."""
+    from mi_cli.cli.main import main
+
+    if keep is not None and keep.exists():
+        raise MiError("InvalidParameter", f"'{keep}' exists already; --keep needs a new file name.")
+    folder = Path(tempfile.mkdtemp(prefix="mi-demo-"))
+    db = str(keep) if keep is not None else str(folder / "demo.db")
+    env_output = os.environ.pop("MI_OUTPUT", None)  # the demo is for people: tables
+    try:
+        for number, (say, argv) in enumerate(STEPS, 1):
+            if say:
+                print(f"\n# {say}")
+            print(f"$ mi {' '.join(_quote(a) for a in argv)}")
+            sys.stdout.flush()
+            code = main(["--db", db, *argv])
+            sys.stdout.flush()
+            if code != 0:
+                raise MiError("DemoFailed", f"Step {number} ('mi {' '.join(argv)}') exited with {code}.")
+        if keep is not None:
+            print(f"\nThe demo's store is kept at {keep}: try 'mi --db {keep} identity list'.")
+    finally:
+        if env_output is not None:
+            os.environ["MI_OUTPUT"] = env_output
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _quote(arg: str) -> str:
+    return f"'{arg}'" if (" " in arg or "[" in arg) else arg

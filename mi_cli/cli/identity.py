@@ -1,0 +1,389 @@
+"""`mi identity`: user-assigned identities, system-assigned identities of resources, attaching
+them, and their federated credentials."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from mi_cli.cli.options import LocationOpt, OutputOpt, QueryOpt, SubscriptionOpt, TagsOpt, YesOpt
+from mi_cli.cli.runtime import confirm, emit, transaction
+from mi_cli.errors import UsageError
+
+app = typer.Typer(help="Managed identities: user-assigned ones and the system-assigned ones of resources.", no_args_is_help=True)
+fic_app = typer.Typer(help="Federated identity credentials of a user-assigned identity.", no_args_is_help=True)
+app.add_typer(fic_app, name="federated-credential")
+
+GroupOpt = Annotated[Optional[str], typer.Option("--resource-group", "-g", help="Name of the resource group.")]
+NameOpt = Annotated[Optional[str], typer.Option("--name", "-n", help="Name of the user-assigned identity.")]
+IdsOpt = Annotated[Optional[str], typer.Option("--ids", help="Full id of the identity (instead of -n/-g).")]
+ResourceOpt = Annotated[Optional[str], typer.Option("--resource", help="Name or id of the resource that holds the identity.")]
+TypeOpt = Annotated[Optional[str], typer.Option("--type", "-t", help="Resource type or alias, when several resources share the name.")]
+IdentitiesOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--identities", help="Space-separated identities: '[system]' for the system-assigned one, names or ids of user-assigned ones."),
+]
+
+
+def _ua_row(i: dict) -> dict:
+    # az's auto-table columns for `az identity create/show/list`
+    return {k: i.get(v) for k, v in (("ClientId", "clientId"), ("IsolationScope", "isolationScope"), ("Location", "location"),
+                                      ("Name", "name"), ("PrincipalId", "principalId"), ("ResourceGroup", "resourceGroup"),
+                                      ("TenantId", "tenantId"))}
+
+
+def _list_row(i: dict) -> dict:
+    return {"Kind": i["kind"], "Name": i["name"], "ResourceGroup": i["resourceGroup"], "Location": i["location"],
+            "PrincipalId": i["principalId"], "ClientId": i["clientId"]}
+
+
+def _block_rows(block: dict) -> list[dict]:
+    rows = []
+    if block.get("principalId"):
+        rows.append({"Identity": "[system]", "PrincipalId": block["principalId"], "ClientId": ""})
+    for uid, v in (block.get("userAssignedIdentities") or {}).items():
+        rows.append({"Identity": uid, "PrincipalId": v["principalId"], "ClientId": v["clientId"]})
+    return rows or [{"Identity": "(none)", "PrincipalId": "", "ClientId": ""}]
+
+
+def _emit_block(block: dict, output, query) -> None:  # noqa: ANN001
+    from mi_cli.render import render
+
+    fmt = getattr(output, "value", output)
+    if fmt == "table" and not query:
+        from mi_cli.render import write_table
+        import sys
+
+        print(f"Type: {block['type']}")
+        write_table(_block_rows(block), sys.stdout)
+        return
+    render(block, fmt, query=query)
+
+
+@app.command("create")
+def create(
+    name: NameOpt = None,
+    group: GroupOpt = None,
+    user_assigned: Annotated[bool, typer.Option("--user-assigned", help="Create a user-assigned identity (-n, -g).")] = False,
+    system_assigned: Annotated[bool, typer.Option("--system-assigned", help="Turn on the system-assigned identity of --resource.")] = False,
+    resource: ResourceOpt = None,
+    type_: TypeOpt = None,
+    location: LocationOpt = None,
+    tags: TagsOpt = None,
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Create a user-assigned identity, or turn on a resource's system-assigned identity.
+
+    Running either again changes nothing and returns the same ids (tags are updated).
+    """
+    from mi_cli.services import groups, identities, lookup, tenancy, views
+    from mi_cli.services.validation import parse_tags
+
+    if user_assigned and system_assigned:
+        raise UsageError("MutuallyExclusiveArguments", "Give --user-assigned or --system-assigned, not both.")
+    if system_assigned:
+        if not resource:
+            raise UsageError("MissingArgument", "--system-assigned needs --resource NAME (and -g).")
+        with transaction(write=True) as ctx:
+            res = lookup.resource(ctx, resource, group, subscription=subscription, type_text=type_)
+            identities.enable_system(ctx, res)
+            block = views.identity_block_or_none(ctx, res)
+        _emit_block(block, output, query)
+        return
+    if not name or not group:
+        raise UsageError("MissingArgument", "A user-assigned identity needs --name/-n and --resource-group/-g.")
+    with transaction(write=True) as ctx:
+        g = groups.get(ctx, group, subscription=subscription)
+        uami = identities.create_user_assigned(ctx, g, name, location=location, tags=parse_tags(tags))
+        data = views.user_assigned(uami, tenancy.default_tenant(ctx).id)
+    emit(data, output, query, _ua_row)
+
+
+@app.command("show")
+def show(
+    name: NameOpt = None,
+    group: GroupOpt = None,
+    ids_: IdsOpt = None,
+    resource: ResourceOpt = None,
+    type_: TypeOpt = None,
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Show a user-assigned identity (-n/-g or --ids), or the system-assigned one of --resource."""
+    from mi_cli import ids
+    from mi_cli.services import identities, lookup, tenancy, views
+
+    with transaction(write=False) as ctx:
+        tenant = tenancy.default_tenant(ctx, create=False)
+        if resource or (ids_ and ids.is_system_identity_id(ids_)):
+            ref = resource or ids.strip_system_identity(ids_)
+            res = lookup.resource(ctx, ref, group, subscription=subscription, type_text=type_)
+            data = views.system_assigned(identities.system_identity(ctx, res), tenant.id)
+        else:
+            if bool(name) == bool(ids_):
+                raise UsageError("MissingArgument", "Give --name/-n with -g, --ids, or --resource.")
+            uami = lookup.user_assigned(ctx, ids_ or name, group, subscription=subscription)
+            data = views.user_assigned(uami, tenant.id)
+    emit(data, output, query, _ua_row)
+
+
+@app.command("list")
+def list_(
+    group: GroupOpt = None,
+    kind: Annotated[
+        Optional[str], typer.Option("--kind", help="Only 'system' (system-assigned) or 'user' (user-assigned) identities.")
+    ] = None,
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """List identities of both kinds, each with its `kind`: SystemAssigned or UserAssigned."""
+    from mi_cli.services import groups, identities, resources, tenancy, views
+
+    if kind is not None and kind.casefold() not in ("system", "user"):
+        raise UsageError("InvalidArgumentValue", f"--kind must be 'system' or 'user', not '{kind}'.")
+    wanted = kind.casefold() if kind else None
+    with transaction(write=False) as ctx:
+        tenant = tenancy.default_tenant(ctx, create=False)
+        data: list[dict] = []
+        if tenant is not None:
+            if group:
+                g = groups.get(ctx, group, subscription=subscription)
+                scope = {"group": g}
+            else:
+                sub = tenancy.find_subscription(ctx, subscription, create=False)
+                scope = {"sub_id": sub.id}
+            if wanted in (None, "system"):
+                for si in identities.list_system(ctx, resources.list_all(ctx, **scope)):
+                    data.append(views.with_kind(views.system_assigned(si, tenant.id), "SystemAssigned"))
+            if wanted in (None, "user"):
+                for uami in identities.list_user_assigned(ctx, **scope):
+                    data.append(views.with_kind(views.user_assigned(uami, tenant.id), "UserAssigned"))
+    emit(data, output, query, _list_row)
+
+
+@app.command("list-resources")
+def list_resources(
+    name: NameOpt = None,
+    group: GroupOpt = None,
+    ids_: IdsOpt = None,
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """List the resources a user-assigned identity is attached to."""
+    from mi_cli.services import identities, lookup, tenancy, views
+
+    if bool(name) == bool(ids_):
+        raise UsageError("MissingArgument", "Give --name/-n with -g, or --ids.")
+    with transaction(write=False) as ctx:
+        uami = lookup.user_assigned(ctx, ids_ or name, group, subscription=subscription)
+        data = [
+            views.associated_resource(r, tenancy.subscription_by_id(ctx, r.arm_id.split("/")[2]))
+            for r in identities.references_to(ctx, uami.arm_id)
+        ]
+    emit(data, output, query, lambda r: {"Name": r["name"], "ResourceGroup": r["resourceGroup"], "Type": r["type"]})
+
+
+@app.command("update")
+def update(
+    name: NameOpt = None,
+    group: GroupOpt = None,
+    ids_: IdsOpt = None,
+    tags: TagsOpt = None,
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Update the tags of a user-assigned identity (its name and location cannot change)."""
+    from mi_cli.services import identities, lookup, tenancy, views
+    from mi_cli.services.validation import parse_tags
+
+    if bool(name) == bool(ids_):
+        raise UsageError("MissingArgument", "Give --name/-n with -g, or --ids.")
+    if tags is None:
+        raise UsageError("MissingArgument", "Nothing to update: give --tags.")
+    with transaction(write=True) as ctx:
+        uami = lookup.user_assigned(ctx, ids_ or name, group, subscription=subscription)
+        identities.update_tags(ctx, uami, parse_tags(tags))
+        data = views.user_assigned(uami, tenancy.default_tenant(ctx).id)
+    emit(data, output, query, _ua_row)
+
+
+@app.command("delete")
+def delete(
+    name: NameOpt = None,
+    group: GroupOpt = None,
+    ids_: IdsOpt = None,
+    yes: YesOpt = False,
+    subscription: SubscriptionOpt = None,
+) -> None:
+    """Delete a user-assigned identity and its service principal. Resources that list it keep the
+    reference, dangling, as in Azure; a warning names them. Deleting what is gone succeeds."""
+    from mi_cli.errors import NotFoundError
+    from mi_cli.services import identities, lookup
+
+    if bool(name) == bool(ids_):
+        raise UsageError("MissingArgument", "Give --name/-n with -g, or --ids.")
+    confirm(f"Delete the user-assigned identity '{ids_ or name}'?", yes)
+    with transaction(write=True) as ctx:
+        try:
+            uami = lookup.user_assigned(ctx, ids_ or name, group, subscription=subscription)
+        except NotFoundError as exc:
+            if exc.code == "ResourceGroupNotFound":
+                raise
+            return
+        identities.delete_user_assigned(ctx, uami)
+
+
+@app.command("assign")
+def assign(
+    resource: ResourceOpt = None,
+    group: GroupOpt = None,
+    identities_: IdentitiesOpt = None,
+    type_: TypeOpt = None,
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Give a resource identities: '[system]' (the default) turns on its system-assigned one; names
+    or ids attach user-assigned ones. Prints the resource's identity block."""
+    from mi_cli.services import identities, lookup, views
+
+    if not resource:
+        raise UsageError("MissingArgument", "--resource NAME (with -g) or --resource ID is required.")
+    with transaction(write=True) as ctx:
+        res = lookup.resource(ctx, resource, group, subscription=subscription, type_text=type_)
+        identities.assign(ctx, res, identities_ or [])
+        block = views.identity_block_or_none(ctx, res)
+    _emit_block(block, output, query)
+
+
+@app.command("remove")
+def remove(
+    resource: ResourceOpt = None,
+    group: GroupOpt = None,
+    identities_: IdentitiesOpt = None,
+    type_: TypeOpt = None,
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Take identities off a resource: '[system]' (the default) turns off its system-assigned one
+    (its service principal is deleted); names or ids detach user-assigned ones."""
+    from mi_cli.services import identities, lookup, views
+
+    if not resource:
+        raise UsageError("MissingArgument", "--resource NAME (with -g) or --resource ID is required.")
+    with transaction(write=True) as ctx:
+        res = lookup.resource(ctx, resource, group, subscription=subscription, type_text=type_)
+        identities.remove(ctx, res, identities_ or [])
+        block = views.identity_block_or_none(ctx, res)
+    _emit_block(block, output, query)
+
+
+# --- federated credentials -------------------------------------------------------------------------
+
+IdentityNameOpt = Annotated[
+    str, typer.Option("--identity-name", "--identity", help="The user-assigned identity: a name (with -g) or an id.")
+]
+FicNameOpt = Annotated[str, typer.Option("--name", "-n", help="Name of the federated credential (immutable).")]
+
+
+def _fic_row(f: dict) -> dict:
+    return {"Name": f["name"], "Issuer": f["issuer"], "Subject": f["subject"], "Audiences": ", ".join(f["audiences"])}
+
+
+@fic_app.command("create")
+def fic_create(
+    name: FicNameOpt,
+    identity_name: IdentityNameOpt,
+    group: GroupOpt = None,
+    issuer: Annotated[Optional[str], typer.Option("--issuer", help="https URL of the token issuer.")] = None,
+    subject: Annotated[Optional[str], typer.Option("--subject", help="The subject of the external tokens.")] = None,
+    audiences: Annotated[
+        Optional[list[str]], typer.Option("--audiences", help="Exactly one audience (default api://AzureADTokenExchange).")
+    ] = None,
+    description: Annotated[Optional[str], typer.Option("--description", help="Free text.")] = None,
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Create (or update) a federated identity credential on a user-assigned identity."""
+    from mi_cli.services import federated, views
+
+    if not issuer:
+        raise UsageError("MissingArgument", "Issuer URL is required for federated credential creation (--issuer).")
+    if not subject:
+        raise UsageError("MissingArgument", "Missing required authentication criteria for federated credential (--subject).")
+    with transaction(write=True) as ctx:
+        uami = _fic_parent(ctx, identity_name, group, subscription)
+        fic = federated.create(ctx, uami, name, issuer=issuer, subject=subject, audiences=audiences, description=description)
+        data = views.federated_credential(uami, fic)
+    emit(data, output, query, _fic_row)
+
+
+def _fic_parent(ctx, identity_name: str, group: str | None, subscription: str | None):  # noqa: ANN001, ANN202
+    from mi_cli.services import federated, groups
+
+    if identity_name.strip().startswith("/"):
+        return federated.resolve_identity(ctx, None, identity_name)
+    if not group:
+        raise UsageError("MissingArgument", "--resource-group/-g is required when the identity is given by name.")
+    return federated.resolve_identity(ctx, groups.get(ctx, group, subscription=subscription), identity_name)
+
+
+@fic_app.command("list")
+def fic_list(
+    identity_name: IdentityNameOpt,
+    group: GroupOpt = None,
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """List the federated credentials of a user-assigned identity."""
+    from mi_cli.services import federated, views
+
+    with transaction(write=False) as ctx:
+        uami = _fic_parent(ctx, identity_name, group, subscription)
+        data = [views.federated_credential(uami, f) for f in federated.list_for(ctx, uami)]
+    emit(data, output, query, _fic_row)
+
+
+@fic_app.command("show")
+def fic_show(
+    name: FicNameOpt,
+    identity_name: IdentityNameOpt,
+    group: GroupOpt = None,
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Show one federated credential."""
+    from mi_cli.services import federated, views
+
+    with transaction(write=False) as ctx:
+        uami = _fic_parent(ctx, identity_name, group, subscription)
+        data = views.federated_credential(uami, federated.get(ctx, uami, name))
+    emit(data, output, query, _fic_row)
+
+
+@fic_app.command("delete")
+def fic_delete(
+    name: FicNameOpt,
+    identity_name: IdentityNameOpt,
+    group: GroupOpt = None,
+    yes: YesOpt = False,
+    subscription: SubscriptionOpt = None,
+) -> None:
+    """Delete a federated credential (deleting one that is gone succeeds)."""
+    from mi_cli.services import federated
+
+    confirm(f"Delete the federated credential '{name}'?", yes)
+    with transaction(write=True) as ctx:
+        uami = _fic_parent(ctx, identity_name, group, subscription)
+        federated.delete(ctx, uami, name)

@@ -1,0 +1,36 @@
+"""`mi log`: the activity log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from mi_cli.cli.options import OutputOpt, QueryOpt
+from mi_cli.cli.runtime import emit, transaction
+
+
+def _row(e: dict) -> dict:
+    return {"Time": e["eventTimestamp"][:19].replace("T", " "), "Operation": e["operationName"],
+            "Target": e["resourceId"], "Caller": e["caller"], "Status": e["status"]}
+
+
+def show_log(
+    since: Annotated[Optional[str], typer.Option("--since", help="ISO time, or a duration back from now: 30m, 2h, 7d.")] = None,
+    operation: Annotated[Optional[str], typer.Option("--operation", help="Operations containing TEXT, e.g. 'delete'.")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", help="Targets (ids) containing TEXT.")] = None,
+    caller: Annotated[Optional[str], typer.Option("--caller", help="Callers containing TEXT.")] = None,
+    status: Annotated[Optional[str], typer.Option("--status", help="Succeeded or Failed.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the newest N entries.")] = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Show the activity log: every change made to the store, oldest first."""
+    from mi_cli.services import activity, views
+
+    with transaction(write=False) as ctx:
+        data = [
+            views.log_entry(e)
+            for e in activity.entries(ctx, since=since, operation=operation, target=target, caller=caller, status=status, limit=limit)
+        ]
+    emit(data, output, query, _row)

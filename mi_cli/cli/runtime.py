@@ -1,0 +1,47 @@
+"""What every command shares: the chosen store, one transaction per command, rendering, prompts."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from mi_cli.errors import MiError
+
+state: dict[str, Any] = {"db": None, "debug": False}
+
+
+def configure(*, db: str | None, debug: bool) -> None:
+    state["db"] = db
+    state["debug"] = debug
+
+
+@contextmanager
+def transaction(*, write: bool) -> Iterator[Any]:
+    """One command, one transaction: all of it is committed, or (on any error) none of it."""
+    from mi_cli.services import Ctx
+    from mi_cli.store import open_store
+
+    store = open_store(state["db"])
+    with store.transaction(write=write) as session:
+        ctx = Ctx.from_env(session)
+        yield ctx
+    for message in ctx.warnings:
+        print(f"WARNING: {message}", file=sys.stderr)
+
+
+def emit(data: Any, output: Any, query: str | None = None, table=None) -> None:  # noqa: ANN001
+    from mi_cli.render import render
+
+    render(data, getattr(output, "value", output), query=query, table=table)
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask only a person at a terminal; scripts (stdin not a terminal) never wait for an answer."""
+    if yes or not sys.stdin.isatty():
+        return
+    import typer
+
+    if not typer.confirm(f"{question}\nAre you sure you want to perform this operation?", err=True):
+        raise MiError("OperationCancelled", "The operation was cancelled; nothing was changed.")
+

@@ -1,0 +1,145 @@
+"""SQLModel tables of the store: tenant, subscriptions, groups, resources, identities, principals, log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 1
+
+
+def _fk(target: str) -> Any:
+    # ON DELETE CASCADE done by SQLite itself (foreign_keys=ON): one DELETE of a group
+    # removes its resources, identities, attachments and federated credentials.
+    return Column(Integer, ForeignKey(target, ondelete="CASCADE"), nullable=False, index=True)
+
+
+class Meta(SQLModel, table=True):
+    __tablename__ = "meta"
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class Tenant(SQLModel, table=True):
+    __tablename__ = "tenant"
+    id: str = Field(primary_key=True)  # tenant GUID
+    display_name: str
+    is_default: bool = False
+    created_at: datetime
+
+
+class Subscription(SQLModel, table=True):
+    __tablename__ = "subscription"
+    id: str = Field(primary_key=True)  # subscription GUID
+    tenant_id: str = Field(foreign_key="tenant.id")
+    name: str
+    is_default: bool = False
+    created_at: datetime
+
+
+class ResourceGroup(SQLModel, table=True):
+    __tablename__ = "resource_group"
+    __table_args__ = (UniqueConstraint("subscription_id", "name_key"),)
+    pk: Optional[int] = Field(default=None, primary_key=True)
+    subscription_id: str = Field(foreign_key="subscription.id", index=True)
+    name: str
+    name_key: str
+    location: str
+    tags: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime
+
+
+class Resource(SQLModel, table=True):
+    """An Azure resource from the catalog (VM, web app, vault, ...), with its system identity."""
+
+    __tablename__ = "resource"
+    __table_args__ = (UniqueConstraint("id_key"),)
+    pk: Optional[int] = Field(default=None, primary_key=True)
+    group_pk: int = Field(sa_column=_fk("resource_group.pk"))
+    name: str  # for child types: parent/child, as ARM names them
+    name_key: str = Field(index=True)
+    type: str
+    kind: Optional[str] = None
+    location: str
+    tags: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    arm_id: str
+    id_key: str
+    system_principal_id: Optional[str] = None  # set while the system-assigned identity is on
+    created_at: datetime
+
+
+class UserAssignedIdentity(SQLModel, table=True):
+    __tablename__ = "user_assigned_identity"
+    __table_args__ = (UniqueConstraint("group_pk", "name_key"), UniqueConstraint("id_key"))
+    pk: Optional[int] = Field(default=None, primary_key=True)
+    group_pk: int = Field(sa_column=_fk("resource_group.pk"))
+    name: str
+    name_key: str
+    location: str
+    tags: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    arm_id: str
+    id_key: str
+    principal_id: str = Field(unique=True)
+    client_id: str = Field(unique=True)
+    isolation_scope: str = "None"
+    created_at: datetime
+
+
+class ServicePrincipal(SQLModel, table=True):
+    """The directory object behind every managed identity (there is no application object)."""
+
+    __tablename__ = "service_principal"
+    id: str = Field(primary_key=True)  # object id == the identity's principalId
+    app_id: str = Field(unique=True)  # == the identity's clientId
+    tenant_id: str = Field(foreign_key="tenant.id")
+    display_name: str
+    is_explicit: bool  # True: user-assigned; False: system-assigned
+    mi_resource_id: str  # the UAMI id, or the resource whose system identity it is
+    created_at: datetime
+
+
+class Attachment(SQLModel, table=True):
+    """A user-assigned identity listed on a resource. Kept when the identity is deleted (rule 5)."""
+
+    __tablename__ = "attachment"
+    __table_args__ = (UniqueConstraint("resource_pk", "identity_key"),)
+    pk: Optional[int] = Field(default=None, primary_key=True)
+    resource_pk: int = Field(sa_column=_fk("resource.pk"))
+    identity_id: str
+    identity_key: str = Field(index=True)
+    # The ids the resource was given when attached; a reference is live only while a
+    # user-assigned identity with this id and this principal exists.
+    principal_id: str
+    client_id: str
+    created_at: datetime
+
+
+class FederatedCredential(SQLModel, table=True):
+    __tablename__ = "federated_credential"
+    __table_args__ = (
+        UniqueConstraint("identity_pk", "name_key"),
+        Index("ix_fic_issuer_subject", "identity_pk", "issuer", "subject", unique=True),
+    )
+    pk: Optional[int] = Field(default=None, primary_key=True)
+    identity_pk: int = Field(sa_column=_fk("user_assigned_identity.pk"))
+    name: str
+    name_key: str
+    issuer: str
+    subject: str
+    audiences: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    description: Optional[str] = None
+    created_at: datetime
+
+
+class ActivityLog(SQLModel, table=True):
+    __tablename__ = "activity_log"
+    pk: Optional[int] = Field(default=None, primary_key=True)
+    time: datetime = Field(index=True)
+    operation: str = Field(index=True)
+    target: str
+    caller: str
+    status: str  # Succeeded | Failed
+    detail: Optional[str] = None

@@ -1,0 +1,156 @@
+"""Turns command results into table / json / jsonc / yaml / tsv / none, after applying --query."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from typing import Any, Callable, Iterable
+
+FORMATS = ("table", "json", "jsonc", "yaml", "tsv", "none")
+# Beyond this many rows a table is printed as plain aligned text: rich costs ~0.5 ms a row.
+RICH_ROW_LIMIT = 500
+TableFn = Callable[[Any], dict[str, Any]]
+
+
+def compile_query(text: str):  # noqa: ANN201
+    import jmespath
+    from jmespath.exceptions import JMESPathError
+
+    try:
+        return jmespath.compile(text)
+    except JMESPathError as exc:
+        detail = str(exc).splitlines()[0]
+        raise ValueError(f"argument --query: invalid jmespath query '{text}': {detail}") from None
+
+
+def apply_query(data: Any, query: str | None) -> Any:
+    if not query:
+        return data
+    return compile_query(query).search(data)
+
+
+def to_json(data: Any) -> str:
+    # az's form: sorted keys, two-space indent, non-ASCII kept.
+    return json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True, separators=(",", ": "), default=str) + "\n"
+
+
+def render(
+    data: Any,
+    output: str,
+    *,
+    query: str | None = None,
+    table: TableFn | None = None,
+    out=None,  # noqa: ANN001
+) -> None:
+    out = out or sys.stdout
+    result = apply_query(data, query)
+    if output == "none":
+        return
+    if output == "json" or (output == "jsonc" and not out.isatty()):
+        out.write(to_json(result))
+    elif output == "jsonc":
+        from rich.console import Console
+        from rich.json import JSON
+
+        Console(file=out).print(JSON(to_json(result), sort_keys=True))
+    elif output == "yaml":
+        import yaml
+
+        out.write(yaml.safe_dump(result, default_flow_style=False, allow_unicode=True, sort_keys=True))
+    elif output == "tsv":
+        out.write(to_tsv(result, keep_order=bool(query)))
+    else:
+        rows = _table_rows(result, None if query else table)
+        write_table(rows, out)
+
+
+def _table_rows(result: Any, table: TableFn | None) -> list[dict[str, Any]]:
+    items = result if isinstance(result, list) else [result]
+    if result is None:
+        return []
+    if table is not None:
+        return [table(item) for item in items]
+    rows = []
+    for item in items:
+        if isinstance(item, dict):
+            # knack's auto-table: sorted keys, no id/type/etag, scalar values only.
+            rows.append(
+                {
+                    k[:1].upper() + k[1:]: v
+                    for k, v in sorted(item.items())
+                    if k not in ("id", "type", "etag") and not isinstance(v, (dict, list, set)) and v is not None
+                }
+            )
+        else:
+            rows.append({"Result": item})
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def write_table(rows: list[dict[str, Any]], out) -> None:  # noqa: ANN001
+    if not rows:
+        return
+    headers: list[str] = []
+    for row in rows:
+        for h in row:
+            if h not in headers:
+                headers.append(h)
+    cells = [[_cell(row.get(h)) for h in headers] for row in rows]
+    if len(rows) > RICH_ROW_LIMIT:
+        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+        out.write("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip() + "\n")
+        out.write("  ".join("-" * w for w in widths) + "\n")
+        for c in cells:
+            out.write("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip() + "\n")
+        return
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    tty = out.isatty()
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold" if tty else "")
+    for h in headers:
+        t.add_column(h, overflow="fold")
+    for c in cells:
+        t.add_row(*c, style=None)
+    if tty:
+        Console(file=out, highlight=False).print(t, markup=False)
+        return
+    # Off a terminal: no colour, no wrapping, no trailing padding, so scripts and tests see stable text.
+    buffer = io.StringIO()
+    Console(file=buffer, width=100_000, no_color=True, highlight=False).print(t, markup=False)
+    out.write("".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines()))
+
+
+def _tsv_value(value: Any) -> str:
+    if isinstance(value, list):
+        return str(len(value))
+    if isinstance(value, dict) or value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def to_tsv(result: Any, *, keep_order: bool = False) -> str:
+    """knack's tsv: a line per item; dict values in key order (in --query's order when one shaped
+    them); nested lists as their length, nested objects empty."""
+    items: Iterable[Any] = result if isinstance(result, list) else [result]
+    lines = []
+    for item in items:
+        if isinstance(item, dict):
+            pairs = item.items() if keep_order else sorted(item.items())
+            lines.append("\t".join(_tsv_value(v) for _, v in pairs))
+        elif isinstance(item, list):
+            lines.append("\t".join(_tsv_value(v) for v in item))
+        elif item is not None:
+            lines.append(_tsv_value(item))
+    return "".join(line + "\n" for line in lines)

@@ -1,0 +1,364 @@
+"""Managed identities: user-assigned ones (their own resources) and the system-assigned one of a
+resource; attaching, detaching, and the identity-type state machine of the `identity` block."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import select
+
+from mi_cli import ids
+from mi_cli.catalog import ResourceType, catalog, normalise_location
+from mi_cli.errors import ConflictError, NotFoundError, ValidationError, resource_not_found
+from mi_cli.models import Attachment, Resource, ResourceGroup, Subscription, UserAssignedIdentity
+from mi_cli.services import Ctx, principals
+from mi_cli.services.tenancy import subscription_by_id
+from mi_cli.services.validation import uami_name
+
+SYSTEM = "[system]"
+
+
+# --- the identity type, as each resource provider spells it ------------------------------------
+
+
+def identity_type(rt: ResourceType, *, system: bool, user: bool) -> str:
+    """`None`, `SystemAssigned`, `UserAssigned` or both; Microsoft.Compute writes the pair with a
+    space ("SystemAssigned, UserAssigned"), the common ARM types without one."""
+    if system and user:
+        return "SystemAssigned, UserAssigned" if rt.namespace.casefold() == "microsoft.compute" else "SystemAssigned,UserAssigned"
+    if system:
+        return "SystemAssigned"
+    if user:
+        return "UserAssigned"
+    return "None"
+
+
+def is_system_ref(ref: str) -> bool:
+    return ref.strip().casefold() == SYSTEM
+
+
+# --- user-assigned identities -------------------------------------------------------------------
+
+
+def create_user_assigned(
+    ctx: Ctx, group: ResourceGroup, name: str, *, location: str | None = None, tags: dict | None = None
+) -> UserAssignedIdentity:
+    """Rule 4: the identity and its service principal. Repeating the create returns the same ids."""
+    uami_name(name)
+    location = (
+        normalise_location(location, for_what=f"resource type '{ids.UAMI_TYPE}'") if location else group.location
+    )
+    existing = _in_group(ctx, group, name)
+    if existing is not None:
+        if existing.location != location:
+            raise ConflictError(
+                "InvalidResourceLocation",
+                f"The resource '{existing.name}' already exists in location '{existing.location}' in resource group "
+                f"'{group.name}'. A resource with the same name cannot be created in location '{location}'. "
+                "Please select a new resource name.",
+            )
+        if tags is not None and tags != existing.tags:
+            existing.tags = tags
+            ctx.session.add(existing)
+            ctx.log(f"{ids.UAMI_TYPE}/write", existing.arm_id)
+        return existing
+    arm_id = ids.uami_id(group.subscription_id, group.name, name)
+    sp = principals.create(ctx, display_name=name, explicit=True, mi_resource_id=arm_id)
+    uami = UserAssignedIdentity(
+        group_pk=group.pk,
+        name=name,
+        name_key=ids.key(name),
+        location=location,
+        tags=tags or {},
+        arm_id=arm_id,
+        id_key=ids.key(arm_id),
+        principal_id=sp.id,
+        client_id=sp.app_id,
+        created_at=ctx.now(),
+    )
+    ctx.session.add(uami)
+    ctx.session.flush()
+    ctx.log(f"{ids.UAMI_TYPE}/write", arm_id)
+    return uami
+
+
+def _in_group(ctx: Ctx, group: ResourceGroup, name: str) -> UserAssignedIdentity | None:
+    return ctx.session.exec(
+        select(UserAssignedIdentity).where(
+            UserAssignedIdentity.group_pk == group.pk, UserAssignedIdentity.name_key == ids.key(name)
+        )
+    ).first()
+
+
+def get_user_assigned(ctx: Ctx, group: ResourceGroup, name: str) -> UserAssignedIdentity:
+    uami = _in_group(ctx, group, name)
+    if uami is None:
+        raise resource_not_found(ids.UAMI_TYPE, name, group.name)
+    return uami
+
+
+def user_assigned_by_id(ctx: Ctx, arm_id: str) -> UserAssignedIdentity | None:
+    return ctx.session.exec(
+        select(UserAssignedIdentity).where(UserAssignedIdentity.id_key == ids.key(arm_id.strip().rstrip("/")))
+    ).first()
+
+
+def list_user_assigned(
+    ctx: Ctx, *, group: ResourceGroup | None = None, sub_id: str | None = None
+) -> list[UserAssignedIdentity]:
+    stmt = select(UserAssignedIdentity)
+    if group is not None:
+        stmt = stmt.where(UserAssignedIdentity.group_pk == group.pk)
+    elif sub_id is not None:
+        stmt = stmt.join(ResourceGroup, ResourceGroup.pk == UserAssignedIdentity.group_pk).where(
+            ResourceGroup.subscription_id == sub_id
+        )
+    return list(ctx.session.exec(stmt.order_by(UserAssignedIdentity.id_key)).all())
+
+
+def update_tags(ctx: Ctx, uami: UserAssignedIdentity, tags: dict) -> UserAssignedIdentity:
+    uami.tags = tags
+    ctx.session.add(uami)
+    ctx.log(f"{ids.UAMI_TYPE}/write", uami.arm_id)
+    return uami
+
+
+def references_to(ctx: Ctx, arm_id: str) -> list[Resource]:
+    """Resources whose identity block lists this user-assigned identity id."""
+    stmt = (
+        select(Resource)
+        .join(Attachment, Attachment.resource_pk == Resource.pk)
+        .where(Attachment.identity_key == ids.key(arm_id))
+        .order_by(Resource.id_key)
+    )
+    return list(ctx.session.exec(stmt).all())
+
+
+def delete_user_assigned(ctx: Ctx, uami: UserAssignedIdentity) -> list[Resource]:
+    """Rule 5: the identity, its service principal and federated credentials go; resources that
+    list it keep the reference, now dangling. Returns those resources (and warns)."""
+    from mi_cli.models import FederatedCredential
+
+    for fic in ctx.session.exec(select(FederatedCredential).where(FederatedCredential.identity_pk == uami.pk)).all():
+        ctx.session.delete(fic)
+    principals.delete(ctx, uami.principal_id)
+    ctx.session.delete(uami)
+    ctx.session.flush()
+    ctx.log(f"{ids.UAMI_TYPE}/delete", uami.arm_id)
+    still_listed = references_to(ctx, uami.arm_id)
+    if still_listed:
+        names = ", ".join(r.arm_id for r in still_listed)
+        ctx.warn(
+            f"The user-assigned identity '{uami.name}' was deleted, but {len(still_listed)} resource(s) still list it "
+            f"and can no longer get tokens for it: {names}. Remove it with 'mi identity remove --resource NAME -g RG "
+            f"--identities {uami.arm_id}'."
+        )
+    return still_listed
+
+
+# --- the system-assigned identity of a resource ------------------------------------------------
+
+
+def enable_system(ctx: Ctx, res: Resource) -> Resource:
+    """Rule 1: a new service principal, unless the identity is already on (then nothing changes)."""
+    rt = catalog().get(res.type)
+    if not rt.system_assigned:
+        raise ValidationError(
+            "InvalidIdentityType",
+            f"The resource type '{rt.type}' does not support a system-assigned identity "
+            f"(supported: {_supported(rt)}). See 'mi resource types'.",
+        )
+    if res.system_principal_id:
+        return res
+    sp = principals.create(ctx, display_name=_system_display_name(res), explicit=False, mi_resource_id=res.arm_id)
+    res.system_principal_id = sp.id
+    ctx.session.add(res)
+    ctx.log(f"{res.type}/write", res.arm_id, detail="identity: system-assigned enabled")
+    return res
+
+
+def disable_system(ctx: Ctx, res: Resource) -> Resource:
+    """Rule 2: the service principal is deleted; a later enable makes new ids."""
+    rt = catalog().get(res.type)
+    if rt.system_always_on:
+        raise ValidationError(
+            "InvalidIdentityType",
+            f"The system-assigned identity of '{res.name}' ({rt.type}) is always on and cannot be disabled.",
+        )
+    if not res.system_principal_id:
+        return res
+    principals.delete(ctx, res.system_principal_id)
+    res.system_principal_id = None
+    ctx.session.add(res)
+    ctx.log(f"{res.type}/write", res.arm_id, detail="identity: system-assigned disabled")
+    return res
+
+
+def _system_display_name(res: Resource) -> str:
+    if ids.same(res.type, "Microsoft.Web/sites/slots"):
+        app, slot = res.name.split("/", 1)
+        return f"{app}/slots/{slot}"
+    return res.name
+
+
+def _supported(rt: ResourceType) -> str:
+    kinds = [k for k, on in (("SystemAssigned", rt.system_assigned), ("UserAssigned", rt.user_assigned)) if on]
+    return ", ".join(kinds) or "none"
+
+
+# --- attaching user-assigned identities ----------------------------------------------------------
+
+
+def attachments(ctx: Ctx, res: Resource) -> list[Attachment]:
+    return list(
+        ctx.session.exec(select(Attachment).where(Attachment.resource_pk == res.pk).order_by(Attachment.pk)).all()
+    )
+
+
+def resolve_reference(ctx: Ctx, ref: str, group: ResourceGroup) -> tuple[str, UserAssignedIdentity | None]:
+    """A name (in `group`) or an ARM id, as az takes it; returns the id and the identity if it exists."""
+    ref = ref.strip()
+    if ref.startswith("/"):
+        parsed = ids.parse(ref)
+        if parsed is None or parsed.type_name is None or not ids.same(parsed.type_name, ids.UAMI_TYPE):
+            raise _invalid_reference(ref)
+        return ref.rstrip("/"), user_assigned_by_id(ctx, ref)
+    arm_id = ids.uami_id(group.subscription_id, group.name, ref)
+    return arm_id, _in_group(ctx, group, ref)
+
+
+def _invalid_reference(ref: str) -> ValidationError:
+    return ValidationError(
+        "InvalidParameter", f"ResourceIdentity identityId '{ref}' is not a valid reference to a Microsoft.ManagedIdentity identity."
+    )
+
+
+def attach(ctx: Ctx, res: Resource, refs: list[str]) -> Resource:
+    """Rule 7: the type must support UA, the identity must exist in the resource's tenant, and the
+    type's limit holds. Attaching one that is attached already changes nothing."""
+    rt = catalog().get(res.type)
+    if not rt.user_assigned:
+        raise ValidationError(
+            "InvalidIdentityType",
+            f"The resource type '{rt.type}' does not support user-assigned identities "
+            f"(supported: {_supported(rt)}). See 'mi resource types'.",
+        )
+    group = ctx.session.get(ResourceGroup, res.group_pk)
+    current = {a.identity_key: a for a in attachments(ctx, res)}
+    wanted: dict[str, UserAssignedIdentity] = {}
+    for ref in refs:
+        arm_id, uami = resolve_reference(ctx, ref, group)
+        if uami is None or not _same_tenant(ctx, group.subscription_id, uami):
+            raise _invalid_reference(arm_id)
+        wanted[uami.id_key] = uami
+    limit = catalog().user_assigned_limit(rt)
+    total = len(set(current) | set(wanted))
+    if total > limit:
+        raise ValidationError(
+            "BadRequest", f"User Assigned Identities Number '{total}' Assign exceed limit '{limit}' in one request."
+        )
+    changed = False
+    for key_, uami in wanted.items():
+        att = current.get(key_)
+        if att is not None and att.principal_id == uami.principal_id:
+            continue  # already attached: a no-op
+        if att is None:
+            att = Attachment(resource_pk=res.pk, identity_id=uami.arm_id, identity_key=key_, created_at=ctx.now(),
+                             principal_id=uami.principal_id, client_id=uami.client_id)
+        else:  # a dangling reference to a deleted identity of the same id: attach the new one
+            att.principal_id, att.client_id = uami.principal_id, uami.client_id
+        ctx.session.add(att)
+        changed = True
+    if changed:
+        ctx.session.flush()
+        ctx.log(f"{res.type}/write", res.arm_id, detail="identity: user-assigned attached")
+    return res
+
+
+def _same_tenant(ctx: Ctx, resource_sub: str, uami: UserAssignedIdentity) -> bool:
+    group = ctx.session.get(ResourceGroup, uami.group_pk)
+    a: Subscription | None = subscription_by_id(ctx, resource_sub)
+    b: Subscription | None = subscription_by_id(ctx, group.subscription_id)
+    return a is not None and b is not None and a.tenant_id == b.tenant_id
+
+
+def detach(ctx: Ctx, res: Resource, refs: list[str]) -> Resource:
+    """Rule 8 follows from the type being derived from what is left."""
+    group = ctx.session.get(ResourceGroup, res.group_pk)
+    current = {a.identity_key: a for a in attachments(ctx, res)}
+    chosen: list[Attachment] = []
+    missing: list[str] = []
+    for ref in refs:
+        arm_id, _ = resolve_reference(ctx, ref, group)
+        att = current.get(ids.key(arm_id))
+        if att is None:
+            missing.append(ref)
+        else:
+            chosen.append(att)
+    if missing:
+        raise ValidationError(
+            "BadRequest", f"'{','.join(missing)}' are not associated with '{res.name}'."
+        )
+    for att in chosen:
+        ctx.session.delete(att)
+    if chosen:
+        ctx.session.flush()
+        ctx.log(f"{res.type}/write", res.arm_id, detail="identity: user-assigned removed")
+    return res
+
+
+def assign(ctx: Ctx, res: Resource, refs: list[str]) -> Resource:
+    """`identity assign`: `[system]` turns the system identity on; the rest are attached."""
+    refs = refs or [SYSTEM]
+    users = [r for r in refs if not is_system_ref(r)]
+    if users:
+        attach(ctx, res, users)
+    if len(users) != len(refs):
+        enable_system(ctx, res)
+    return res
+
+
+def remove(ctx: Ctx, res: Resource, refs: list[str]) -> Resource:
+    """`identity remove`: `[system]` (the default, as in az) turns it off; the rest are detached."""
+    refs = refs or [SYSTEM]
+    users = [r for r in refs if not is_system_ref(r)]
+    if users:
+        detach(ctx, res, users)
+    if len(users) != len(refs):
+        disable_system(ctx, res)
+    return res
+
+
+def is_live(ctx: Ctx, att: Attachment) -> bool:
+    """False for a dangling reference: the identity was deleted (and perhaps re-created with new ids)."""
+    uami = user_assigned_by_id(ctx, att.identity_id)
+    return uami is not None and uami.principal_id == att.principal_id
+
+
+# --- finding identities ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SystemIdentity:
+    resource: Resource
+    principal_id: str
+    client_id: str
+
+
+def system_identity(ctx: Ctx, res: Resource) -> SystemIdentity:
+    if not res.system_principal_id:
+        raise NotFoundError(
+            "ResourceNotFound", f"The resource '{res.name}' has no system-assigned identity (it is not enabled)."
+        )
+    sp = principals.get(ctx, res.system_principal_id)
+    return SystemIdentity(res, sp.id, sp.app_id)
+
+
+def list_system(ctx: Ctx, resources_: list[Resource]) -> list[SystemIdentity]:
+    from mi_cli.models import ServicePrincipal
+
+    on = [r for r in resources_ if r.system_principal_id]
+    if not on:
+        return []
+    sps = {sp.id: sp for sp in ctx.session.exec(select(ServicePrincipal).where(ServicePrincipal.is_explicit == False)).all()}  # noqa: E712
+    return [SystemIdentity(r, r.system_principal_id, sps[r.system_principal_id].app_id) for r in on]

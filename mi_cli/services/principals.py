@@ -1,0 +1,61 @@
+"""Service principals: the directory objects behind managed identities, never edited directly."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from mi_cli import ids
+from mi_cli.errors import NotFoundError
+from mi_cli.models import ServicePrincipal
+from mi_cli.services import Ctx
+from mi_cli.services.tenancy import default_tenant
+
+
+def create(ctx: Ctx, *, display_name: str, explicit: bool, mi_resource_id: str) -> ServicePrincipal:
+    sp = ServicePrincipal(
+        id=ctx.new_guid(),
+        app_id=ctx.new_guid(),
+        tenant_id=default_tenant(ctx).id,
+        display_name=display_name,
+        is_explicit=explicit,
+        mi_resource_id=mi_resource_id,
+        created_at=ctx.now(),
+    )
+    ctx.session.add(sp)
+    ctx.log("Microsoft.Directory/servicePrincipals/create", sp.id, detail=mi_resource_id)
+    return sp
+
+
+def delete(ctx: Ctx, principal_id: str | None) -> None:
+    if not principal_id:
+        return
+    sp = ctx.session.get(ServicePrincipal, principal_id)
+    if sp is not None:
+        ctx.session.delete(sp)
+        ctx.log("Microsoft.Directory/servicePrincipals/delete", sp.id, detail=sp.mi_resource_id)
+
+
+def get(ctx: Ctx, principal_id: str) -> ServicePrincipal | None:
+    return ctx.session.get(ServicePrincipal, principal_id)
+
+
+def find(ctx: Ctx, id_or_app_id: str) -> ServicePrincipal:
+    """By object id or appId (clientId), as `az ad sp show --id` accepts either."""
+    wanted = ids.key(id_or_app_id.strip())
+    sp = ctx.session.exec(
+        select(ServicePrincipal).where((ServicePrincipal.id == wanted) | (ServicePrincipal.app_id == wanted))
+    ).first()
+    if sp is None:
+        raise NotFoundError(
+            "Request_ResourceNotFound",
+            f"Resource '{id_or_app_id}' does not exist or one of its queried reference-property objects are not present.",
+        )
+    return sp
+
+
+def list_all(ctx: Ctx, *, display_name: str | None = None) -> list[ServicePrincipal]:
+    stmt = select(ServicePrincipal).order_by(ServicePrincipal.display_name, ServicePrincipal.id)
+    sps = ctx.session.exec(stmt).all()
+    if display_name:
+        sps = [sp for sp in sps if ids.same(sp.display_name, display_name)]
+    return list(sps)

@@ -1,0 +1,209 @@
+"""Azure's JSON shapes of the store's objects (camelCase, as ARM, az and Graph return them)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+from sqlmodel import select
+
+from mi_cli import ids
+from mi_cli.catalog import catalog
+from mi_cli.models import (
+    ActivityLog,
+    Attachment,
+    FederatedCredential,
+    Resource,
+    ResourceGroup,
+    ServicePrincipal,
+    Subscription,
+    Tenant,
+    UserAssignedIdentity,
+)
+from mi_cli.services import Ctx, identities
+from mi_cli.services.tenancy import default_tenant
+
+PROVISIONED = {"provisioningState": "Succeeded"}
+
+
+def _group_name(arm_id: str) -> str | None:
+    parsed = ids.parse(arm_id)
+    return parsed.group if parsed else None
+
+
+def account(sub: Subscription, tenant: Tenant) -> dict[str, Any]:
+    return {
+        "environmentName": "AzureCloud",
+        "homeTenantId": tenant.id,
+        "id": sub.id,
+        "isDefault": sub.is_default,
+        "managedByTenants": [],
+        "name": sub.name,
+        "state": "Enabled",
+        "tenantDisplayName": tenant.display_name,
+        "tenantId": tenant.id,
+        "user": {"name": "user@mi.local", "type": "user"},
+    }
+
+
+def subscription(sub: Subscription) -> dict[str, Any]:
+    return {
+        "id": ids.subscription_id(sub.id),
+        "isDefault": sub.is_default,
+        "name": sub.name,
+        "state": "Enabled",
+        "subscriptionId": sub.id,
+        "tenantId": sub.tenant_id,
+    }
+
+
+def group(g: ResourceGroup) -> dict[str, Any]:
+    return {
+        "id": ids.group_id(g.subscription_id, g.name),
+        "location": g.location,
+        "managedBy": None,
+        "name": g.name,
+        "properties": PROVISIONED,
+        "tags": g.tags or None,
+        "type": "Microsoft.Resources/resourceGroups",
+    }
+
+
+def identity_block(ctx: Ctx, res: Resource, atts: list[Attachment] | None = None, tenant_id: str | None = None) -> dict[str, Any] | None:
+    """The resource's `identity` property; None when it has no identity at all."""
+    atts = identities.attachments(ctx, res) if atts is None else atts
+    system = bool(res.system_principal_id)
+    if not system and not atts:
+        return None
+    rt = catalog().get(res.type)
+    block: dict[str, Any] = {"type": identities.identity_type(rt, system=system, user=bool(atts))}
+    if system:
+        block["principalId"] = res.system_principal_id
+        block["tenantId"] = tenant_id or default_tenant(ctx, create=False).id
+    if atts:
+        block["userAssignedIdentities"] = {
+            a.identity_id: {"clientId": a.client_id, "principalId": a.principal_id} for a in atts
+        }
+    return block
+
+
+def identity_block_or_none(ctx: Ctx, res: Resource) -> dict[str, Any]:
+    """What `identity assign/remove` print: the block, `{"type": "None"}` once nothing is left."""
+    return identity_block(ctx, res) or {"type": "None"}
+
+
+def resource(ctx: Ctx, res: Resource, atts: list[Attachment] | None = None, tenant_id: str | None = None) -> dict[str, Any]:
+    return {
+        "id": res.arm_id,
+        "identity": identity_block(ctx, res, atts, tenant_id),
+        "kind": res.kind,
+        "location": res.location,
+        "name": res.name,
+        "properties": PROVISIONED,
+        "resourceGroup": _group_name(res.arm_id),
+        "tags": res.tags,
+        "type": res.type,
+    }
+
+
+def resources(ctx: Ctx, items: list[Resource]) -> list[dict[str, Any]]:
+    """Many resources with two queries, not one per resource."""
+    by_res: dict[int, list[Attachment]] = {}
+    if items:
+        for att in ctx.session.exec(select(Attachment).order_by(Attachment.pk)).all():
+            by_res.setdefault(att.resource_pk, []).append(att)
+    tenant = default_tenant(ctx, create=False)
+    tid = tenant.id if tenant else None
+    return [resource(ctx, r, by_res.get(r.pk, []), tid) for r in items]
+
+
+def user_assigned(uami: UserAssignedIdentity, tenant_id: str) -> dict[str, Any]:
+    # The client-flattened shape of `az identity create/show`.
+    return {
+        "clientId": uami.client_id,
+        "id": uami.arm_id,
+        "isolationScope": uami.isolation_scope,
+        "location": uami.location,
+        "name": uami.name,
+        "principalId": uami.principal_id,
+        "resourceGroup": _group_name(uami.arm_id),
+        "systemData": None,
+        "tags": uami.tags,
+        "tenantId": tenant_id,
+        "type": ids.UAMI_TYPE,
+    }
+
+
+def system_assigned(si: identities.SystemIdentity, tenant_id: str) -> dict[str, Any]:
+    # The shape of GET {scope}/providers/Microsoft.ManagedIdentity/identities/default.
+    res = si.resource
+    return {
+        "clientId": si.client_id,
+        "id": ids.system_identity_id(res.arm_id),
+        "location": res.location,
+        "name": res.name,
+        "principalId": si.principal_id,
+        "resourceGroup": _group_name(res.arm_id),
+        "tenantId": tenant_id,
+        "type": "Microsoft.ManagedIdentity/identities",
+    }
+
+
+def with_kind(data: dict[str, Any], kind: str) -> dict[str, Any]:
+    return {**data, "kind": kind}
+
+
+def associated_resource(res: Resource, sub: Subscription | None) -> dict[str, Any]:
+    # `az identity list-resources`: the associated-resources shape, type in lowercase as ARM returns it.
+    parsed = ids.parse(res.arm_id)
+    return {
+        "id": res.arm_id,
+        "name": res.name,
+        "resourceGroup": parsed.group,
+        "subscriptionDisplayName": sub.name if sub else None,
+        "subscriptionId": parsed.subscription,
+        "type": res.type.lower(),
+    }
+
+
+def service_principal(sp: ServicePrincipal) -> dict[str, Any]:
+    # Graph's servicePrincipal, as it stands for a managed identity.
+    digest = base64.b64encode(hashlib.sha256(f"{sp.id}:{sp.mi_resource_id}".encode()).digest()).decode()
+    return {
+        "accountEnabled": True,
+        "alternativeNames": [f"isExplicit={'True' if sp.is_explicit else 'False'}", sp.mi_resource_id],
+        "appId": sp.app_id,
+        "appOwnerOrganizationId": sp.tenant_id,
+        "displayName": sp.display_name,
+        "id": sp.id,
+        "servicePrincipalNames": [sp.app_id, f"https://identity.azure.net/{digest}"],
+        "servicePrincipalType": "ManagedIdentity",
+    }
+
+
+def federated_credential(uami: UserAssignedIdentity, fic: FederatedCredential) -> dict[str, Any]:
+    data = {
+        "audiences": list(fic.audiences),
+        "id": f"{uami.arm_id}/federatedIdentityCredentials/{fic.name}",
+        "issuer": fic.issuer,
+        "name": fic.name,
+        "resourceGroup": _group_name(uami.arm_id),
+        "subject": fic.subject,
+        "systemData": None,
+        "type": ids.FIC_TYPE,
+    }
+    if fic.description:
+        data["description"] = fic.description
+    return data
+
+
+def log_entry(entry: ActivityLog) -> dict[str, Any]:
+    return {
+        "caller": entry.caller,
+        "detail": entry.detail,
+        "eventTimestamp": entry.time.isoformat() if entry.time.tzinfo else entry.time.isoformat() + "+00:00",
+        "operationName": entry.operation,
+        "resourceId": entry.target,
+        "status": entry.status,
+    }

@@ -1,0 +1,157 @@
+"""The store: an SQLite file (or a SQLAlchemy URL), its pragmas, schema version and transactions."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlmodel import Session, SQLModel
+
+from mi_cli import models
+from mi_cli.errors import StoreError
+
+
+def default_path() -> Path:
+    from platformdirs import user_data_path
+
+    return user_data_path("mi", appauthor=False) / "mi.db"
+
+
+def _prepare_file(path: Path) -> None:
+    """Refuse what cannot be a store; create a new file (and its folder) private to the user."""
+    if path.is_dir():
+        raise StoreError("InvalidStore", f"The store path '{path}' is a directory, not an SQLite file.")
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise StoreError("InvalidStore", f"The store '{path}' is not readable and writable by this user.")
+        with open(path, "rb") as f:
+            head = f.read(16)
+        if head and head != b"SQLite format 3\x00":
+            raise StoreError("InvalidStore", f"The file '{path}' is not an mi store (not an SQLite database).")
+        return
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    try:
+        # O_EXCL: another process may be creating it at the same moment; either wins.
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError("InvalidStore", f"The store '{path}' cannot be created: {exc.strerror}.") from None
+
+
+def _sqlite_engine(path: Path) -> Engine:
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 5.0})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        # Leave transactions to us: pysqlite's implicit BEGIN is DEFERRED, which lets two
+        # writers read the same state and lose one update.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout = 5000")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # noqa: ANN001
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+
+    return engine
+
+
+class Store:
+    """One opened store. `transaction()` is the unit of work of a command or a request."""
+
+    def __init__(self, engine: Engine, where: str) -> None:
+        self.engine = engine
+        self.where = where
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[Session]:
+        try:
+            with self.engine.connect() as conn:
+                conn.info["write"] = write
+                with Session(bind=conn, expire_on_commit=False, autoflush=True) as session:
+                    with conn.begin():
+                        _check_schema(conn, self.where)
+                        yield session
+                        session.flush()
+        except (OperationalError, DatabaseError) as exc:
+            raise _store_error(exc, self.where) from None
+
+
+def _store_error(exc: Exception, where: str) -> StoreError:
+    orig = getattr(exc, "orig", exc)
+    message = str(orig)
+    if isinstance(orig, sqlite3.OperationalError) and "locked" in message:
+        return StoreError("StoreBusy", f"The store '{where}' stayed locked by another process for 5 s; try again.")
+    if "readonly" in message or "read-only" in message:
+        return StoreError("InvalidStore", f"The store '{where}' is read-only.")
+    return StoreError("InvalidStore", f"The store '{where}' cannot be used: {message}.")
+
+
+def _check_schema(conn, where: str) -> None:  # noqa: ANN001
+    found = conn.exec_driver_sql(
+        "SELECT value FROM meta WHERE key = 'schema_version'"
+    ).scalar() if _has_meta(conn) else None
+    if found is None:
+        raise StoreError("InvalidStore", f"The store '{where}' has no mi schema.")
+    if int(found) > models.SCHEMA_VERSION:
+        raise StoreError(
+            "UnsupportedStoreVersion",
+            f"The store '{where}' has schema version {found}, newer than this mi understands "
+            f"({models.SCHEMA_VERSION}); upgrade mi to use it.",
+        )
+    if int(found) < models.SCHEMA_VERSION:  # no older versions exist yet
+        raise StoreError("UnsupportedStoreVersion", f"The store '{where}' has an unknown old schema version {found}.")
+
+
+def _has_meta(conn) -> bool:  # noqa: ANN001
+    return inspect(conn).has_table("meta")
+
+
+def _ensure_schema(engine: Engine, where: str) -> None:
+    """Create the tables of a new store once; concurrent first opens serialise on BEGIN IMMEDIATE."""
+    with engine.connect() as conn:
+        conn.info["write"] = False
+        with conn.begin():
+            if _has_meta(conn):
+                return
+        conn.info["write"] = True
+        with conn.begin():
+            if _has_meta(conn):
+                return
+            if inspect(conn).get_table_names():
+                raise StoreError("InvalidStore", f"The file '{where}' is an SQLite database, but not an mi store.")
+            SQLModel.metadata.create_all(conn)
+            conn.execute(
+                text("INSERT INTO meta (key, value) VALUES ('schema_version', :v)"), {"v": str(models.SCHEMA_VERSION)}
+            )
+
+
+def open_store(path: str | os.PathLike | None = None) -> Store:
+    """Open (creating if new) the store at `path`, `MI_DATABASE_URL`, or the default file."""
+    url = os.environ.get("MI_DATABASE_URL")
+    if url and path is None:
+        engine = create_engine(url)
+        where = engine.url.render_as_string(hide_password=True)
+    else:
+        p = Path(path).expanduser() if path is not None else default_path()
+        _prepare_file(p)
+        engine = _sqlite_engine(p)
+        where = str(p)
+    try:
+        _ensure_schema(engine, where)
+    except (OperationalError, DatabaseError) as exc:
+        raise _store_error(exc, where) from None
+    return Store(engine, where)
