@@ -120,5 +120,6 @@ def delete(ctx: Ctx, uami: UserAssignedIdentity, name: str) -> bool:
     except NotFoundError:
         return False
     ctx.session.delete(fic)
+    ctx.session.flush()
     ctx.log(f"{ids.FIC_TYPE}/delete", fic_id(uami, fic))
     return True

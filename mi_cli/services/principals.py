@@ -32,6 +32,7 @@ def delete(ctx: Ctx, principal_id: str | None) -> None:
     sp = ctx.session.get(ServicePrincipal, principal_id)
     if sp is not None:
         ctx.session.delete(sp)
+        ctx.session.flush()
         ctx.log("Microsoft.Directory/servicePrincipals/delete", sp.id, detail=sp.mi_resource_id)
 
 
