@@ -59,7 +59,10 @@ def show(name: NameOpt, subscription: SubscriptionOpt = None, output: OutputOpt 
 
 
 @app.command("delete")
-def delete(name: NameOpt, yes: YesOpt = False, subscription: SubscriptionOpt = None) -> None:
+def delete(
+    name: NameOpt, yes: YesOpt = False, subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table", query: QueryOpt = None,  # accepted on every command, as az does; deletes print nothing
+) -> None:
     """Delete a resource group and everything in it, in one transaction.
 
     Resources lose their system identities; user-assigned identities in the group are deleted,

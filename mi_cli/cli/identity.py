@@ -221,6 +221,8 @@ def delete(
     ids_: IdsOpt = None,
     yes: YesOpt = False,
     subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",  # accepted on every command, as az does; deletes print nothing
+    query: QueryOpt = None,
 ) -> None:
     """Delete a user-assigned identity and its service principal. Resources that list it keep the
     reference, dangling, as in Azure; a warning names them. Deleting what is gone succeeds."""
@@ -379,6 +381,8 @@ def fic_delete(
     group: GroupOpt = None,
     yes: YesOpt = False,
     subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",  # accepted on every command, as az does; deletes print nothing
+    query: QueryOpt = None,
 ) -> None:
     """Delete a federated credential (deleting one that is gone succeeds)."""
     from mi_cli.services import federated

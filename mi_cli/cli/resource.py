@@ -157,6 +157,8 @@ def delete(
     ids_: Annotated[Optional[str], typer.Option("--ids", help="Full resource id (instead of -n/-g).")] = None,
     yes: YesOpt = False,
     subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",  # accepted on every command, as az does; deletes print nothing
+    query: QueryOpt = None,
 ) -> None:
     """Delete a resource: its system identity and child resources go with it; user-assigned
     identities attached to it stay. Deleting what is already gone succeeds."""

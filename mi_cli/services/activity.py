@@ -41,8 +41,7 @@ def entries(
 ) -> list[ActivityLog]:
     stmt = select(ActivityLog)
     if since:
-        # Stored as naive UTC by SQLite; compare in the same form.
-        stmt = stmt.where(ActivityLog.time >= parse_since(since, ctx.now()).astimezone(timezone.utc).replace(tzinfo=None))
+        stmt = stmt.where(ActivityLog.time >= parse_since(since, ctx.now()).astimezone(timezone.utc))
     if operation:
         stmt = stmt.where(ActivityLog.operation.icontains(operation, autoescape=True))
     if target:
