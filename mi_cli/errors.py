@@ -41,10 +41,11 @@ class StoreError(MiError):
     """The store cannot be opened, read or written."""
 
 
-def resource_not_found(type_name: str, name: str, group: str) -> NotFoundError:
+def resource_not_found(type_name: str | None, name: str, group: str) -> NotFoundError:
+    what = f"{type_name}/{name}" if type_name else name
     return NotFoundError(
         "ResourceNotFound",
-        f"The Resource '{type_name}/{name}' under resource group '{group}' was not found. "
+        f"The Resource '{what}' under resource group '{group}' was not found. "
         "For more details please go to https://aka.ms/ARMResourceNotFoundFix",
     )
 

@@ -76,6 +76,10 @@ class Store:
         self.engine = engine
         self.where = where
 
+    def close(self) -> None:
+        """Close pooled connections; the last one to close checkpoints the WAL into the file."""
+        self.engine.dispose()
+
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[Session]:
         try:

@@ -23,9 +23,12 @@ def transaction(*, write: bool) -> Iterator[Any]:
     from mi_cli.store import open_store
 
     store = open_store(state["db"])
-    with store.transaction(write=write) as session:
-        ctx = Ctx.from_env(session)
-        yield ctx
+    try:
+        with store.transaction(write=write) as session:
+            ctx = Ctx.from_env(session)
+            yield ctx
+    finally:
+        store.close()
     for message in ctx.warnings:
         print(f"WARNING: {message}", file=sys.stderr)
 

@@ -89,7 +89,7 @@ def get(ctx: Ctx, group: ResourceGroup, name: str, *, type_text: str | None = No
         rt = catalog().get(type_text)
         found = [r for r in found if ids.same(r.type, rt.type)]
     if not found:
-        raise resource_not_found(catalog().get(type_text).type if type_text else "resource", name, group.name)
+        raise resource_not_found(catalog().get(type_text).type if type_text else None, name, group.name)
     if len(found) > 1:
         types = ", ".join(sorted(r.type for r in found))
         raise ValidationError(
