@@ -117,7 +117,7 @@ def write_table(rows: list[dict[str, Any]], out) -> None:  # noqa: ANN001
 
     tty = out.isatty()
     # az's plain look off a terminal: a row of dashes under the header, nothing else.
-    PLAIN_HEAD = box.Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
+    PLAIN_HEAD = box.Box("    \n    \n -  \n    \n    \n    \n    \n    \n", ascii=True)
     t = Table(box=box.SIMPLE_HEAD if tty else PLAIN_HEAD, show_edge=False, pad_edge=False, header_style="bold" if tty else "")
     for h in headers:
         t.add_column(h, overflow="fold")

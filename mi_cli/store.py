@@ -34,6 +34,8 @@ def _prepare_file(path: Path) -> None:
             head = f.read(16)
         if head and head != b"SQLite format 3\x00":
             raise StoreError("InvalidStore", f"The file '{path}' is not an mi store (not an SQLite database).")
+        if head:
+            _refuse_foreign_database(path)
         return
     if not path.parent.exists():
         path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
@@ -45,6 +47,21 @@ def _prepare_file(path: Path) -> None:
         pass
     except OSError as exc:
         raise StoreError("InvalidStore", f"The store '{path}' cannot be created: {exc.strerror}.") from None
+
+
+def _refuse_foreign_database(path: Path) -> None:
+    """Look, read-only and before any pragma, whether an existing database is ours: switching
+    someone else's database to WAL would already change it."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError("InvalidStore", f"The file '{path}' cannot be read as an SQLite database: {exc}.") from None
+    if tables and "meta" not in tables:
+        raise StoreError("InvalidStore", f"The file '{path}' is an SQLite database, but not an mi store.")
 
 
 def _sqlite_engine(path: Path) -> Engine:
