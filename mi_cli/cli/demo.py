@@ -26,7 +26,7 @@ STEPS: list[tuple[str, list[str]]] = [
      ["identity", "create", "--user-assigned", "-g", RG, "-n", "shared-id"]),
     ("Share it: attach the same user-assigned identity to both resources.",
      ["identity", "assign", "--resource", "web-vm", "-g", RG, "--identities", "shared-id"]),
-    (None, ["identity", "assign", "--resource", "api-app", "-g", RG, "--identities", "shared-id"]),
+    (None, ["identity", "assign", "--resource", "api-app", "-g", RG, "--identities", "shared-id", "[system]"]),
     ("Both kinds of identity, and the service principals behind them.", ["identity", "list", "-g", RG]),
     (None, ["sp", "list"]),
     ("Delete the VM: its system identity and service principal die with it...",

@@ -1,0 +1,32 @@
+"""`mi demo` tells the seed's story on a temporary store and never touches the user's."""
+
+from __future__ import annotations
+
+from mi_cli.cli.main import main
+from tests.conftest import dump
+
+
+def test_demo_runs_every_step_and_leaves_the_users_store_alone(tmp_path, monkeypatch, capsys):
+    mine = tmp_path / "mine.db"
+    assert main(["--db", str(mine), "group", "create", "-n", "keep-me", "-l", "westeurope", "-o", "none"]) == 0
+    before = dump(mine)
+    monkeypatch.setenv("MI_DB", str(mine))
+    monkeypatch.setenv("MI_OUTPUT", "json")
+    capsys.readouterr()
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert dump(mine) == before
+    for step in ("$ mi identity create --system-assigned --resource web-vm", "$ mi resource delete", "$ mi compare"):
+        assert step in out
+    assert "shared-id is on api-app" in out  # after the VM's deletion, only the web app holds it
+    assert "In this store" in out
+    assert not list(tmp_path.glob("mi-demo-*"))
+
+
+def test_demo_keep_saves_its_store(tmp_path, capsys):
+    kept = tmp_path / "demo.db"
+    assert main(["demo", "--keep", str(kept)]) == 0
+    capsys.readouterr()
+    assert main(["--db", str(kept), "identity", "list", "-o", "tsv", "--query", "[].name"]) == 0
+    assert capsys.readouterr().out == "shared-id\n"
+    assert main(["demo", "--keep", str(kept)]) == 1  # never overwrites
