@@ -27,6 +27,6 @@ def test_demo_keep_saves_its_store(tmp_path, capsys):
     kept = tmp_path / "demo.db"
     assert main(["demo", "--keep", str(kept)]) == 0
     capsys.readouterr()
-    assert main(["--db", str(kept), "identity", "list", "-o", "tsv", "--query", "[].name"]) == 0
+    assert main(["--db", str(kept), "identity", "list", "--kind", "user", "-o", "tsv", "--query", "[].name"]) == 0
     assert capsys.readouterr().out == "shared-id\n"
     assert main(["demo", "--keep", str(kept)]) == 1  # never overwrites
