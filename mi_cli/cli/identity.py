@@ -26,6 +26,12 @@ IdentitiesOpt = Annotated[
 ]
 
 
+def _name_or_id(name: str | None, ids_: str | None) -> str:
+    if bool(name) == bool(ids_):
+        raise UsageError("MissingArgument", "Give either --name/-n (with -g) or --ids.")
+    return ids_ or name
+
+
 def _ua_row(i: dict) -> dict:
     # az's auto-table columns for `az identity create/show/list`
     return {k: i.get(v) for k, v in (("ClientId", "clientId"), ("IsolationScope", "isolationScope"), ("Location", "location"),
@@ -41,10 +47,12 @@ def _list_row(i: dict) -> dict:
 def _block_rows(block: dict) -> list[dict]:
     rows = []
     if block.get("principalId"):
-        rows.append({"Identity": "[system]", "PrincipalId": block["principalId"], "ClientId": ""})
+        rows.append({"Identity": "[system]", "ResourceGroup": "", "PrincipalId": block["principalId"], "ClientId": ""})
     for uid, v in (block.get("userAssignedIdentities") or {}).items():
-        rows.append({"Identity": uid, "PrincipalId": v["principalId"], "ClientId": v["clientId"]})
-    return rows or [{"Identity": "(none)", "PrincipalId": "", "ClientId": ""}]
+        parts = uid.split("/")  # the full id is in -o json; a person reads name and group
+        rows.append({"Identity": parts[-1], "ResourceGroup": parts[4] if len(parts) > 4 else "",
+                     "PrincipalId": v["principalId"], "ClientId": v["clientId"]})
+    return rows
 
 
 def _emit_block(block: dict, output, query) -> None:  # noqa: ANN001
@@ -56,7 +64,9 @@ def _emit_block(block: dict, output, query) -> None:  # noqa: ANN001
         import sys
 
         print(f"Type: {block['type']}")
-        write_table(_block_rows(block), sys.stdout)
+        rows = _block_rows(block)
+        if rows:
+            write_table(rows, sys.stdout)
         return
     render(block, fmt, query=query)
 
@@ -124,9 +134,7 @@ def show(
             res = lookup.resource(ctx, ref, group, subscription=subscription, type_text=type_)
             data = views.system_assigned(identities.system_identity(ctx, res), tenant.id)
         else:
-            if bool(name) == bool(ids_):
-                raise UsageError("MissingArgument", "Give --name/-n with -g, --ids, or --resource.")
-            uami = lookup.user_assigned(ctx, ids_ or name, group, subscription=subscription)
+            uami = lookup.user_assigned(ctx, _name_or_id(name, ids_), group, subscription=subscription)
             data = views.user_assigned(uami, tenant.id)
     emit(data, output, query, _ua_row)
 
@@ -178,10 +186,9 @@ def list_resources(
     """List the resources a user-assigned identity is attached to."""
     from mi_cli.services import identities, lookup, tenancy, views
 
-    if bool(name) == bool(ids_):
-        raise UsageError("MissingArgument", "Give --name/-n with -g, or --ids.")
+    ref = _name_or_id(name, ids_)
     with transaction(write=False) as ctx:
-        uami = lookup.user_assigned(ctx, ids_ or name, group, subscription=subscription)
+        uami = lookup.user_assigned(ctx, ref, group, subscription=subscription)
         data = [
             views.associated_resource(r, tenancy.subscription_by_id(ctx, r.arm_id.split("/")[2]))
             for r in identities.references_to(ctx, uami.arm_id)
@@ -203,12 +210,11 @@ def update(
     from mi_cli.services import identities, lookup, tenancy, views
     from mi_cli.services.validation import parse_tags
 
-    if bool(name) == bool(ids_):
-        raise UsageError("MissingArgument", "Give --name/-n with -g, or --ids.")
+    ref = _name_or_id(name, ids_)
     if tags is None:
         raise UsageError("MissingArgument", "Nothing to update: give --tags.")
     with transaction(write=True) as ctx:
-        uami = lookup.user_assigned(ctx, ids_ or name, group, subscription=subscription)
+        uami = lookup.user_assigned(ctx, ref, group, subscription=subscription)
         identities.update_tags(ctx, uami, parse_tags(tags))
         data = views.user_assigned(uami, tenancy.default_tenant(ctx).id)
     emit(data, output, query, _ua_row)
@@ -229,12 +235,11 @@ def delete(
     from mi_cli.errors import NotFoundError
     from mi_cli.services import identities, lookup
 
-    if bool(name) == bool(ids_):
-        raise UsageError("MissingArgument", "Give --name/-n with -g, or --ids.")
-    confirm(f"Delete the user-assigned identity '{ids_ or name}'?", yes)
+    ref = _name_or_id(name, ids_)
+    confirm(f"Delete the user-assigned identity '{ref}'?", yes)
     with transaction(write=True) as ctx:
         try:
-            uami = lookup.user_assigned(ctx, ids_ or name, group, subscription=subscription)
+            uami = lookup.user_assigned(ctx, ref, group, subscription=subscription)
         except NotFoundError as exc:
             if exc.code == "ResourceGroupNotFound":
                 raise

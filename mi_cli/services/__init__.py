@@ -56,3 +56,22 @@ class Ctx:
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
+
+
+def repeat_put(ctx: Ctx, existing, *, location: str, tags: dict | None, group_name: str, operation: str):  # noqa: ANN001, ANN201
+    """A create of something that exists is ARM's PUT on it: same object and ids, tags replaced when
+    given; a different location is refused with ARM's text, since resources cannot move regions."""
+    from mi_cli.errors import ConflictError
+
+    if existing.location != location:
+        raise ConflictError(
+            "InvalidResourceLocation",
+            f"The resource '{existing.name}' already exists in location '{existing.location}' in resource group "
+            f"'{group_name}'. A resource with the same name cannot be created in location '{location}'. "
+            "Please select a new resource name.",
+        )
+    if tags is not None and tags != existing.tags:
+        existing.tags = tags
+        ctx.session.add(existing)
+        ctx.log(operation, existing.arm_id)
+    return existing

@@ -9,9 +9,9 @@ from sqlmodel import select
 
 from mi_cli import ids
 from mi_cli.catalog import ResourceType, catalog, normalise_location
-from mi_cli.errors import ConflictError, NotFoundError, ValidationError, resource_not_found
+from mi_cli.errors import NotFoundError, ValidationError, resource_not_found
 from mi_cli.models import Attachment, Resource, ResourceGroup, Subscription, UserAssignedIdentity
-from mi_cli.services import Ctx, principals
+from mi_cli.services import Ctx, principals, repeat_put
 from mi_cli.services.tenancy import subscription_by_id
 from mi_cli.services.validation import uami_name
 
@@ -50,18 +50,7 @@ def create_user_assigned(
     )
     existing = _in_group(ctx, group, name)
     if existing is not None:
-        if existing.location != location:
-            raise ConflictError(
-                "InvalidResourceLocation",
-                f"The resource '{existing.name}' already exists in location '{existing.location}' in resource group "
-                f"'{group.name}'. A resource with the same name cannot be created in location '{location}'. "
-                "Please select a new resource name.",
-            )
-        if tags is not None and tags != existing.tags:
-            existing.tags = tags
-            ctx.session.add(existing)
-            ctx.log(f"{ids.UAMI_TYPE}/write", existing.arm_id)
-        return existing
+        return repeat_put(ctx, existing, location=location, tags=tags, group_name=group.name, operation=f"{ids.UAMI_TYPE}/write")
     arm_id = ids.uami_id(group.subscription_id, group.name, name)
     sp = principals.create(ctx, display_name=name, explicit=True, mi_resource_id=arm_id)
     uami = UserAssignedIdentity(

@@ -6,9 +6,9 @@ from sqlmodel import select
 
 from mi_cli import ids
 from mi_cli.catalog import ResourceType, catalog, normalise_location
-from mi_cli.errors import ConflictError, NotFoundError, ValidationError, resource_not_found
+from mi_cli.errors import NotFoundError, ValidationError, resource_not_found
 from mi_cli.models import Attachment, Resource, ResourceGroup
-from mi_cli.services import Ctx, principals
+from mi_cli.services import Ctx, principals, repeat_put
 from mi_cli.services.validation import resource_name
 
 
@@ -39,18 +39,7 @@ def create(
     arm_id = ids.resource_id(group.subscription_id, group.name, rt.type, full_name)
     existing = by_id(ctx, arm_id)
     if existing is not None:
-        if existing.location != location:
-            raise ConflictError(
-                "InvalidResourceLocation",
-                f"The resource '{full_name}' already exists in location '{existing.location}' in resource group "
-                f"'{group.name}'. A resource with the same name cannot be created in location '{location}'. "
-                "Please select a new resource name.",
-            )
-        if tags is not None and tags != existing.tags:
-            existing.tags = tags
-            ctx.session.add(existing)
-            ctx.log(f"{rt.type}/write", existing.arm_id)
-        return existing
+        return repeat_put(ctx, existing, location=location, tags=tags, group_name=group.name, operation=f"{rt.type}/write")
     res = Resource(
         group_pk=group.pk,
         name=full_name,

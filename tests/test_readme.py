@@ -1,0 +1,56 @@
+"""The README's examples run: each `$ mi ...` line of a console block, in order, on a fresh store
+with MI_SEED set, must print exactly what the README shows. MI_UPDATE_README=1 rewrites them."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+
+from mi_cli.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BLOCK = re.compile(r"```console\n(.*?)```", re.S)
+
+
+def _run(argv: list[str], capsys) -> str:
+    """What a person at a terminal sees: stdout, then stderr (warnings and errors)."""
+    capsys.readouterr()
+    main(argv)
+    captured = capsys.readouterr()
+    return captured.out + captured.err
+
+
+def _render_block(block: str, capsys) -> str:
+    lines = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            argv = shlex.split(line[2:])
+            assert argv[0] == "mi"
+            lines.append(line)
+            lines.extend(_run(argv[1:], capsys).splitlines())
+    return "\n".join(lines) + "\n"
+
+
+def test_readme_console_examples_are_true(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MI_DB", str(tmp_path / "readme.db"))
+    monkeypatch.setenv("MI_SEED", "readme")
+    text = README.read_text()
+    rendered = [_render_block(m.group(1), capsys) for m in BLOCK.finditer(text)]
+    assert rendered, "the README has no console examples"
+    if os.environ.get("MI_UPDATE_README"):
+        blocks = iter(rendered)
+        README.write_text(BLOCK.sub(lambda m: "```console\n" + next(blocks) + "```", text))
+        return
+    for block, expected in zip(BLOCK.findall(text), rendered):
+        assert block == expected
+
+
+def test_setup_commands_are_what_ci_runs():
+    setup = re.findall(r"```sh\n(.*?)\n```", README.read_text(), re.S)
+    assert len(setup) == 2
+    ci = (ROOT / ".ci" / "run").read_text()
+    for command in setup:
+        assert command in ci, command
