@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from mi_cli.cli.options import LocationOpt, OutputOpt, QueryOpt, SubscriptionOpt, TagsOpt, YesOpt
-from mi_cli.cli.runtime import confirm, emit, transaction
+from mi_cli.cli.runtime import confirm, emit, name_or_id, transaction
 from mi_cli.errors import UsageError
 
 app = typer.Typer(help="Managed identities: user-assigned ones and the system-assigned ones of resources.", no_args_is_help=True)
@@ -24,12 +24,6 @@ IdentitiesOpt = Annotated[
     Optional[list[str]],
     typer.Option("--identities", help="Space-separated identities: '[system]' for the system-assigned one, names or ids of user-assigned ones."),
 ]
-
-
-def _name_or_id(name: str | None, ids_: str | None) -> str:
-    if bool(name) == bool(ids_):
-        raise UsageError("MissingArgument", "Give either --name/-n (with -g) or --ids.")
-    return ids_ or name
 
 
 def _ua_row(i: dict) -> dict:
@@ -134,7 +128,7 @@ def show(
             res = lookup.resource(ctx, ref, group, subscription=subscription, type_text=type_)
             data = views.system_assigned(identities.system_identity(ctx, res), tenant.id)
         else:
-            uami = lookup.user_assigned(ctx, _name_or_id(name, ids_), group, subscription=subscription)
+            uami = lookup.user_assigned(ctx, name_or_id(name, ids_), group, subscription=subscription)
             data = views.user_assigned(uami, tenant.id)
     emit(data, output, query, _ua_row)
 
@@ -186,7 +180,7 @@ def list_resources(
     """List the resources a user-assigned identity is attached to."""
     from mi_cli.services import identities, lookup, tenancy, views
 
-    ref = _name_or_id(name, ids_)
+    ref = name_or_id(name, ids_)
     with transaction(write=False) as ctx:
         uami = lookup.user_assigned(ctx, ref, group, subscription=subscription)
         data = [
@@ -210,7 +204,7 @@ def update(
     from mi_cli.services import identities, lookup, tenancy, views
     from mi_cli.services.validation import parse_tags
 
-    ref = _name_or_id(name, ids_)
+    ref = name_or_id(name, ids_)
     if tags is None:
         raise UsageError("MissingArgument", "Nothing to update: give --tags.")
     with transaction(write=True) as ctx:
@@ -235,7 +229,7 @@ def delete(
     from mi_cli.errors import NotFoundError
     from mi_cli.services import identities, lookup
 
-    ref = _name_or_id(name, ids_)
+    ref = name_or_id(name, ids_)
     confirm(f"Delete the user-assigned identity '{ref}'?", yes)
     with transaction(write=True) as ctx:
         try:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from mi_cli.cli.options import LocationOpt, OutputOpt, QueryOpt, SubscriptionOpt, TagsOpt, YesOpt
-from mi_cli.cli.runtime import confirm, emit, transaction
+from mi_cli.cli.runtime import confirm, emit, name_or_id, transaction
 
 app = typer.Typer(help="Resources (VMs, web apps, vaults, ...) and the catalog of resource types.", no_args_is_help=True)
 GroupOpt = Annotated[Optional[str], typer.Option("--resource-group", "-g", help="Name of the resource group.")]
@@ -136,17 +136,9 @@ def show(
     from mi_cli.services import lookup, views
 
     with transaction(write=False) as ctx:
-        res = lookup.resource(ctx, _ref(name, ids_), group, subscription=subscription, type_text=type_)
+        res = lookup.resource(ctx, name_or_id(name, ids_), group, subscription=subscription, type_text=type_)
         data = views.resource(ctx, res)
     emit(data, output, query, _row)
-
-
-def _ref(name: str | None, ids_: str | None) -> str:
-    from mi_cli.errors import UsageError
-
-    if bool(name) == bool(ids_):
-        raise UsageError("MissingArgument", "Give either --name/-n (with -g) or --ids.")
-    return ids_ or name
 
 
 @app.command("delete")
@@ -165,7 +157,7 @@ def delete(
     from mi_cli.errors import NotFoundError
     from mi_cli.services import lookup, resources
 
-    ref = _ref(name, ids_)
+    ref = name_or_id(name, ids_)
     confirm(f"Delete resource '{ref}'?", yes)
     with transaction(write=True) as ctx:
         try:

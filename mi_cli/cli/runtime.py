@@ -6,7 +6,7 @@ import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from mi_cli.errors import MiError
+from mi_cli.errors import MiError, UsageError
 
 state: dict[str, Any] = {"db": None, "debug": False}
 
@@ -48,3 +48,10 @@ def confirm(question: str, yes: bool) -> None:
     if not typer.confirm(f"{question}\nAre you sure you want to perform this operation?", err=True):
         raise MiError("OperationCancelled", "The operation was cancelled; nothing was changed.")
 
+
+
+def name_or_id(name: str | None, ids_: str | None) -> str:
+    """What a show/delete command names: -n (with -g) or --ids, exactly one of them."""
+    if bool(name) == bool(ids_):
+        raise UsageError("MissingArgument", "Give either --name/-n (with -g) or --ids.")
+    return ids_ or name
