@@ -1,4 +1,4 @@
-"""The store: an SQLite file (or a SQLAlchemy URL), its pragmas, schema version and transactions."""
+"""The store: an SQLite file, its pragmas, schema version and transactions."""
 
 from __future__ import annotations
 
@@ -161,18 +161,17 @@ def _ensure_schema(engine: Engine, where: str) -> None:
 
 
 def open_store(path: str | os.PathLike | None = None) -> Store:
-    """Open (creating if new) the store at `path`, `MI_DATABASE_URL`, or the default file."""
-    url = os.environ.get("MI_DATABASE_URL")
-    if url and path is None:
-        engine = create_engine(url)
-        where = engine.url.render_as_string(hide_password=True)
-    else:
-        p = Path(path).expanduser() if path is not None else default_path()
-        _prepare_file(p)
-        engine = _sqlite_engine(p)
-        where = str(p)
+    """Open (creating if new) the SQLite store at `path`, or the default file."""
+    p = Path(path).expanduser() if path is not None else default_path()
+    _prepare_file(p)
+    engine = _sqlite_engine(p)
+    where = str(p)
     try:
         _ensure_schema(engine, where)
     except (OperationalError, DatabaseError) as exc:
+        engine.dispose()
         raise _store_error(exc, where) from None
+    except StoreError:
+        engine.dispose()
+        raise
     return Store(engine, where)

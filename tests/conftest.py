@@ -12,7 +12,7 @@ import pytest
 
 from mi_cli.cli.main import main
 
-MI_VARS = ("MI_DB", "MI_OUTPUT", "MI_SEED", "MI_SUBSCRIPTION", "MI_DATABASE_URL")
+MI_VARS = ("MI_DB", "MI_OUTPUT", "MI_SEED", "MI_SUBSCRIPTION")
 
 
 @pytest.fixture(autouse=True)

@@ -230,7 +230,6 @@ def delete(
     from mi_cli.services import identities, lookup
 
     ref = name_or_id(name, ids_)
-    confirm(f"Delete the user-assigned identity '{ref}'?", yes)
     with transaction(write=True) as ctx:
         try:
             uami = lookup.user_assigned(ctx, ref, group, subscription=subscription)

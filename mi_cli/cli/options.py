@@ -51,4 +51,6 @@ TagsOpt = Annotated[
 LocationOpt = Annotated[
     Optional[str], typer.Option("--location", "-l", help="Azure region, e.g. westeurope (default: the group's).")
 ]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+YesOpt = Annotated[
+    bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (only 'group delete' asks, and only at a terminal).")
+]

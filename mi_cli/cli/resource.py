@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from mi_cli.cli.options import LocationOpt, OutputOpt, QueryOpt, SubscriptionOpt, TagsOpt, YesOpt
-from mi_cli.cli.runtime import confirm, emit, name_or_id, transaction
+from mi_cli.cli.runtime import emit, name_or_id, transaction
 
 app = typer.Typer(help="Resources (VMs, web apps, vaults, ...) and the catalog of resource types.", no_args_is_help=True)
 GroupOpt = Annotated[Optional[str], typer.Option("--resource-group", "-g", help="Name of the resource group.")]
@@ -158,7 +158,6 @@ def delete(
     from mi_cli.services import lookup, resources
 
     ref = name_or_id(name, ids_)
-    confirm(f"Delete resource '{ref}'?", yes)
     with transaction(write=True) as ctx:
         try:
             res = lookup.resource(ctx, ref, group, subscription=subscription, type_text=type_)
