@@ -8,7 +8,7 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: signing keys and token-endpoint secrets
 
 
 def _fk(target: str) -> Any:
@@ -143,3 +143,24 @@ class ActivityLog(SQLModel, table=True):
     caller: str
     status: str  # Succeeded | Failed
     detail: Optional[str] = None
+
+
+class SigningKey(SQLModel, table=True):
+    """An RS256 key of a tenant. Retired keys leave the JWKS; the newest active one signs."""
+
+    __tablename__ = "signing_key"
+    kid: str = Field(primary_key=True)  # RFC 7638 thumbprint of the public key
+    tenant_id: str = Field(foreign_key="tenant.id", index=True)
+    private_pem: str  # PKCS#8; the store file is 0600 and this is never printed
+    public_jwk: dict = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime
+    retired_at: Optional[datetime] = None
+
+
+class EndpointSecret(SQLModel, table=True):
+    """The IDENTITY_HEADER of a resource's App Service-style token endpoint."""
+
+    __tablename__ = "endpoint_secret"
+    resource_pk: int = Field(sa_column=Column(Integer, ForeignKey("resource.pk", ondelete="CASCADE"), primary_key=True))
+    secret: str = Field(unique=True)
+    created_at: datetime

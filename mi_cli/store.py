@@ -121,20 +121,34 @@ def _store_error(exc: Exception, where: str) -> StoreError:
     return StoreError("InvalidStore", f"The store '{where}' cannot be used: {message}.")
 
 
+def _schema_version(conn) -> int | None:  # noqa: ANN001
+    if not _has_meta(conn):
+        return None
+    found = conn.exec_driver_sql("SELECT value FROM meta WHERE key = 'schema_version'").scalar()
+    return int(found) if found is not None else None
+
+
 def _check_schema(conn, where: str) -> None:  # noqa: ANN001
-    found = conn.exec_driver_sql(
-        "SELECT value FROM meta WHERE key = 'schema_version'"
-    ).scalar() if _has_meta(conn) else None
+    found = _schema_version(conn)
     if found is None:
         raise StoreError("InvalidStore", f"The store '{where}' has no mi schema.")
-    if int(found) > models.SCHEMA_VERSION:
+    if found > models.SCHEMA_VERSION:
         raise StoreError(
             "UnsupportedStoreVersion",
             f"The store '{where}' has schema version {found}, newer than this mi understands "
             f"({models.SCHEMA_VERSION}); upgrade mi to use it.",
         )
-    if int(found) < models.SCHEMA_VERSION:  # no older versions exist yet
-        raise StoreError("UnsupportedStoreVersion", f"The store '{where}' has an unknown old schema version {found}.")
+    if found < models.SCHEMA_VERSION:  # migrated at open; another process may have raced us
+        raise StoreError("UnsupportedStoreVersion", f"The store '{where}' has old schema version {found}; open it again.")
+
+
+# Each step takes a store from version N to N + 1 inside the opening transaction.
+def _v1_to_v2(conn) -> None:  # noqa: ANN001
+    # New tables only (signing keys, endpoint secrets): create_all adds what is missing.
+    SQLModel.metadata.create_all(conn)
+
+
+MIGRATIONS = {1: _v1_to_v2}
 
 
 def _has_meta(conn) -> bool:  # noqa: ANN001
@@ -146,11 +160,17 @@ def _ensure_schema(engine: Engine, where: str) -> None:
     with engine.connect() as conn:
         conn.info["write"] = False
         with conn.begin():
-            if _has_meta(conn):
-                return
+            version = _schema_version(conn)
+        if version is not None and version >= models.SCHEMA_VERSION:
+            return  # current (or newer: refused with a clear message by the transaction)
         conn.info["write"] = True
         with conn.begin():
-            if _has_meta(conn):
+            version = _schema_version(conn)
+            if version is not None:
+                while version < models.SCHEMA_VERSION:
+                    MIGRATIONS[version](conn)
+                    version += 1
+                conn.execute(text("UPDATE meta SET value = :v WHERE key = 'schema_version'"), {"v": str(version)})
                 return
             if inspect(conn).get_table_names():
                 raise StoreError("InvalidStore", f"The file '{where}' is an SQLite database, but not an mi store.")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from mi_cli import __version__
-from mi_cli.cli import account, compare, demo, group, identity, log, resource, sp
+from mi_cli.cli import account, compare, demo, env, group, identity, log, resource, serve, sp, token
 from mi_cli.cli.runtime import configure, state
 from mi_cli.errors import MiError
 
@@ -49,6 +49,9 @@ app.add_typer(group.app, name="group")
 app.add_typer(resource.app, name="resource")
 app.add_typer(identity.app, name="identity")
 app.add_typer(sp.app, name="sp")
+app.add_typer(token.app, name="token")
+app.command("serve")(serve.serve)
+app.command("env")(env.env)
 app.command("log")(log.show_log)
 app.command("compare")(compare.compare)
 app.command("demo")(demo.demo)

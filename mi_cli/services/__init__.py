@@ -49,10 +49,10 @@ class Ctx:
         digest = hashlib.sha256(f"{self.seed}:{n}".encode()).digest()
         return str(uuid.UUID(bytes=digest[:16], version=4))
 
-    def log(self, operation: str, target: str, *, status: str = "Succeeded", detail: str | None = None) -> None:
-        self.session.add(
-            ActivityLog(time=self.now(), operation=operation, target=target, caller=self.caller, status=status, detail=detail)
-        )
+    def log(self, operation: str, target: str, *, status: str = "Succeeded", detail: str | None = None,
+            caller: str | None = None) -> None:
+        self.session.add(ActivityLog(time=self.now(), operation=operation, target=target, caller=caller or self.caller,
+                                     status=status, detail=detail))
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)

@@ -1,0 +1,86 @@
+"""`mi env`: the environment variables that point an unmodified SDK at a running `mi serve`."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from mi_cli.cli.options import OutputOpt, QueryOpt, SubscriptionOpt
+from mi_cli.cli.runtime import emit, state, transaction
+from mi_cli.errors import MiError
+
+# Variables that would send a client to another kind of endpoint (azure-identity checks them in order).
+OTHER_SOURCES = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT",
+                 "MSI_SECRET", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_CLIENT_ID")
+
+
+class Style(str, Enum):
+    imds = "imds"
+    appservice = "appservice"
+
+
+class Shell(str, Enum):
+    bash = "bash"
+    fish = "fish"
+    powershell = "powershell"
+
+
+def _lines(values: dict[str, str], unset: list[str], shell: Shell) -> str:
+    out = []
+    if shell is Shell.powershell:
+        out += [f"Remove-Item Env:{name} -ErrorAction SilentlyContinue" for name in unset]
+    elif unset:
+        out.append(("unset " if shell is Shell.bash else "set -e ") + " ".join(unset))
+    for name, value in values.items():
+        quoted = value.replace("'", "'\\''") if shell is Shell.bash else value.replace("'", "''")
+        out.append({Shell.bash: f"export {name}='{quoted}'", Shell.fish: f"set -gx {name} '{quoted}'",
+                    Shell.powershell: f"$env:{name} = '{quoted}'"}[shell])
+    return "\n".join(out) + "\n"
+
+
+def env(
+    resource: Annotated[str, typer.Option("--resource", help="Name or id of the resource the application runs on.")],
+    group: Annotated[Optional[str], typer.Option("--resource-group", "-g", help="Name of the resource group.")] = None,
+    style: Annotated[Style, typer.Option("--style", help="imds (VMs, AKS...) or appservice (App Service, Functions, Container Apps).")] = Style.imds,
+    shell: Annotated[Shell, typer.Option("--shell", help="Syntax of the exports.")] = Shell.bash,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port of mi serve (default: read from the running server).")] = None,
+    host: Annotated[str, typer.Option("--host", help="Host of mi serve.")] = "127.0.0.1",
+    identity: Annotated[Optional[str], typer.Option("--identity", help="A user-assigned identity (name or id) to use: sets AZURE_CLIENT_ID.")] = None,
+    type_: Annotated[Optional[str], typer.Option("--type", "-t", help="Resource type or alias, when names collide.")] = None,
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Print the exports that make azure-identity, msal and az get this resource's tokens from mi serve.
+
+    Use it as: eval "$(mi env --resource vm1 -g rg)". With -o json, an object of the same variables.
+    """
+    from mi_cli.services import endpoints, lookup, tenancy
+    from mi_cli.store import default_path
+
+    if port is None:
+        where = state["db"] or os.environ.get("MI_DB") or str(default_path())
+        running = endpoints.read_address(str(where))
+        if running is None:
+            raise MiError("ServerNotRunning", "No running 'mi serve' for this store: start one, or give --port.")
+        port = int(running["port"])
+        host = running["host"] if running["host"] not in ("0.0.0.0", "::") else host
+    base = f"http://{host}:{port}"
+    with transaction(write=style is Style.appservice) as ctx:
+        res = lookup.resource(ctx, resource, group, subscription=subscription, type_text=type_)
+        if style is Style.imds:
+            values = {"AZURE_POD_IDENTITY_AUTHORITY_HOST": base + res.arm_id}
+        else:
+            values = {"IDENTITY_ENDPOINT": base + "/msi/token", "IDENTITY_HEADER": endpoints.secret_for(ctx, res)}
+        if identity:
+            values["AZURE_CLIENT_ID"] = lookup.user_assigned(ctx, identity, group, subscription=subscription).client_id
+        values["AZURE_TENANT_ID"] = tenancy.default_tenant(ctx).id
+    values["NO_PROXY"] = "127.0.0.1,localhost"
+    if getattr(output, "value", output) == "table" and not query:
+        unset = [n for n in OTHER_SOURCES if n not in values] + (["AZURE_POD_IDENTITY_AUTHORITY_HOST"] if style is Style.appservice else [])
+        print(_lines(values, unset, shell), end="")
+        return
+    emit(values, output, query)

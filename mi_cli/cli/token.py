@@ -1,0 +1,145 @@
+"""`mi token`: get a resource's managed-identity token, decode or verify one, manage signing keys."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from mi_cli.cli.options import OutputOpt, QueryOpt, SubscriptionOpt
+from mi_cli.cli.runtime import emit, transaction
+from mi_cli.errors import UsageError
+
+app = typer.Typer(help="Managed-identity tokens: get, decode, verify; the tenant's signing keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="The tenant's RS256 signing keys (the private parts are never shown).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+TokenArg = Annotated[str, typer.Argument(help="The token (a JWT), or - to read it from stdin.")]
+
+
+def _read_token(token: str) -> str:
+    text = sys.stdin.read() if token == "-" else token
+    text = text.strip()
+    if text.lower().startswith("bearer "):
+        text = text[7:].strip()
+    if not text:
+        raise UsageError("MissingArgument", "No token was given.")
+    return text
+
+
+@app.command("get")
+def get(
+    resource: Annotated[str, typer.Option("--resource", help="Name or id of the resource whose identity asks.")],
+    audience: Annotated[str, typer.Option("--audience", "--scope", help="The resource the token is for, e.g. https://vault.azure.net.")],
+    group: Annotated[Optional[str], typer.Option("--resource-group", "-g", help="Name of the resource group.")] = None,
+    client_id: Annotated[Optional[str], typer.Option("--client-id", help="Choose a user-assigned identity by client id.")] = None,
+    object_id: Annotated[Optional[str], typer.Option("--object-id", help="Choose an identity by object (principal) id.")] = None,
+    msi_res_id: Annotated[Optional[str], typer.Option("--msi-res-id", help="Choose a user-assigned identity by resource id.")] = None,
+    type_: Annotated[Optional[str], typer.Option("--type", "-t", help="Resource type or alias, when names collide.")] = None,
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Get a token as the resource's identity would from IMDS: the same rules pick the identity.
+
+    JSON output is IMDS's response; the table shows the decoded claims and the token.
+    """
+    from mi_cli.services import lookup, tokens
+
+    scope = audience.removesuffix("/.default") if audience.endswith("/.default") else audience
+    with transaction(write=True) as ctx:
+        res = lookup.resource(ctx, resource, group, subscription=subscription, type_text=type_)
+        outcome = tokens.request(ctx, res, scope, via="cli", client_id=client_id, object_id=object_id, mi_res_id=msi_res_id)
+    if isinstance(outcome, tokens.TokenError):
+        raise outcome  # recorded in the activity log, as a refused sign-in is
+    body = {
+        "access_token": outcome.access_token,
+        "client_id": outcome.chosen.client_id,
+        "expires_in": str(outcome.expires_on - outcome.claims["iat"]),
+        "expires_on": str(outcome.expires_on),
+        "ext_expires_in": str(outcome.expires_on - outcome.claims["iat"]),
+        "not_before": str(outcome.not_before),
+        "resource": scope,
+        "token_type": "Bearer",
+    }
+    _emit_claims(body, outcome.claims, output, query)
+    if getattr(output, "value", output) == "table" and not query:
+        print(f"\naccess_token: {outcome.access_token}")
+
+
+def _emit_claims(data: dict, claims: dict, output, query) -> None:  # noqa: ANN001
+    """JSON forms carry `data`; the table shows the claims, one row each."""
+    if getattr(output, "value", output) == "table" and not query:
+        from mi_cli.render import write_table
+
+        write_table([{"Claim": k, "Value": v} for k, v in sorted(claims.items())], sys.stdout)
+        return
+    emit(data, output, query)
+
+
+@app.command("decode")
+def decode(token: TokenArg, output: OutputOpt = "table", query: QueryOpt = None) -> None:
+    """Show a token's header and claims, without checking anything."""
+    from mi_cli.services import tokens
+
+    header, claims = tokens.decode(_read_token(token))
+    _emit_claims({"header": header, "claims": claims}, claims, output, query)
+
+
+@app.command("verify")
+def verify(
+    token: TokenArg,
+    audience: Annotated[Optional[str], typer.Option("--audience", help="The audience the token must have.")] = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Verify a token: signature against this tenant's published keys, expiry, issuer and audience.
+
+    A token that fails any check is an error (exit 1) that says why.
+    """
+    from mi_cli.services import tokens
+
+    with transaction(write=False) as ctx:
+        claims = tokens.verify(ctx, _read_token(token), audience=audience)
+    _emit_claims({"valid": True, "claims": claims}, claims, output, query)
+
+
+def _key_row(k: dict) -> dict:
+    return {"Kid": k["kid"], "Status": k["status"], "Created": k["createdAt"][:19], "Retired": (k["retiredAt"] or "")[:19]}
+
+
+@keys_app.command("list")
+def keys_list(output: OutputOpt = "table", query: QueryOpt = None) -> None:
+    """List the signing keys: the active ones are published in the JWKS."""
+    from mi_cli.services import keys
+
+    with transaction(write=False) as ctx:
+        data = [keys.view(k) for k in keys.list_all(ctx)]
+    emit(data, output, query, _key_row)
+
+
+@keys_app.command("rotate")
+def keys_rotate(output: OutputOpt = "table", query: QueryOpt = None) -> None:
+    """Add a new signing key; it signs from now on, and older keys stay published until retired."""
+    from mi_cli.services import keys, tenancy
+
+    with transaction(write=True) as ctx:
+        tenant = tenancy.default_tenant(ctx)
+        keys.active(ctx, tenant)  # a first key exists before the rotation
+        data = keys.view(keys.rotate(ctx, tenant))
+    emit(data, output, query, _key_row)
+
+
+@keys_app.command("retire")
+def keys_retire(
+    kid: Annotated[str, typer.Option("--kid", help="The key id to retire.")],
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Retire a signing key: it leaves the JWKS, and tokens it signed stop verifying."""
+    from mi_cli.services import keys
+
+    with transaction(write=True) as ctx:
+        data = keys.view(keys.retire(ctx, kid))
+    emit(data, output, query, _key_row)

@@ -1,0 +1,59 @@
+"""Where clients reach a resource's token endpoint: App Service secrets and the running server."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from pathlib import Path
+
+from sqlmodel import select
+
+from mi_cli.models import EndpointSecret, Resource
+from mi_cli.services import Ctx
+
+
+def secret_for(ctx: Ctx, res: Resource) -> str:
+    """The resource's IDENTITY_HEADER value, made on first use (a GUID, as App Service's are)."""
+    row = ctx.session.get(EndpointSecret, res.pk)
+    if row is None:
+        row = EndpointSecret(resource_pk=res.pk, secret=ctx.new_guid(), created_at=ctx.now())
+        ctx.session.add(row)
+        ctx.session.flush()
+    return row.secret
+
+
+def resource_for_secret(ctx: Ctx, presented: str) -> Resource | None:
+    """Compare the presented header with every secret in constant time; no early exit on a match."""
+    found: int | None = None
+    given = presented.encode()
+    for row in ctx.session.exec(select(EndpointSecret)).all():
+        if hmac.compare_digest(row.secret.encode(), given):
+            found = row.resource_pk
+    return ctx.session.get(Resource, found) if found is not None else None
+
+
+def address_file(store_path: str) -> Path:
+    """Where a running `mi serve` says which host and port it listens on: beside the store."""
+    return Path(f"{store_path}.serve.json")
+
+
+def write_address(store_path: str, host: str, port: int) -> Path:
+    path = address_file(store_path)
+    fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"host": host, "port": port, "pid": os.getpid()}, f)
+    return path
+
+
+def read_address(store_path: str) -> dict | None:
+    path = address_file(store_path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(data["pid"]), 0)  # a file left by a server that died is not an answer
+    except (OSError, KeyError, ValueError):
+        return None
+    return data

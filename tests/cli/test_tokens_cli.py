@@ -1,0 +1,147 @@
+"""`mi token` and `mi env` from the command line; signing keys; the store's schema migration."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from mi_cli.cli.main import main
+from tests.conftest import dump
+
+VAULT = "https://vault.azure.net"
+
+
+def _token(ok, resource="vm1", *extra):
+    return ok("token", "get", "--resource", resource, "-g", "rg", "--audience", VAULT, *extra)["access_token"]
+
+
+def test_token_get_verify_and_decode(ok, mi, scenario):
+    body = ok("token", "get", "--resource", "vm1", "-g", "rg", "--audience", f"{VAULT}/.default")
+    assert body["resource"] == VAULT and body["token_type"] == "Bearer" and body["expires_in"] == "86400"
+    verified = ok("token", "verify", body["access_token"], "--audience", VAULT + "/")  # a trailing slash is the same audience
+    assert verified["valid"] is True
+    vm = ok("resource", "show", "-g", "rg", "-n", "vm1")
+    assert verified["claims"]["oid"] == vm["identity"]["principalId"]
+    decoded = ok("token", "decode", body["access_token"])
+    assert decoded["header"]["alg"] == "RS256" and decoded["header"]["kid"]
+    assert decoded["claims"] == verified["claims"]
+    table = mi("token", "get", "--resource", "vm1", "-g", "rg", "--audience", VAULT).out
+    assert "xms_mirid" in table and "access_token: ey" in table
+
+
+def test_token_get_uses_the_same_selection_rules(ok, mi, scenario):
+    by_client = ok("token", "get", "--resource", "vm1", "-g", "rg", "--audience", VAULT, "--client-id", scenario["clientId"])
+    claims = ok("token", "decode", by_client["access_token"])["claims"]
+    assert claims["oid"] == scenario["principalId"] and claims["xms_az_rid"].endswith("/virtualMachines/vm1")
+    r = mi("token", "get", "--resource", "app1", "-g", "rg", "--audience", VAULT, "--client-id", "00000000-0000-0000-0000-000000000000")
+    assert (r.code, r.err) == (1, "ERROR: (invalid_request) Identity not found\n")
+    refused = ok("log", "--operation", "token/issue", "--status", "Failed")
+    assert len(refused) == 1 and "Identity not found" in refused[0]["detail"]
+
+
+def test_verify_says_why_a_token_is_bad(ok, mi, db, scenario):
+    token = _token(ok)
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["oid"] = "00000000-0000-0000-0000-000000000000"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    for bad, reason in [
+        (f"{header}.{forged}.{signature}", "signature does not match"),
+        (token, "audience 'https://vault.azure.net' is not 'https://storage.azure.com'"),
+        ("not-a-token", "This is not a JWT"),
+    ]:
+        before = dump(db)
+        r = mi("token", "verify", bad, "--audience", "https://storage.azure.com" if bad == token else VAULT)
+        assert r.code == 1 and r.err.startswith("ERROR: (InvalidToken)") and reason in r.err, r.err
+        assert dump(db) == before
+
+
+def test_an_expired_token_fails_verification(db, store, ok, scenario):
+    from mi_cli.services import lookup, tokens
+
+    past = datetime.now(timezone.utc) - timedelta(days=2)
+    with store() as ctx:
+        ctx.clock = lambda: past
+        res = lookup.resource(ctx, "vm1", "rg")
+        issued = tokens.issue(ctx, tokens.choose(ctx, res), VAULT)
+    code = main(["--db", str(db), "token", "verify", issued.access_token])
+    assert code == 1
+
+
+def test_token_read_from_stdin(ok, db, monkeypatch, capsys, scenario):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("Bearer " + _token(ok) + "\n"))
+    capsys.readouterr()
+    assert main(["--db", str(db), "token", "decode", "-", "-o", "json", "--query", "claims.aud"]) == 0
+    assert json.loads(capsys.readouterr().out) == VAULT
+
+
+def test_keys_are_listed_rotated_and_retired_and_never_show_a_private_part(ok, mi, scenario):
+    _token(ok)
+    first = ok("token", "keys", "list")
+    assert [k["status"] for k in first] == ["Active"]
+    second = ok("token", "keys", "rotate")
+    assert second["kid"] != first[0]["kid"]
+    r = mi("token", "keys", "retire", "--kid", second["kid"], "-o", "json")
+    assert r.code == 0
+    r = mi("token", "keys", "retire", "--kid", first[0]["kid"])
+    assert r.code == 1 and "last active signing key" in r.err
+    r = mi("token", "keys", "retire", "--kid", "nope")
+    assert r.code == 3
+    everything = mi("token", "keys", "list", "-o", "yaml").out
+    assert "PRIVATE" not in everything and "private" not in everything
+
+
+def test_env_needs_a_running_server_or_a_port(ok, mi, scenario):
+    r = mi("env", "--resource", "vm1", "-g", "rg")
+    assert r.code == 1 and r.err.startswith("ERROR: (ServerNotRunning)")
+    bash = mi("env", "--resource", "vm1", "-g", "rg", "--port", "5005").out
+    vm = ok("resource", "show", "-g", "rg", "-n", "vm1")
+    assert f"export AZURE_POD_IDENTITY_AUTHORITY_HOST='http://127.0.0.1:5005{vm['id']}'" in bash
+    assert bash.startswith("unset IDENTITY_ENDPOINT IDENTITY_HEADER")
+    fish = mi("env", "--resource", "vm1", "-g", "rg", "--port", "5005", "--shell", "fish").out
+    assert "set -gx AZURE_POD_IDENTITY_AUTHORITY_HOST 'http://127.0.0.1:5005/" in fish
+    ps = mi("env", "--resource", "app1", "-g", "rg", "--port", "5005", "--style", "appservice", "--shell", "powershell").out
+    assert "$env:IDENTITY_ENDPOINT = 'http://127.0.0.1:5005/msi/token'" in ps
+    app = ok("env", "--resource", "app1", "-g", "rg", "--port", "5005", "--style", "appservice", "--identity", "shared")
+    again = ok("env", "--resource", "app1", "-g", "rg", "--port", "5005", "--style", "appservice")
+    assert app["IDENTITY_HEADER"] == again["IDENTITY_HEADER"]  # one secret per resource, kept
+    assert app["AZURE_CLIENT_ID"] == scenario["clientId"] and "AZURE_CLIENT_ID" not in again
+
+
+def test_a_version_1_store_is_migrated(tmp_path, capsys):
+    db = tmp_path / "old.db"
+    assert main(["--db", str(db), "group", "create", "-n", "rg", "-l", "westeurope", "-o", "none"]) == 0
+    con = sqlite3.connect(db)
+    con.execute("DROP TABLE signing_key")
+    con.execute("DROP TABLE endpoint_secret")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    assert main(["--db", str(db), "resource", "create", "-g", "rg", "-n", "vm1", "--type", "vm", "--system-assigned", "-o", "none"]) == 0
+    assert main(["--db", str(db), "token", "get", "--resource", "vm1", "-g", "rg", "--audience", VAULT, "-o", "none"]) == 0
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    con.close()
+
+
+@pytest.mark.parametrize("argv, code, text, logged", [
+    (["token", "get", "--resource", "vm1", "-g", "rg", "--audience", ""], 1, "Required query variable 'resource' is missing", True),
+    (["token", "get", "--resource", "app1", "-g", "rg", "--audience", VAULT, "--client-id", "a", "--object-id", "b"], 1,
+     "Only one of", True),
+    (["token", "get", "--resource", "nope", "-g", "rg", "--audience", VAULT], 3, "ResourceNotFound", False),
+])
+def test_token_get_bad_input(mi, ok, db, scenario, argv, code, text, logged):
+    """A refused token request is one error line; it is recorded as a failed sign-in, and nothing else changes."""
+    before = ok("log")
+    r = mi(*argv)
+    assert r.code == code and text in r.err and r.err.count("\n") == 1 and "Traceback" not in r.err
+    after = ok("log")
+    assert len(after) == len(before) + (1 if logged else 0)
+    if logged:
+        assert after[-1]["status"] == "Failed" and after[-1]["operationName"] == "Microsoft.ManagedIdentity/token/issue"

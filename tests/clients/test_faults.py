@@ -1,0 +1,71 @@
+"""Fault injection and IMDS-like throttling, for people testing their retry code."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import pytest
+from azure.identity import ManagedIdentityCredential
+
+from tests.clients.conftest import build_scenario, get, mi_json, start_server
+
+VAULT = "https://vault.azure.net"
+
+
+@pytest.fixture
+def faulty(tmp_path):
+    db = tmp_path / "store.db"
+    ids = build_scenario(db)
+    servers = []
+
+    def start(*extra):
+        srv = start_server(db, *extra)
+        srv.ids = ids
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        assert srv.stop() == 0
+
+
+def _url(srv, resource="vm-sys"):
+    arm_id = mi_json(srv.db, "resource", "show", "-g", "rg", "-n", resource)["id"]
+    return f"{srv.base}{arm_id}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={VAULT}"
+
+
+def test_injected_503s_answer_first_with_retry_after_then_tokens_flow(faulty):
+    srv = faulty("--inject", "503:2:1")
+    url = _url(srv)
+    for _ in range(2):
+        status, body, headers = get(url, {"Metadata": "true"})
+        assert status == 503 and headers.get("retry-after", headers.get("Retry-After")) == "1"
+        assert body["error"] == "service_unavailable"
+    assert get(url, {"Metadata": "true"})[0] == 200
+
+
+def test_a_real_client_retries_through_an_injected_429(faulty, client_env):
+    srv = faulty("--inject", "429:1:1")
+    client_env(srv.env("vm-sys"))
+    start = time.monotonic()
+    token = ManagedIdentityCredential().get_token(f"{VAULT}/.default")
+    assert token.token and time.monotonic() - start >= 0.9  # it honoured Retry-After: 1
+    log = mi_json(srv.db, "log", "--operation", "token/issue", "--since", "5m")
+    assert any(e["status"] == "Succeeded" for e in log)
+
+
+def test_the_throttle_answers_429_beyond_20_requests_a_second(faulty):
+    srv = faulty("--throttle")
+    url = _url(srv)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        statuses = list(pool.map(lambda _: get(url, {"Metadata": "true"})[0], range(40)))
+    assert statuses.count(200) <= 25  # 20 in the first second, a few more if the burst spans two
+    assert 429 in statuses and set(statuses) <= {200, 429}
+
+
+def test_bad_inject_specs_are_usage_errors(tmp_path, capsys):
+    from mi_cli.cli.main import main
+
+    assert main(["--db", str(tmp_path / "x.db"), "serve", "--inject", "teapot"]) == 2
+    assert capsys.readouterr().err.startswith("ERROR: (InvalidArgumentValue) --inject 'teapot'")
