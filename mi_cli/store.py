@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
 
@@ -92,6 +93,9 @@ class Store:
     def __init__(self, engine: Engine, where: str) -> None:
         self.engine = engine
         self.where = where
+        # Threads of one process (the token server) queue here for writing: SQLite's busy handler
+        # would make them poll with sleeps of up to 100 ms instead.
+        self._write_lock = threading.Lock()
 
     def close(self) -> None:
         """Close pooled connections; the last one to close checkpoints the WAL into the file."""
@@ -99,6 +103,12 @@ class Store:
 
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[Session]:
+        with self._write_lock if write else nullcontext():
+            with self._transaction(write) as session:
+                yield session
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Session]:
         try:
             with self.engine.connect() as conn:
                 conn.info["write"] = write

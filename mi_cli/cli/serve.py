@@ -49,7 +49,9 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"WARNING: binding {host}: anyone who can reach it can get this store's tokens.", file=sys.stderr)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and without it
+    # keep-alive responses wait ~40 ms on Nagle's algorithm and delayed ACKs.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -62,8 +64,10 @@ def serve(
     print(f"mi serve: listening on http://{host}:{bound} for the store {where}", file=sys.stderr)
     print("  exports for a resource: mi env --resource NAME -g GROUP [--style imds|appservice]  (Ctrl-C stops)", file=sys.stderr)
     sys.stderr.flush()
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises it: let that end in exit 0, not a kill.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # uvicorn shuts down gracefully on SIGTERM and Ctrl-C, then re-raises the signal: that is a
+    # normal stop, so it ends in exit 0 (and the address file is removed below).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: sys.exit(0))
     try:
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
         server.run(sockets=[sock])

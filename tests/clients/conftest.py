@@ -45,8 +45,8 @@ class Server:
     def env(self, resource: str, style: str = "imds", *extra: str) -> dict[str, str]:
         return mi_json(self.db, "env", "--resource", resource, "-g", "rg", "--style", style, *extra)
 
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(signum)
         return self.proc.wait(timeout=20)
 
 

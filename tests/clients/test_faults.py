@@ -69,3 +69,14 @@ def test_bad_inject_specs_are_usage_errors(tmp_path, capsys):
 
     assert main(["--db", str(tmp_path / "x.db"), "serve", "--inject", "teapot"]) == 2
     assert capsys.readouterr().err.startswith("ERROR: (InvalidArgumentValue) --inject 'teapot'")
+
+
+def test_ctrl_c_stops_the_server_cleanly(faulty):
+    import signal
+    from pathlib import Path
+
+    srv = faulty()
+    assert get(_url(srv), {"Metadata": "true"})[0] == 200
+    assert srv.stop(signal.SIGINT) == 0
+    assert not Path(f"{srv.db}.serve.json").exists()
+    assert "Traceback" not in srv.log.read_text() and "ERROR" not in srv.log.read_text()
