@@ -3,6 +3,7 @@ with MI_SEED set, must print exactly what the README shows. MI_UPDATE_README=1 r
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -48,8 +49,37 @@ def test_readme_console_examples_are_true(tmp_path, monkeypatch, capsys):
         assert block == expected
 
 
+def test_the_python_example_gets_a_token_from_a_real_server(tmp_path, monkeypatch, capsys):
+    """Builds the README's store, starts `mi serve`, applies the README's `mi env` line, runs its code."""
+    from tests.clients.conftest import CLIENT_VARS, start_server
+
+    db = tmp_path / "readme.db"
+    monkeypatch.setenv("MI_DB", str(db))
+    monkeypatch.setenv("MI_SEED", "readme")
+    text = README.read_text()
+    for block in BLOCK.findall(text):
+        _render_block(block, capsys)
+    server = start_server(db)
+    try:
+        env_line = next(line for line in re.findall(r"```bash\n(.*?)```", text, re.S)[0].splitlines() if "mi env" in line)
+        argv = shlex.split(re.search(r'\$\((mi env [^)]*)\)', env_line).group(1))[1:]
+        capsys.readouterr()
+        assert main([*argv, "-o", "json"]) == 0
+        variables = json.loads(capsys.readouterr().out)
+        for var in CLIENT_VARS:
+            monkeypatch.delenv(var, raising=False)
+        for k, v in variables.items():
+            monkeypatch.setenv(k, v)
+        code = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+        exec(compile(code, "README.md", "exec"), {})
+        assert capsys.readouterr().out == "ey True\n"
+    finally:
+        assert server.stop() == 0
+
+
 def test_setup_commands_are_what_ci_runs():
-    setup = re.findall(r"```sh\n(.*?)\n```", README.read_text(), re.S)
+    setup_section = README.read_text().split("## Set up", 1)[1].split("\n## ", 1)[0]
+    setup = re.findall(r"```sh\n(.*?)\n```", setup_section, re.S)
     assert len(setup) == 2
     ci = (ROOT / ".ci" / "run").read_text()
     for command in setup:

@@ -29,6 +29,11 @@ STEPS: list[tuple[str, list[str]]] = [
     (None, ["identity", "assign", "--resource", "api-app", "-g", RG, "--identities", "shared-id", "[system]"]),
     ("Both kinds of identity, and the service principals behind them.", ["identity", "list", "-g", RG]),
     (None, ["sp", "list"]),
+    ("A Key Vault: a target that identities reach, with no identity of its own.",
+     ["resource", "create", "-g", RG, "-n", "kv-demo-01", "--type", "keyvault"]),
+    ("The app on the VM asks for a Key Vault token, as IMDS would answer it: no secret anywhere. "
+     "The VM's system identity signs in (oid), and xms_mirid names the VM.",
+     ["token", "get", "--resource", "web-vm", "-g", RG, "--audience", "https://vault.azure.net"]),
     ("Delete the VM: its system identity and service principal die with it...",
      ["resource", "delete", "-g", RG, "-n", "web-vm", "--yes"]),
     (None, ["sp", "list"]),
