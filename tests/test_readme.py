@@ -61,7 +61,7 @@ def test_the_python_example_gets_a_token_from_a_real_server(tmp_path, monkeypatc
         _render_block(block, capsys)
     server = start_server(db)
     try:
-        env_line = next(line for line in re.findall(r"```bash\n(.*?)```", text, re.S)[0].splitlines() if "mi env" in line)
+        env_line = next(line for line in re.findall(r"```bash\n(.*?)```", text, re.S)[0].splitlines() if "$(mi env" in line)
         argv = shlex.split(re.search(r'\$\((mi env [^)]*)\)', env_line).group(1))[1:]
         capsys.readouterr()
         assert main([*argv, "-o", "json"]) == 0
