@@ -185,7 +185,7 @@ def list_resources(
         uami = lookup.user_assigned(ctx, ref, group, subscription=subscription)
         data = [
             views.associated_resource(r, tenancy.subscription_by_id(ctx, r.arm_id.split("/")[2]))
-            for r in identities.references_to(ctx, uami.arm_id)
+            for r in identities.references_to(ctx, uami.arm_id, principal_id=uami.principal_id)
         ]
     emit(data, output, query, lambda r: {"Name": r["name"], "ResourceGroup": r["resourceGroup"], "Type": r["type"]})
 

@@ -112,14 +112,17 @@ def update_tags(ctx: Ctx, uami: UserAssignedIdentity, tags: dict) -> UserAssigne
     return uami
 
 
-def references_to(ctx: Ctx, arm_id: str) -> list[Resource]:
-    """Resources whose identity block lists this user-assigned identity id."""
+def references_to(ctx: Ctx, arm_id: str, *, principal_id: str | None = None) -> list[Resource]:
+    """Resources whose identity block lists this user-assigned identity id; with `principal_id`,
+    only those attached to that very identity (not to a deleted one that had the same id)."""
     stmt = (
         select(Resource)
         .join(Attachment, Attachment.resource_pk == Resource.pk)
         .where(Attachment.identity_key == ids.key(arm_id))
         .order_by(Resource.id_key)
     )
+    if principal_id is not None:
+        stmt = stmt.where(Attachment.principal_id == principal_id)
     return list(ctx.session.exec(stmt).all())
 
 

@@ -186,3 +186,15 @@ def test_compare_shows_this_stores_facts(ok, mi, scenario):
     assert "deleting vm1 deletes its system identity" in rows[1]["inThisStore"]
     table = mi("compare").out
     assert "In this store" in table and "Cannot be shared" in table
+
+
+def test_a_recreated_identity_does_not_inherit_the_old_ones_attachments(ok, mi, scenario):
+    mi("identity", "delete", "-n", "shared", "-g", "rg", "--yes")
+    again = ok("identity", "create", "-g", "rg", "-n", "shared")
+    assert again["id"] == scenario["id"] and again["principalId"] != scenario["principalId"]
+    assert ok("identity", "list-resources", "-n", "shared", "-g", "rg") == []
+    # the VM still holds the old reference, with the old ids, until it is assigned again
+    assert _block(ok, "vm1")["userAssignedIdentities"][scenario["id"]]["principalId"] == scenario["principalId"]
+    ok("identity", "assign", "--resource", "vm1", "-g", "rg", "--identities", "shared")
+    assert _block(ok, "vm1")["userAssignedIdentities"][scenario["id"]]["principalId"] == again["principalId"]
+    assert [r["name"] for r in ok("identity", "list-resources", "-n", "shared", "-g", "rg")] == ["vm1"]
