@@ -46,7 +46,7 @@ def env(
     group: Annotated[Optional[str], typer.Option("--resource-group", "-g", help="Name of the resource group.")] = None,
     style: Annotated[Style, typer.Option("--style", help="imds (VMs, AKS...) or appservice (App Service, Functions, Container Apps).")] = Style.imds,
     shell: Annotated[Shell, typer.Option("--shell", help="Syntax of the exports.")] = Shell.bash,
-    port: Annotated[Optional[int], typer.Option("--port", help="Port of mi serve (default: read from the running server).")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", min=1, max=65535, help="Port of mi serve (default: read from the running server).")] = None,
     host: Annotated[str, typer.Option("--host", help="Host of mi serve.")] = "127.0.0.1",
     identity: Annotated[Optional[str], typer.Option("--identity", help="A user-assigned identity (name or id) to use: sets AZURE_CLIENT_ID.")] = None,
     type_: Annotated[Optional[str], typer.Option("--type", "-t", help="Resource type or alias, when names collide.")] = None,

@@ -8,12 +8,12 @@ from typing import Annotated, Optional
 import typer
 
 from mi_cli.cli.runtime import state
-from mi_cli.errors import UsageError
+from mi_cli.errors import MiError, UsageError
 
 
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to bind; 0 picks a free one.")] = 8079,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to bind; 0 picks a free one.")] = 8079,
     resource: Annotated[Optional[str], typer.Option("--resource", help="Resource that bare IMDS paths speak for (one port per resource).")] = None,
     group: Annotated[Optional[str], typer.Option("--resource-group", "-g", help="Group of --resource.")] = None,
     inject: Annotated[Optional[list[str]], typer.Option("--inject", help="Fault for the next token requests: STATUS[:COUNT[:RETRY_AFTER]], e.g. 503:3.")] = None,
@@ -56,7 +56,7 @@ def serve(
     try:
         sock.bind((host, port))
     except OSError as exc:
-        raise UsageError("AddressInUse", f"Cannot bind {host}:{port}: {exc.strerror}.") from None
+        raise MiError("AddressInUse", f"Cannot bind {host}:{port}: {exc.strerror}.") from None
     bound = sock.getsockname()[1]
     app = create_app(ServerState(store, default_resource=default_resource, faults=faults,
                                  throttle=Throttle() if throttle else None))

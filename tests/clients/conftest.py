@@ -62,7 +62,7 @@ def start_server(db: Path, *extra: str) -> Server:
         try:
             data = json.loads(address.read_text())
             if data["pid"] == proc.pid:
-                base = f"http://127.0.0.1:{data['port']}"
+                base = f"http://{data['host']}:{data['port']}"
                 urllib.request.urlopen(base + "/common/discovery/keys", timeout=5).read()
                 return Server(db, proc, base, log)
         except (OSError, ValueError, KeyError):

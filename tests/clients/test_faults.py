@@ -80,3 +80,19 @@ def test_ctrl_c_stops_the_server_cleanly(faulty):
     assert srv.stop(signal.SIGINT) == 0
     assert not Path(f"{srv.db}.serve.json").exists()
     assert "Traceback" not in srv.log.read_text() and "ERROR" not in srv.log.read_text()
+
+
+def test_a_host_other_than_loopback_is_warned_about(faulty):
+    srv = faulty("--host", "127.0.0.2")
+    assert "WARNING: binding 127.0.0.2" in srv.log.read_text()
+
+
+def test_a_port_in_use_or_out_of_range_is_one_line(faulty, tmp_path, capsys):
+    from mi_cli.cli.main import main
+
+    srv = faulty()
+    port = int(srv.base.rsplit(":", 1)[1])
+    assert main(["--db", str(tmp_path / "x.db"), "serve", "--port", str(port)]) == 1
+    assert capsys.readouterr().err.startswith("ERROR: (AddressInUse) Cannot bind 127.0.0.1:")
+    assert main(["--db", str(tmp_path / "x.db"), "serve", "--port", "99999"]) == 2
+    assert capsys.readouterr().err.startswith("ERROR: (InvalidArgumentValue)")
