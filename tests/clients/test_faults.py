@@ -96,3 +96,11 @@ def test_a_port_in_use_or_out_of_range_is_one_line(faulty, tmp_path, capsys):
     assert capsys.readouterr().err.startswith("ERROR: (AddressInUse) Cannot bind 127.0.0.1:")
     assert main(["--db", str(tmp_path / "x.db"), "serve", "--port", "99999"]) == 2
     assert capsys.readouterr().err.startswith("ERROR: (InvalidArgumentValue)")
+
+
+def test_one_port_per_resource_answers_bare_imds_paths(faulty, client_env):
+    srv = faulty("--resource", "vm-user", "-g", "rg")
+    status, body, _ = get(f"{srv.base}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={VAULT}", {"Metadata": "true"})
+    assert status == 200 and body["client_id"] == srv.ids["ua-one"]["clientId"]
+    client_env({"AZURE_POD_IDENTITY_AUTHORITY_HOST": srv.base, "NO_PROXY": "127.0.0.1"})
+    assert ManagedIdentityCredential().get_token(f"{VAULT}/.default").token

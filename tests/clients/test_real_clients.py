@@ -224,3 +224,15 @@ def test_rotated_keys_keep_old_tokens_valid_until_retired(server, client_env):
     mi_json(server.db, "token", "keys", "retire", "--kid", old_kid)
     with pytest.raises(jwt.PyJWKClientError):
         validate(server, old, "https://rotate.test")
+
+
+def test_app_service_takes_principal_id_as_go_sends_it(server):
+    env = server.env("app-both", "appservice")
+    ua = server.ids["ua-two"]
+    status, body, _ = get(f"{env['IDENTITY_ENDPOINT']}?api-version=2019-08-01&resource={VAULT}&principal_id={ua['principalId']}",
+                          {"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]})
+    assert status == 200 and body["client_id"] == ua["clientId"]
+    assert set(body) == {"access_token", "client_id", "expires_in", "expires_on", "not_before", "resource", "token_type"}
+    status, body, headers = get(f"{env['IDENTITY_ENDPOINT']}?api-version=2017-09-01&resource={VAULT}",
+                                {"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]})
+    assert status == 400 and body["statusCode"] == 400
