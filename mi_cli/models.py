@@ -8,7 +8,7 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 2  # 2: signing keys and token-endpoint secrets
+SCHEMA_VERSION = 3  # 2: signing keys and token-endpoint secrets; 3: custom roles and role assignments
 
 
 def _fk(target: str) -> Any:
@@ -164,3 +164,33 @@ class EndpointSecret(SQLModel, table=True):
     resource_pk: int = Field(sa_column=Column(Integer, ForeignKey("resource.pk", ondelete="CASCADE"), primary_key=True))
     secret: str = Field(unique=True)
     created_at: datetime
+
+
+class CustomRole(SQLModel, table=True):
+    """A custom role definition (built-in roles ship as package data)."""
+
+    __tablename__ = "custom_role"
+    id: str = Field(primary_key=True)  # GUID
+    role_name: str
+    name_key: str = Field(unique=True)
+    description: str = ""
+    permissions: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    assignable_scopes: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime
+
+
+class RoleAssignment(SQLModel, table=True):
+    """A role granted to a principal at a scope. Kept when the principal is deleted (rule 6)."""
+
+    __tablename__ = "role_assignment"
+    __table_args__ = (Index("ix_ra_unique", "principal_id", "role_definition_id", "scope_key", unique=True),)
+    name: str = Field(primary_key=True)  # GUID
+    scope: str
+    scope_key: str = Field(index=True)
+    subscription_id: str = Field(index=True)
+    principal_id: str = Field(index=True)
+    principal_type: str = "ServicePrincipal"
+    role_definition_id: str  # the role's GUID
+    description: Optional[str] = None
+    created_at: datetime
+    created_by: str

@@ -158,7 +158,12 @@ def _v1_to_v2(conn) -> None:  # noqa: ANN001
     SQLModel.metadata.create_all(conn)
 
 
-MIGRATIONS = {1: _v1_to_v2}
+def _v2_to_v3(conn) -> None:  # noqa: ANN001
+    # New tables only (custom roles, role assignments).
+    SQLModel.metadata.create_all(conn)
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def _has_meta(conn) -> bool:  # noqa: ANN001

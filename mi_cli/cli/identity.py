@@ -20,6 +20,8 @@ NameOpt = Annotated[Optional[str], typer.Option("--name", "-n", help="Name of th
 IdsOpt = Annotated[Optional[str], typer.Option("--ids", help="Full id of the identity (instead of -n/-g).")]
 ResourceOpt = Annotated[Optional[str], typer.Option("--resource", help="Name or id of the resource that holds the identity.")]
 TypeOpt = Annotated[Optional[str], typer.Option("--type", "-t", help="Resource type or alias, when several resources share the name.")]
+RoleOpt = Annotated[Optional[str], typer.Option("--role", help="With --scope: a role for the system-assigned identity, granted in the same step.")]
+RoleScopeOpt = Annotated[Optional[str], typer.Option("--scope", help="With --role: where the system-assigned identity gets the role.")]
 IdentitiesOpt = Annotated[
     Optional[list[str]],
     typer.Option("--identities", help="Space-separated identities: '[system]' for the system-assigned one, names or ids of user-assigned ones."),
@@ -49,6 +51,15 @@ def _block_rows(block: dict) -> list[dict]:
     return rows
 
 
+def _grant(ctx, res, role: str | None, scope: str | None) -> None:  # noqa: ANN001
+    if bool(role) != bool(scope):
+        raise UsageError("MissingArgument", "--role and --scope go together.")
+    if role:
+        from mi_cli.services import assignments
+
+        assignments.grant_system_identity(ctx, res, role, scope)
+
+
 def _emit_block(block: dict, output, query) -> None:  # noqa: ANN001
     from mi_cli.render import render
 
@@ -75,11 +86,14 @@ def create(
     type_: TypeOpt = None,
     location: LocationOpt = None,
     tags: TagsOpt = None,
+    role: RoleOpt = None,
+    scope: RoleScopeOpt = None,
     subscription: SubscriptionOpt = None,
     output: OutputOpt = "table",
     query: QueryOpt = None,
 ) -> None:
-    """Create a user-assigned identity, or turn on a resource's system-assigned identity.
+    """Create a user-assigned identity, or turn on a resource's system-assigned identity (and, with
+    --role and --scope, grant it a role in the same step).
 
     Running either again changes nothing and returns the same ids (tags are updated).
     """
@@ -94,9 +108,12 @@ def create(
         with transaction(write=True) as ctx:
             res = lookup.resource(ctx, resource, group, subscription=subscription, type_text=type_)
             identities.enable_system(ctx, res)
+            _grant(ctx, res, role, scope)
             block = views.identity_block_or_none(ctx, res)
         _emit_block(block, output, query)
         return
+    if role or scope:
+        raise UsageError("InvalidArgumentValue", "--role and --scope go with --system-assigned (or 'identity assign').")
     if not name or not group:
         raise UsageError("MissingArgument", "A user-assigned identity needs --name/-n and --resource-group/-g.")
     with transaction(write=True) as ctx:
@@ -246,12 +263,15 @@ def assign(
     group: GroupOpt = None,
     identities_: IdentitiesOpt = None,
     type_: TypeOpt = None,
+    role: RoleOpt = None,
+    scope: RoleScopeOpt = None,
     subscription: SubscriptionOpt = None,
     output: OutputOpt = "table",
     query: QueryOpt = None,
 ) -> None:
     """Give a resource identities: '[system]' (the default) turns on its system-assigned one; names
-    or ids attach user-assigned ones. Prints the resource's identity block."""
+    or ids attach user-assigned ones. With --role and --scope, the system-assigned identity gets the
+    role in the same step. Prints the resource's identity block."""
     from mi_cli.services import identities, lookup, views
 
     if not resource:
@@ -259,6 +279,7 @@ def assign(
     with transaction(write=True) as ctx:
         res = lookup.resource(ctx, resource, group, subscription=subscription, type_text=type_)
         identities.assign(ctx, res, identities_ or [])
+        _grant(ctx, res, role, scope)
         block = views.identity_block_or_none(ctx, res)
     _emit_block(block, output, query)
 

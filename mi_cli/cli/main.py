@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from mi_cli import __version__
-from mi_cli.cli import account, compare, demo, env, group, identity, log, resource, serve, sp, token
+from mi_cli.cli import access, account, compare, demo, env, group, identity, log, resource, role, serve, sp, token
 from mi_cli.cli.runtime import configure, state
 from mi_cli.errors import MiError
 
@@ -50,6 +50,8 @@ app.add_typer(resource.app, name="resource")
 app.add_typer(identity.app, name="identity")
 app.add_typer(sp.app, name="sp")
 app.add_typer(token.app, name="token")
+app.add_typer(role.app, name="role")
+app.add_typer(access.app, name="access")
 app.command("serve")(serve.serve)
 app.command("env")(env.env)
 app.command("log")(log.show_log)

@@ -82,6 +82,9 @@ def delete(ctx: Ctx, name: str, *, subscription: str | None = None) -> ResourceG
     uamis = ctx.session.exec(select(UserAssignedIdentity).where(UserAssignedIdentity.group_pk == group.pk)).all()
     for uami in uamis:
         identities.delete_user_assigned(ctx, uami)
+    from mi_cli.services.assignments import delete_within
+
+    delete_within(ctx, arm_id(group.subscription_id, group))
     ctx.session.delete(group)
     ctx.session.flush()
     ctx.log(f"{GROUP_TYPE}/delete", arm_id(group.subscription_id, group))

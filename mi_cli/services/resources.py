@@ -117,9 +117,13 @@ def descendants(ctx: Ctx, res: Resource) -> list[Resource]:
 
 
 def delete_resource(ctx: Ctx, res: Resource) -> list[Resource]:
-    """Rule 3: the resource, its children, their system identities and service principals go; the
-    user-assigned identities they had stay (only the attachments go). Returns what was deleted."""
+    """Rule 3: the resource, its children, their system identities and service principals, and the
+    role assignments scoped on them go; the user-assigned identities they had stay (only the
+    attachments go), and so do role assignments their identities hold elsewhere (rule 6)."""
+    from mi_cli.services.assignments import delete_within
+
     gone = [*descendants(ctx, res), res]
+    delete_within(ctx, res.arm_id)  # assignments at the resource or below it; never the identity's elsewhere
     for item in gone:
         principals.delete(ctx, item.system_principal_id)
         for att in ctx.session.exec(select(Attachment).where(Attachment.resource_pk == item.pk)).all():

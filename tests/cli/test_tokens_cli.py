@@ -114,19 +114,19 @@ def test_env_needs_a_running_server_or_a_port(ok, mi, scenario):
     assert app["AZURE_CLIENT_ID"] == scenario["clientId"] and "AZURE_CLIENT_ID" not in again
 
 
-def test_a_version_1_store_is_migrated(tmp_path, capsys):
+def test_a_version_1_store_is_migrated_to_the_current_schema(tmp_path, capsys):
     db = tmp_path / "old.db"
     assert main(["--db", str(db), "group", "create", "-n", "rg", "-l", "westeurope", "-o", "none"]) == 0
     con = sqlite3.connect(db)
-    con.execute("DROP TABLE signing_key")
-    con.execute("DROP TABLE endpoint_secret")
+    for table in ("signing_key", "endpoint_secret", "custom_role", "role_assignment"):
+        con.execute(f"DROP TABLE {table}")
     con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.commit()
     con.close()
     assert main(["--db", str(db), "resource", "create", "-g", "rg", "-n", "vm1", "--type", "vm", "--system-assigned", "-o", "none"]) == 0
     assert main(["--db", str(db), "token", "get", "--resource", "vm1", "-g", "rg", "--audience", VAULT, "-o", "none"]) == 0
     con = sqlite3.connect(db)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
     con.close()
 
 

@@ -1,0 +1,111 @@
+"""`mi access`: may this principal do that, there? And the reverse questions."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from mi_cli.cli.options import OutputOpt, QueryOpt
+from mi_cli.cli.runtime import emit, transaction
+from mi_cli.errors import MiError, UsageError
+
+app = typer.Typer(help="Evaluate Azure RBAC: who may do what, where, and why.", no_args_is_help=True)
+
+ActionOpt = Annotated[str, typer.Option("--action", help="An operation, e.g. Microsoft.KeyVault/vaults/secrets/getSecret/action.")]
+ScopeOpt = Annotated[str, typer.Option("--scope", help="Where: a subscription, group or resource id (or a path below one).")]
+DataOpt = Annotated[bool, typer.Option("--data-action", help="Treat the operation as a data action (for operations mi does not list).")]
+ControlOpt = Annotated[bool, typer.Option("--control-action", help="Treat the operation as a control-plane action.")]
+
+# The audience a data-plane service checks in a bearer token, by resource provider.
+SERVICE_AUDIENCES = {"microsoft.keyvault": "https://vault.azure.net", "microsoft.storage": "https://storage.azure.com/"}
+ARM_AUDIENCE = "https://management.azure.com/"
+
+
+def _plane(data: bool, control: bool) -> bool | None:
+    if data and control:
+        raise UsageError("MutuallyExclusiveArguments", "Give --data-action or --control-action, not both.")
+    return True if data else False if control else None
+
+
+def _trace_rows(decision: dict) -> list[dict]:
+    return [{"Role": s["role"], "Scope": s["scope"] + (" (inherited)" if s["inherited"] else ""),
+             "Matched": s["matched"] or "", "RemovedBy": s["removedBy"] or "", "Grants": "yes" if s["granted"] else "no"}
+            for s in decision["trace"]]
+
+
+@app.command("check")
+def check(
+    action: ActionOpt,
+    scope: ScopeOpt,
+    principal: Annotated[Optional[str], typer.Option("--principal", help="Principal id, client id, or identity name or id.")] = None,
+    token: Annotated[Optional[str], typer.Option("--token", help="A bearer token instead of --principal: verified first, then its oid.")] = None,
+    data_action: DataOpt = False,
+    control_action: ControlOpt = False,
+    require: Annotated[bool, typer.Option("--require", help="Exit 1 when access is denied (for CI gates).")] = False,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Is the action allowed? Shows each assignment at the scope and above, the pattern that matched,
+    what notActions removed, and whether the action is control plane or data plane."""
+    from mi_cli.services import access, assignments, tokens
+
+    if bool(principal) == bool(token):
+        raise UsageError("MissingArgument", "Give --principal or --token.")
+    plane = _plane(data_action, control_action)
+    with transaction(write=False) as ctx:
+        if token:
+            is_data = access.classify(action, data=plane)
+            namespace = action.split("/", 1)[0].casefold()
+            audience = SERVICE_AUDIENCES.get(namespace, ARM_AUDIENCE) if is_data else ARM_AUDIENCE
+            claims = tokens.verify(ctx, token.removeprefix("Bearer ").strip(), audience=audience)
+            principal_id = claims["oid"]
+        else:
+            principal_id = assignments.resolve_principal(ctx, principal).id
+        decision = access.check(ctx, principal_id, action, scope, data=plane).view()
+    if getattr(output, "value", output) == "table" and not query:
+        print(decision["reason"])
+        print(f"{decision['actionType']} {decision['action']} at {decision['scope']}")
+        if decision["trace"]:
+            from mi_cli.render import write_table
+
+            print()
+            write_table(_trace_rows(decision), sys.stdout)
+    else:
+        emit(decision, output, query)
+    if require and not decision["allowed"]:
+        raise MiError("AuthorizationFailed", decision["reason"])
+
+
+@app.command("who")
+def who(
+    action: ActionOpt,
+    scope: ScopeOpt,
+    data_action: DataOpt = False,
+    control_action: ControlOpt = False,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Which principals may perform the action at the scope, and through which assignment."""
+    from mi_cli.services import access
+
+    with transaction(write=False) as ctx:
+        data = access.who(ctx, action, scope, data=_plane(data_action, control_action))
+    emit(data, output, query, lambda r: {"Principal": r["principalName"] or r["principalId"], "Role": r["role"],
+                                         "Scope": r["scope"], "Matched": r["matched"]})
+
+
+@app.command("list")
+def list_(
+    principal: Annotated[str, typer.Option("--principal", help="Principal id, client id, or identity name or id.")],
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """A principal's effective permissions, scope by scope (each also covers what lies below it)."""
+    from mi_cli.services import access, assignments
+
+    with transaction(write=False) as ctx:
+        data = access.effective(ctx, assignments.resolve_principal(ctx, principal).id)
+    emit(data, output, query, lambda r: {"Scope": r["scope"], "Roles": ", ".join(r["roles"]),
+                                         "Actions": ", ".join(r["actions"]) or "-", "DataActions": ", ".join(r["dataActions"]) or "-"})

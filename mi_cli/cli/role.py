@@ -1,0 +1,199 @@
+"""`mi role`: role definitions (built-in and custom) and role assignments."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mi_cli.cli.options import OutputOpt, QueryOpt, SubscriptionOpt, YesOpt
+from mi_cli.cli.runtime import emit, transaction
+from mi_cli.errors import UsageError, ValidationError
+
+app = typer.Typer(help="Azure RBAC: role definitions and role assignments.", no_args_is_help=True)
+definition_app = typer.Typer(help="Role definitions: Azure's built-in roles and your custom ones.", no_args_is_help=True)
+assignment_app = typer.Typer(help="Role assignments: a role for a principal at a scope.", no_args_is_help=True)
+app.add_typer(definition_app, name="definition")
+app.add_typer(assignment_app, name="assignment")
+
+RoleOpt = Annotated[Optional[str], typer.Option("--role", help="Role name (e.g. 'Key Vault Secrets User') or GUID.")]
+ScopeOpt = Annotated[Optional[str], typer.Option("--scope", help="Subscription, group or resource id (or a path below a resource).")]
+AssigneeOpt = Annotated[Optional[str], typer.Option("--assignee", help="Principal id, client id, or a managed identity's name or id.")]
+GroupOpt = Annotated[Optional[str], typer.Option("--resource-group", "-g", help="The group as the scope (instead of --scope).")]
+
+
+def _def_row(r: dict) -> dict:
+    perms = r["permissions"][0] if r["permissions"] else {}
+    return {"Name": r["roleName"], "Type": r["roleType"], "Actions": len(perms.get("actions", [])),
+            "DataActions": len(perms.get("dataActions", [])), "Id": r["name"]}
+
+
+@definition_app.command("list")
+def definition_list(
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Only the role with this name or GUID.")] = None,
+    custom_role_only: Annotated[bool, typer.Option("--custom-role-only", help="Only custom roles.")] = False,
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """List role definitions, built-in and custom."""
+    from mi_cli.services import roles, tenancy
+
+    with transaction(write=False) as ctx:
+        sub = tenancy.find_subscription(ctx, subscription, create=False)
+        found = [roles.find(ctx, name)] if name else roles.all_roles(ctx)
+        data = [r.view(sub.id if sub else None) for r in found if not custom_role_only or r.role_type == "CustomRole"]
+    emit(data, output, query, _def_row)
+
+
+@definition_app.command("show")
+def definition_show(
+    name: Annotated[str, typer.Option("--name", "-n", help="Role name or GUID.")],
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Show a role definition with its actions, notActions, dataActions and notDataActions."""
+    from mi_cli.services import roles, tenancy
+
+    with transaction(write=False) as ctx:
+        sub = tenancy.find_subscription(ctx, subscription, create=False)
+        data = roles.find(ctx, name).view(sub.id if sub else None)
+    emit(data, output, query, _def_row)
+
+
+def _read_document(text: str):  # noqa: ANN202
+    """az's --role-definition: a JSON string, a file path, or @file."""
+    raw = text[1:] if text.startswith("@") else text
+    if text == "-":
+        raw = sys.stdin.read()
+    elif Path(raw).is_file():
+        raw = Path(raw).read_text()
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValidationError("InvalidRoleDefinition", f"The role definition is not valid JSON: {exc.msg} (line {exc.lineno}).") from None
+
+
+@definition_app.command("create")
+def definition_create(
+    role_definition: Annotated[str, typer.Option("--role-definition", help="JSON, or a file holding it (az's shape).")],
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Create a custom role from az's JSON: Name, Description, Actions, NotActions, DataActions,
+    NotDataActions, AssignableScopes."""
+    from mi_cli.services import roles, tenancy
+
+    document = _read_document(role_definition)
+    with transaction(write=True) as ctx:
+        sub = tenancy.find_subscription(ctx, subscription)
+        data = roles.create_custom(ctx, document).view(sub.id)
+    emit(data, output, query, _def_row)
+
+
+@definition_app.command("delete")
+def definition_delete(
+    name: Annotated[str, typer.Option("--name", "-n", help="Custom role name or GUID.")],
+    yes: YesOpt = False,
+    output: OutputOpt = "table",  # accepted on every command, as az does; deletes print nothing
+    query: QueryOpt = None,
+) -> None:
+    """Delete a custom role (refused while assignments use it)."""
+    from mi_cli.services import roles
+
+    with transaction(write=True) as ctx:
+        roles.delete_custom(ctx, name)
+
+
+def _ra_row(r: dict) -> dict:
+    return {"Principal": r.get("principalName", r["principalId"]), "Role": r.get("roleDefinitionName", r["roleDefinitionId"].rsplit("/", 1)[-1]),
+            "Scope": r["scope"]}
+
+
+def _scope(ctx, scope: str | None, group: str | None, subscription: str | None) -> str | None:  # noqa: ANN001
+    from mi_cli.services import groups
+
+    if scope and group:
+        raise UsageError("MutuallyExclusiveArguments", "Give --scope or --resource-group, not both.")
+    if group:
+        g = groups.get(ctx, group, subscription=subscription)
+        return f"/subscriptions/{g.subscription_id}/resourceGroups/{g.name}"
+    return scope
+
+
+@assignment_app.command("create")
+def assignment_create(
+    assignee: AssigneeOpt = None,
+    role: RoleOpt = None,
+    scope: ScopeOpt = None,
+    group: GroupOpt = None,
+    description: Annotated[Optional[str], typer.Option("--description", help="Free text, up to 2,048 characters.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="A GUID for the assignment (default: a new one).")] = None,
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Grant a role to a principal at a scope."""
+    from mi_cli.services import assignments, tenancy
+
+    if not assignee or not role:
+        raise UsageError("MissingArgument", "--assignee and --role are required.")
+    with transaction(write=True) as ctx:
+        target = _scope(ctx, scope, group, subscription) or f"/subscriptions/{tenancy.find_subscription(ctx, subscription).id}"
+        ra = assignments.create(ctx, assignee, role, target, description=description, name=name)
+        data = assignments.view(ctx, ra)
+    emit(data, output, query, _ra_row)
+
+
+@assignment_app.command("list")
+def assignment_list(
+    assignee: AssigneeOpt = None,
+    role: RoleOpt = None,
+    scope: ScopeOpt = None,
+    group: GroupOpt = None,
+    include_inherited: Annotated[bool, typer.Option("--include-inherited", help="Also assignments at the scope's ancestors.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Every assignment in the subscription, at any scope.")] = False,
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """List role assignments, with principalName and roleDefinitionName. Without filters, as in az,
+    only assignments made at the subscription itself; --all lists every scope."""
+    from mi_cli.services import assignments, roles, tenancy
+
+    with transaction(write=False) as ctx:
+        sub = tenancy.find_subscription(ctx, subscription, create=False)
+        data = []
+        if sub is not None:
+            names = roles.by_guid(ctx)
+            found = assignments.listing(ctx, sub_id=sub.id, assignee=assignee, role_ref=role,
+                                        scope_ref=_scope(ctx, scope, group, subscription),
+                                        include_inherited=include_inherited, all_=all_)
+            data = [assignments.view(ctx, ra, fill_names=True, role_names=names) for ra in found]
+    emit(data, output, query, _ra_row)
+
+
+@assignment_app.command("delete")
+def assignment_delete(
+    ids_: Annotated[Optional[list[str]], typer.Option("--ids", help="Assignment ids (or names).")] = None,
+    assignee: AssigneeOpt = None,
+    role: RoleOpt = None,
+    scope: ScopeOpt = None,
+    group: GroupOpt = None,
+    yes: YesOpt = False,
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",  # accepted on every command, as az does; deletes print nothing
+    query: QueryOpt = None,
+) -> None:
+    """Delete role assignments by id, or every one matching --assignee, --role and --scope."""
+    from mi_cli.services import assignments, tenancy
+
+    with transaction(write=True) as ctx:
+        sub = tenancy.find_subscription(ctx, subscription)
+        assignments.delete(ctx, ids_=ids_, assignee=assignee, role_ref=role,
+                           scope_ref=_scope(ctx, scope, group, subscription), sub_id=sub.id)

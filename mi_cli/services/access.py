@@ -1,0 +1,206 @@
+"""Access checks as Azure RBAC evaluates them: assignments at a scope and its ancestors; actions
+and notActions for the control plane only, dataActions and notDataActions for data only."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources as package_files
+from typing import Any
+
+from mi_cli import ids
+from mi_cli.errors import ValidationError
+from mi_cli.models import RoleAssignment
+from mi_cli.services import Ctx, assignments, principals, roles
+
+
+@lru_cache(maxsize=1)
+def _operations() -> dict[str, set[bool]]:
+    data = json.loads(package_files.files("mi_cli.catalog").joinpath("operations.json").read_text(encoding="utf-8"))
+    table: dict[str, set[bool]] = {}
+    for op in data["operations"]:
+        table.setdefault(op["name"].casefold(), set()).add(op["isDataAction"])
+    return table
+
+
+def known_operation(name: str) -> bool:
+    return name.casefold() in _operations()
+
+
+def is_data_action(name: str) -> bool | None:
+    """True or False from the providers' operation lists; None when unknown or listed as both."""
+    kinds = _operations().get(name.casefold())
+    return next(iter(kinds)) if kinds and len(kinds) == 1 else None
+
+
+def providers() -> list[str]:
+    return sorted({name.split("/", 1)[0] for name in _operations()})
+
+
+@lru_cache(maxsize=4096)
+def _pattern(pattern: str) -> re.Pattern[str]:
+    """'*' matches any run of characters, slashes included, and a '/*/' also matches a single '/':
+    Managed Identity Operator's 'userAssignedIdentities/*/assign/action' is what grants
+    'userAssignedIdentities/assign/action'. Matching ignores case."""
+    parts = re.split(r"(/\*/|\*)", pattern)
+    regex = "".join("/(?:.*/)?" if p == "/*/" else ".*" if p == "*" else re.escape(p) for p in parts)
+    return re.compile(f"^{regex}$", re.IGNORECASE)
+
+
+def matches(pattern: str, action: str) -> bool:
+    return _pattern(pattern).match(action) is not None
+
+
+def _first(patterns: tuple[str, ...], action: str) -> str | None:
+    return next((p for p in patterns if matches(p, action)), None)
+
+
+@dataclass
+class Step:
+    """How one assignment answers the question."""
+
+    assignment: str
+    role: str
+    scope: str
+    inherited: bool
+    granted: bool
+    matched: str | None = None
+    removed_by: str | None = None
+    note: str | None = None
+
+    def view(self) -> dict[str, Any]:
+        return {"assignment": self.assignment, "role": self.role, "scope": self.scope, "inherited": self.inherited,
+                "granted": self.granted, "matched": self.matched, "removedBy": self.removed_by, "note": self.note}
+
+
+@dataclass
+class Decision:
+    principal_id: str
+    action: str
+    scope: str
+    data_action: bool
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def allowed(self) -> bool:
+        return any(s.granted for s in self.steps)
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "actionType": "DataAction" if self.data_action else "Action",
+            "allowed": self.allowed,
+            "principalId": self.principal_id,
+            "reason": self.reason(),
+            "scope": self.scope,
+            "trace": [s.view() for s in self.steps],
+        }
+
+    def reason(self) -> str:
+        plane = "data action" if self.data_action else "control-plane action"
+        granting = [s for s in self.steps if s.granted]
+        if granting:
+            s = granting[0]
+            return (f"Allowed: '{s.role}' at {s.scope} grants the {plane} through '{s.matched}'"
+                    + (" (inherited)." if s.inherited else "."))
+        if not self.steps:
+            return f"Denied: the principal has no role assignment at {self.scope} or above it."
+        removed = [s for s in self.steps if s.removed_by]
+        if removed:
+            s = removed[0]
+            kind = "notDataActions" if self.data_action else "notActions"
+            return f"Denied: '{s.role}' matches '{s.matched}' but its {kind} '{s.removed_by}' takes it away."
+        other_plane = [s for s in self.steps if s.note]
+        if other_plane:
+            return f"Denied: {other_plane[0].note}"
+        return f"Denied: none of the {len(self.steps)} assignment(s) at or above this scope grants the {plane}."
+
+
+def classify(action: str, *, data: bool | None = None) -> bool:
+    """Whether `action` is a data action: from the flags, else from the providers' operation lists."""
+    if data is not None:
+        return data
+    found = is_data_action(action)
+    if found is not None:
+        return found
+    if known_operation(action):
+        raise ValidationError("AmbiguousOperation", f"'{action}' is both a control-plane and a data operation; pass --data-action or --control-action.")
+    raise ValidationError(
+        "UnknownOperation",
+        f"'{action}' is not in the operation lists mi ships ({', '.join(providers())}); pass --data-action or "
+        "--control-action to say which plane it belongs to.",
+    )
+
+
+def _evaluate_assignment(ra: RoleAssignment, role: roles.RoleDefinition | None, action: str, data: bool, scope: str) -> Step:
+    step = Step(assignments.assignment_id(ra), role.role_name if role else f"(deleted role {ra.role_definition_id})", ra.scope,
+                inherited=not ids.same(ra.scope, scope), granted=False)
+    if role is None:
+        return step
+    for perm in role.permissions:
+        grants = perm.data_actions if data else perm.actions
+        denies = perm.not_data_actions if data else perm.not_actions
+        matched = _first(grants, action)
+        if matched is None:
+            continue
+        step.matched = matched
+        removed = _first(denies, action)
+        if removed is None:
+            step.granted, step.removed_by = True, None
+            return step
+        step.removed_by = removed
+    if step.matched is None:
+        other = next((p for perm in role.permissions for p in (perm.actions if data else perm.data_actions) if matches(p, action)), None)
+        if other is not None:
+            step.note = (f"'{role.role_name}' has '{other}' in its {'actions' if data else 'dataActions'}, which match the name, "
+                         f"but {'actions only ever grant control-plane operations' if data else 'dataActions only ever grant data operations'}; "
+                         f"'{action}' is a {'data' if data else 'control-plane'} action.")
+    return step
+
+
+def check(ctx: Ctx, principal_id: str, action: str, scope_ref: str, *, data: bool | None = None) -> Decision:
+    scope = assignments.resolve_scope(ctx, scope_ref).id
+    is_data = classify(action, data=data)
+    decision = Decision(principal_id, action, scope, is_data)
+    role_names = roles.by_guid(ctx)
+    relevant = [ra for ra in assignments.for_principal(ctx, principal_id) if ids.is_within(scope, ra.scope)]
+    for ra in sorted(relevant, key=lambda r: (len(r.scope), r.name)):
+        decision.steps.append(_evaluate_assignment(ra, role_names.get(ra.role_definition_id), action, is_data, scope))
+    return decision
+
+
+def who(ctx: Ctx, action: str, scope_ref: str, *, data: bool | None = None) -> list[dict[str, Any]]:
+    """Every principal that may perform `action` at the scope, and through which assignment."""
+    from sqlmodel import select
+
+    scope = assignments.resolve_scope(ctx, scope_ref).id
+    is_data = classify(action, data=data)
+    role_names = roles.by_guid(ctx)
+    rows = []
+    for ra in ctx.session.exec(select(RoleAssignment).order_by(RoleAssignment.scope_key)).all():
+        if not ids.is_within(scope, ra.scope):
+            continue
+        step = _evaluate_assignment(ra, role_names.get(ra.role_definition_id), action, is_data, scope)
+        if step.granted:
+            sp = principals.get(ctx, ra.principal_id)
+            rows.append({"principalId": ra.principal_id, "principalName": sp.display_name if sp else "",
+                         "role": step.role, "scope": ra.scope, "matched": step.matched, "inherited": step.inherited,
+                         "assignment": step.assignment})
+    return rows
+
+
+def effective(ctx: Ctx, principal_id: str) -> list[dict[str, Any]]:
+    """A principal's permissions, scope by scope (each scope also covers everything below it)."""
+    role_names = roles.by_guid(ctx)
+    by_scope: dict[str, dict[str, Any]] = {}
+    for ra in sorted(assignments.for_principal(ctx, principal_id), key=lambda r: r.scope_key):
+        role = role_names.get(ra.role_definition_id)
+        entry = by_scope.setdefault(ra.scope_key, {"scope": ra.scope, "roles": [], "actions": [], "notActions": [],
+                                                   "dataActions": [], "notDataActions": []})
+        entry["roles"].append(role.role_name if role else ra.role_definition_id)
+        for perm in role.permissions if role else ():
+            for key, values in perm.to_json().items():
+                entry[key].extend(v for v in values if v not in entry[key])
+    return list(by_scope.values())

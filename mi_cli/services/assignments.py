@@ -1,0 +1,255 @@
+"""Role assignments: who (a principal) gets which role where (a scope), with Azure's rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import select
+
+from mi_cli import ids
+from mi_cli.errors import ConflictError, NotFoundError, ValidationError, group_not_found
+from mi_cli.models import RoleAssignment, ServicePrincipal, Subscription
+from mi_cli.services import Ctx, groups, identities, principals, resources, roles
+from mi_cli.services.tenancy import default_tenant, subscription_by_id
+
+ASSIGNMENT_TYPE = "Microsoft.Authorization/roleAssignments"
+LIMIT_PER_SUBSCRIPTION = 4000  # azure-facts §2.2 (newer tables say 5,000)
+
+
+@dataclass(frozen=True)
+class Scope:
+    id: str  # canonical casing, from the store's objects
+    subscription: Subscription
+
+
+def resolve_scope(ctx: Ctx, scope: str) -> Scope:
+    """A subscription, a group, a resource, or a path below a resource; it must exist."""
+    text = scope.strip().rstrip("/")
+    parsed = ids.parse(text)
+    if parsed is None:
+        raise ValidationError("InvalidScope", f"The scope '{scope}' is not a subscription, resource group or resource id.")
+    sub = subscription_by_id(ctx, parsed.subscription)
+    if sub is None:
+        raise NotFoundError("SubscriptionNotFound", f"The subscription '{parsed.subscription}' could not be found.")
+    if parsed.group is None:
+        return Scope(ids.subscription_id(sub.id), sub)
+    group = groups.get_by_id(ctx, sub.id, parsed.group)
+    if group is None:
+        raise group_not_found(parsed.group)
+    if parsed.type_name is None:
+        return Scope(ids.group_id(sub.id, group.name), sub)
+    # the resource itself, or its nearest existing ancestor for a path below it (a secret of a vault)
+    parts = text.split("/")
+    for end in range(len(parts), 8, -2):
+        res = resources.by_id(ctx, "/".join(parts[:end]))
+        if res is not None:
+            return Scope(res.arm_id + "/".join([""] + parts[end:]) if end < len(parts) else res.arm_id, sub)
+    raise NotFoundError("ResourceNotFound", f"The Resource '{parsed.type_name}/{parsed.name}' under resource group "
+                        f"'{parsed.group}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix")
+
+
+def principal_not_found(principal_id: str, tenant_id: str) -> ValidationError:
+    return ValidationError(
+        "PrincipalNotFound",
+        f"Principal {principal_id} does not exist in the directory {tenant_id}. Check that you have the correct principal ID. "
+        "If you are creating this principal and then immediately assigning a role, this error might be related to a "
+        "replication delay. In this case, set the role assignment principalType property to a value, such as "
+        "ServicePrincipal, User, or Group.  See https://aka.ms/docs-principaltype",
+    )
+
+
+def resolve_principal(ctx: Ctx, assignee: str) -> ServicePrincipal:
+    """A principal (object) id, a client (app) id, a user-assigned identity's name or id, a
+    system identity's id, or a resource id (its system identity)."""
+    text = assignee.strip()
+    tenant = default_tenant(ctx)
+    if text.startswith("/"):
+        target = ids.strip_system_identity(text) if ids.is_system_identity_id(text) else text
+        parsed = ids.parse(target)
+        if parsed is not None and parsed.type_name and ids.same(parsed.type_name, ids.UAMI_TYPE):
+            uami = identities.user_assigned_by_id(ctx, target)
+            if uami is not None:
+                return principals.get(ctx, uami.principal_id)
+        else:
+            res = resources.by_id(ctx, target)
+            if res is not None and res.system_principal_id:
+                return principals.get(ctx, res.system_principal_id)
+        raise ValidationError("PrincipalNotFound", f"No managed identity exists for '{text}'.")
+    try:
+        return principals.find(ctx, text)
+    except NotFoundError:
+        pass
+    # a name: a user-assigned identity's, or a resource's for its system identity (the display name)
+    by_name = principals.list_all(ctx, display_name=text)
+    if len(by_name) == 1:
+        return by_name[0]
+    if len(by_name) > 1:
+        raise ValidationError("AmbiguousAssignee", f"Several managed identities are named '{text}'; give a principal id or an ARM id.")
+    raise principal_not_found(text, tenant.id)
+
+
+def _limit_check(ctx: Ctx, sub_id: str) -> None:
+    count = len(ctx.session.exec(select(RoleAssignment.name).where(RoleAssignment.subscription_id == sub_id)).all())
+    if count >= LIMIT_PER_SUBSCRIPTION:
+        raise ValidationError("RoleAssignmentLimitExceeded",
+                              f"No more role assignments can be created: the subscription has {count}, the limit is "
+                              f"{LIMIT_PER_SUBSCRIPTION} (code: RoleAssignmentLimitExceeded).")
+
+
+def _assignable(role: roles.RoleDefinition, scope: str) -> bool:
+    return any(s == "/" or ids.is_within(scope, s) for s in role.assignable_scopes)
+
+
+def create(ctx: Ctx, assignee: str, role_ref: str, scope_ref: str, *, description: str | None = None,
+           name: str | None = None) -> RoleAssignment:
+    role = roles.find(ctx, role_ref)
+    scope = resolve_scope(ctx, scope_ref)
+    sp = resolve_principal(ctx, assignee)
+    if description is not None and len(description) > 2048:
+        raise ValidationError("InvalidDescription", "A role assignment description can be at most 2,048 characters.")
+    if not _assignable(role, scope.id):
+        raise ValidationError("InvalidRoleAssignmentScope",
+                              f"The role '{role.role_name}' is not assignable at scope '{scope.id}': its assignable scopes are "
+                              f"{', '.join(role.assignable_scopes)}.")
+    if name is not None:
+        if not roles._is_guid(name):
+            raise ValidationError("InvalidRoleAssignmentId", f"The role assignment name '{name}' is not a valid GUID.")
+        existing = ctx.session.get(RoleAssignment, name.casefold())
+        if existing is not None:
+            if (existing.principal_id, existing.role_definition_id, existing.scope_key) == (sp.id, role.guid, ids.key(scope.id)):
+                return existing  # the same PUT again
+            raise ConflictError("RoleAssignmentUpdateNotPermitted",
+                                "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.")
+    duplicate = ctx.session.exec(select(RoleAssignment).where(
+        RoleAssignment.principal_id == sp.id, RoleAssignment.role_definition_id == role.guid,
+        RoleAssignment.scope_key == ids.key(scope.id))).first()
+    if duplicate is not None:
+        raise ConflictError("RoleAssignmentExists", "The role assignment already exists.")
+    _limit_check(ctx, scope.subscription.id)
+    ra = RoleAssignment(
+        name=(name or ctx.new_guid()).casefold(), scope=scope.id, scope_key=ids.key(scope.id),
+        subscription_id=scope.subscription.id, principal_id=sp.id, principal_type="ServicePrincipal",
+        role_definition_id=role.guid, description=description, created_at=ctx.now(), created_by=ctx.caller,
+    )
+    ctx.session.add(ra)
+    ctx.session.flush()
+    ctx.log(f"{ASSIGNMENT_TYPE}/write", assignment_id(ra), detail=f"{role.role_name} for {sp.id}")
+    return ra
+
+
+def assignment_id(ra: RoleAssignment) -> str:
+    return f"{ra.scope}/providers/{ASSIGNMENT_TYPE}/{ra.name}"
+
+
+def for_principal(ctx: Ctx, principal_id: str) -> list[RoleAssignment]:
+    return list(ctx.session.exec(select(RoleAssignment).where(RoleAssignment.principal_id == principal_id)).all())
+
+
+def listing(ctx: Ctx, *, sub_id: str, assignee: str | None = None, role_ref: str | None = None, scope_ref: str | None = None,
+            include_inherited: bool = False, all_: bool = False) -> list[RoleAssignment]:
+    """az's rules: --scope lists that scope (and its ancestors with --include-inherited); without a
+    scope, --all, --assignee or --role list the whole subscription, and nothing lists only
+    assignments made at the subscription itself."""
+    stmt = select(RoleAssignment).where(RoleAssignment.subscription_id == sub_id)
+    if assignee:
+        principal_id = _assignee_id(ctx, assignee)
+        stmt = stmt.where(RoleAssignment.principal_id == principal_id)
+    if role_ref:
+        stmt = stmt.where(RoleAssignment.role_definition_id == roles.find(ctx, role_ref).guid)
+    items = list(ctx.session.exec(stmt.order_by(RoleAssignment.scope_key, RoleAssignment.created_at)).all())
+    if scope_ref:
+        scope = resolve_scope(ctx, scope_ref).id
+        return [ra for ra in items if ids.same(ra.scope, scope) or (include_inherited and ids.is_within(scope, ra.scope))]
+    if all_ or assignee or role_ref:
+        return items
+    return [ra for ra in items if ids.same(ra.scope, ids.subscription_id(sub_id))]
+
+
+def _assignee_id(ctx: Ctx, assignee: str) -> str:
+    """For listing and deleting, a principal id that no longer exists still names its orphans."""
+    try:
+        return resolve_principal(ctx, assignee).id
+    except ValidationError:
+        if roles._is_guid(assignee.strip()):
+            return assignee.strip().casefold()
+        raise
+
+
+def delete(ctx: Ctx, *, ids_: list[str] | None = None, assignee: str | None = None, role_ref: str | None = None,
+           scope_ref: str | None = None, sub_id: str) -> list[RoleAssignment]:
+    if ids_:
+        gone = []
+        for ra_id in ids_:
+            ra = ctx.session.get(RoleAssignment, ra_id.rstrip("/").rsplit("/", 1)[-1].casefold())
+            if ra is not None:  # DELETE of an assignment that is gone succeeds (204)
+                gone.append(ra)
+    else:
+        if not (assignee or role_ref or scope_ref):
+            raise ValidationError("MissingArgument", "Give --ids, or at least one of --assignee, --role and --scope.")
+        gone = listing(ctx, sub_id=sub_id, assignee=assignee, role_ref=role_ref, scope_ref=scope_ref, all_=True)
+        if not gone:
+            raise NotFoundError("RoleAssignmentNotFound", "No matched assignments were found to delete.")
+    for ra in gone:
+        ctx.session.delete(ra)
+        ctx.log(f"{ASSIGNMENT_TYPE}/delete", assignment_id(ra))
+    ctx.session.flush()
+    return gone
+
+
+def delete_within(ctx: Ctx, scope: str) -> int:
+    """Rule 3: assignments at a deleted scope or below it go with it (never those elsewhere)."""
+    key = ids.key(scope)
+    stmt = select(RoleAssignment).where(
+        (RoleAssignment.scope_key == key) | RoleAssignment.scope_key.startswith(key + "/", autoescape=True))
+    gone = list(ctx.session.exec(stmt).all())
+    for ra in gone:
+        ctx.session.delete(ra)
+        ctx.log(f"{ASSIGNMENT_TYPE}/delete", assignment_id(ra), detail="its scope was deleted")
+    if gone:
+        ctx.session.flush()
+    return len(gone)
+
+
+def view(ctx: Ctx, ra: RoleAssignment, *, fill_names: bool = False, role_names: dict | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "condition": None,
+        "conditionVersion": None,
+        "createdBy": None,
+        "createdOn": ra.created_at.isoformat(),
+        "delegatedManagedIdentityResourceId": None,
+        "description": ra.description,
+        "id": assignment_id(ra),
+        "name": ra.name,
+        "principalId": ra.principal_id,
+        "principalType": ra.principal_type,
+        "roleDefinitionId": f"/subscriptions/{ra.subscription_id}/providers/Microsoft.Authorization/roleDefinitions/{ra.role_definition_id}",
+        "scope": ra.scope,
+        "type": ASSIGNMENT_TYPE,
+        "updatedBy": ra.created_by,
+        "updatedOn": ra.created_at.isoformat(),
+    }
+    parsed = ids.parse(ra.scope)
+    if parsed is not None and parsed.group:
+        data["resourceGroup"] = parsed.group
+    if fill_names:
+        names = role_names if role_names is not None else roles.by_guid(ctx)
+        sp = principals.get(ctx, ra.principal_id)
+        # a deleted principal shows as "Identity not found" in the portal and "" here (rule 6)
+        data["principalName"] = sp.app_id if sp is not None else ""
+        role = names.get(ra.role_definition_id)
+        data["roleDefinitionName"] = role.role_name if role else ""
+    return data
+
+
+def grant_system_identity(ctx: Ctx, res, role_ref: str, scope_ref: str) -> RoleAssignment:  # noqa: ANN001
+    """`identity assign --role --scope`, as az does it: the role goes to the resource's system
+    identity, and an assignment that exists already counts as success."""
+    if not res.system_principal_id:
+        raise ValidationError("InvalidParameter", "--role and --scope grant the system-assigned identity: include '[system]'.")
+    role = roles.find(ctx, role_ref)
+    scope = resolve_scope(ctx, scope_ref)
+    existing = ctx.session.exec(select(RoleAssignment).where(
+        RoleAssignment.principal_id == res.system_principal_id, RoleAssignment.role_definition_id == role.guid,
+        RoleAssignment.scope_key == ids.key(scope.id))).first()
+    return existing or create(ctx, res.system_principal_id, role.guid, scope.id)
