@@ -20,6 +20,7 @@ def test_demo_runs_every_step_and_leaves_the_users_store_alone(tmp_path, monkeyp
                  "$ mi resource delete", "$ mi compare"):
         assert step in out
     assert "xms_mirid" in out and "https://vault.azure.net" in out and "access_token: ey" in out
+    assert "Allowed: 'Key Vault Secrets User'" in out and "Denied: 'Contributor' has '*' in its actions" in out
     assert "shared-id is on api-app" in out  # after the VM's deletion, only the web app holds it
     assert "In this store" in out
     assert not list(tmp_path.glob("mi-demo-*"))

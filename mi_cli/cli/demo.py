@@ -34,9 +34,20 @@ STEPS: list[tuple[str, list[str]]] = [
     ("The app on the VM asks for a Key Vault token, as IMDS would answer it: no secret anywhere. "
      "The VM's system identity signs in (oid), and xms_mirid names the VM.",
      ["token", "get", "--resource", "web-vm", "-g", RG, "--audience", "https://vault.azure.net"]),
+    ("Grant the VM's identity 'Key Vault Secrets User' on the vault, and the shared identity 'Contributor' on the group.",
+     ["role", "assignment", "create", "--assignee", "web-vm", "--role", "Key Vault Secrets User", "--scope", "{kv}"]),
+    (None, ["role", "assignment", "create", "--assignee", "shared-id", "--role", "Contributor", "-g", RG]),
+    ("The VM's identity may read a secret: a data action, granted by a data role on the vault.",
+     ["access", "check", "--principal", "web-vm", "--action", "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+      "--scope", "{kv}/secrets/db-password"]),
+    ("Contributor on the whole group may not: its '*' covers control-plane actions only.",
+     ["access", "check", "--principal", "shared-id", "--action", "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+      "--scope", "{kv}/secrets/db-password"]),
     ("Delete the VM: its system identity and service principal die with it...",
      ["resource", "delete", "-g", RG, "-n", "web-vm", "--yes"]),
     (None, ["sp", "list"]),
+    ("...but its role assignment on the vault stays behind, orphaned: no principal name any more.",
+     ["role", "assignment", "list", "--scope", "{kv}"]),
     ("...while the user-assigned identity survives, still attached to the web app.",
      ["identity", "list-resources", "-g", RG, "-n", "shared-id"]),
     ("The difference, as the docs put it and as this store now shows it.", ["compare"]),
@@ -57,7 +68,11 @@ def demo(
     db = str(keep) if keep is not None else str(folder / "demo.db")
     env_output = os.environ.pop("MI_OUTPUT", None)  # the demo is for people: tables
     try:
-        for number, (say, argv) in enumerate(STEPS, 1):
+        known: dict[str, str] = {}
+        for number, (say, template) in enumerate(STEPS, 1):
+            if "kv" not in known and any("{kv}" in a for a in template):
+                known["kv"] = _capture(main, ["--db", db, "resource", "show", "-g", RG, "-n", "kv-demo-01", "--query", "id", "-o", "tsv"])
+            argv = [a.format(**known) for a in template]
             if say:
                 print(f"\n# {say}")
             print(f"$ mi {' '.join(_quote(a) for a in argv)}")
@@ -74,5 +89,16 @@ def demo(
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _capture(main, argv: list[str]) -> str:  # noqa: ANN001
+    import io
+    from contextlib import redirect_stdout
+
+    buffer = io.StringIO()
+    with redirect_stdout(buffer):
+        if main(argv) != 0:
+            raise MiError("DemoFailed", f"'mi {' '.join(argv)}' failed.")
+    return buffer.getvalue().strip()
+
+
 def _quote(arg: str) -> str:
-    return f"'{arg}'" if (" " in arg or "[" in arg) else arg
+    return f"'{arg}'" if (" " in arg or "[" in arg or "*" in arg) else arg

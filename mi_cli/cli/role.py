@@ -111,8 +111,9 @@ def definition_delete(
 
 
 def _ra_row(r: dict) -> dict:
-    return {"Principal": r.get("principalName", r["principalId"]), "Role": r.get("roleDefinitionName", r["roleDefinitionId"].rsplit("/", 1)[-1]),
-            "Scope": r["scope"]}
+    # an orphan's principalName is "" in JSON (as az); people see the portal's words
+    principal = r.get("principalName", r["principalId"]) or "Identity not found"
+    return {"Principal": principal, "Role": r.get("roleDefinitionName", r["roleDefinitionId"].rsplit("/", 1)[-1]), "Scope": r["scope"]}
 
 
 def _scope(ctx, scope: str | None, group: str | None, subscription: str | None) -> str | None:  # noqa: ANN001
@@ -139,7 +140,7 @@ def assignment_create(
     query: QueryOpt = None,
 ) -> None:
     """Grant a role to a principal at a scope."""
-    from mi_cli.services import assignments, tenancy
+    from mi_cli.services import assignments, roles, tenancy
 
     if not assignee or not role:
         raise UsageError("MissingArgument", "--assignee and --role are required.")
@@ -147,7 +148,9 @@ def assignment_create(
         target = _scope(ctx, scope, group, subscription) or f"/subscriptions/{tenancy.find_subscription(ctx, subscription).id}"
         ra = assignments.create(ctx, assignee, role, target, description=description, name=name)
         data = assignments.view(ctx, ra)
-    emit(data, output, query, _ra_row)
+        role_name = roles.find(ctx, ra.role_definition_id).role_name
+    # az's create output names neither principal nor role; the table names the role for people
+    emit(data, output, query, lambda r: {**_ra_row(r), "Role": role_name})
 
 
 @assignment_app.command("list")
