@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import func, select
 
 from mi_cli import ids
 from mi_cli.errors import ConflictError, NotFoundError, ValidationError, group_not_found
@@ -90,7 +90,7 @@ def resolve_principal(ctx: Ctx, assignee: str) -> ServicePrincipal:
 
 
 def _limit_check(ctx: Ctx, sub_id: str) -> None:
-    count = len(ctx.session.exec(select(RoleAssignment.name).where(RoleAssignment.subscription_id == sub_id)).all())
+    count = ctx.session.exec(select(func.count()).select_from(RoleAssignment).where(RoleAssignment.subscription_id == sub_id)).one()
     if count >= LIMIT_PER_SUBSCRIPTION:
         raise ValidationError("RoleAssignmentLimitExceeded",
                               f"No more role assignments can be created: the subscription has {count}, the limit is "
