@@ -82,7 +82,9 @@ def demo(
             if code != 0:
                 raise MiError("DemoFailed", f"Step {number} ('mi {' '.join(argv)}') exited with {code}.")
         if keep is not None:
-            print(f"\nThe demo's store is kept at {keep}: try 'mi --db {keep} identity list'.")
+            print(f"\nThe demo's store is kept at {keep}: look at it with 'mi --db {keep} tree', 'graph' and 'doctor'.")
+        else:
+            print("\nRun 'mi demo --keep demo.db' to keep this store, then 'mi --db demo.db tree', 'graph' and 'doctor'.")
     finally:
         if env_output is not None:
             os.environ["MI_OUTPUT"] = env_output

@@ -20,17 +20,20 @@ def show_log(
     operation: Annotated[Optional[str], typer.Option("--operation", help="Operations containing TEXT, e.g. 'delete'.")] = None,
     target: Annotated[Optional[str], typer.Option("--target", help="Targets (ids) containing TEXT.")] = None,
     caller: Annotated[Optional[str], typer.Option("--caller", help="Callers containing TEXT.")] = None,
+    principal: Annotated[Optional[str], typer.Option("--principal", help="Entries about this principal id: its sign-ins and role grants.")] = None,
     status: Annotated[Optional[str], typer.Option("--status", help="Succeeded or Failed.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the newest N entries.")] = None,
     output: OutputOpt = "table",
     query: QueryOpt = None,
 ) -> None:
-    """Show the activity log: every change made to the store, oldest first."""
+    """Show the activity log, oldest first: every change made to the store, and every token issued or
+    refused (a sign-in log: filter with --operation token)."""
     from mi_cli.services import activity, views
 
     with transaction(write=False) as ctx:
         data = [
             views.log_entry(e)
-            for e in activity.entries(ctx, since=since, operation=operation, target=target, caller=caller, status=status, limit=limit)
+            for e in activity.entries(ctx, since=since, operation=operation, target=target, caller=caller, principal=principal,
+                                           status=status, limit=limit)
         ]
     emit(data, output, query, _row)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from mi_cli import __version__
-from mi_cli.cli import access, account, compare, demo, env, group, identity, log, resource, role, serve, sp, token
+from mi_cli.cli import access, account, compare, demo, env, explore, group, identity, log, resource, role, serve, sp, token
 from mi_cli.cli.runtime import configure, state
 from mi_cli.errors import MiError
 
@@ -57,6 +57,9 @@ app.command("env")(env.env)
 app.command("log")(log.show_log)
 app.command("compare")(compare.compare)
 app.command("demo")(demo.demo)
+app.command("tree")(explore.tree)
+app.command("graph")(explore.graph)
+app.command("doctor")(explore.doctor)
 
 # Options that take az's space-separated list form (`--identities a b`) as well as repetition.
 MULTI_VALUE = {"--identities", "--tags", "--audiences", "--user-assigned"}

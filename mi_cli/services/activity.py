@@ -36,6 +36,7 @@ def entries(
     operation: str | None = None,
     target: str | None = None,
     caller: str | None = None,
+    principal: str | None = None,
     status: str | None = None,
     limit: int | None = None,
 ) -> list[ActivityLog]:
@@ -48,6 +49,10 @@ def entries(
         stmt = stmt.where(ActivityLog.target.icontains(target, autoescape=True))
     if caller:
         stmt = stmt.where(ActivityLog.caller.icontains(caller, autoescape=True))
+    if principal:
+        # a sign-in's caller is the identity's principal; an assignment's detail names its principal
+        stmt = stmt.where(ActivityLog.caller.icontains(principal, autoescape=True)
+                          | ActivityLog.detail.icontains(principal, autoescape=True))
     if status:
         stmt = stmt.where(ActivityLog.status.icontains(status, autoescape=True))
     if limit is not None:

@@ -1,0 +1,114 @@
+"""`mi tree`, `mi graph` and `mi doctor`: a tenant's identities at a glance."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from mi_cli.cli.options import OutputOpt, QueryOpt
+from mi_cli.cli.runtime import emit, transaction
+from mi_cli.errors import MiError
+
+
+def tree(
+    group: Annotated[Optional[str], typer.Option("--resource-group", "-g", help="Only this resource group.")] = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Tenant > subscriptions > groups > resources, with each resource's identities: the system one
+    lives and dies with it; user-assigned ones are shared or not; deleted ones show as broken."""
+    from mi_cli.services import explore, groups
+
+    with transaction(write=False) as ctx:
+        if group:
+            groups.get(ctx, group)  # a group that does not exist is an error, not an empty tree
+        data = explore.tree(explore.load(ctx), group=group)
+    if getattr(output, "value", output) != "table" or query:
+        emit(data, output, query)
+        return
+    _print_tree(data)
+
+
+def _print_tree(data: dict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    tty = sys.stdout.isatty()
+
+    def s(text: str, style: str) -> str:  # colour for people, plain text for pipes; names are escaped
+        return f"[{style}]{escape(text)}[/]" if tty else escape(text)
+
+    root = Tree(f"{s('tenant', 'bold')} {data['tenantId'] or '(empty store)'}")
+    for sub in data["subscriptions"]:
+        s_node = root.add(f"{s('subscription', 'bold')} {escape(sub['name'])} ({sub['id']})" + (" (default)" if sub["isDefault"] else ""))
+        for g in sub["resourceGroups"]:
+            g_node = s_node.add(f"{s('group', 'bold cyan')} {escape(g['name'])} ({g['location']})")
+            for r in g["resources"]:
+                r_node = g_node.add(f"{s(r['type'].rsplit('/', 1)[-1], 'bold')} {escape(r['name'])}")
+                if r["systemAssigned"]:
+                    sa = r["systemAssigned"]
+                    r_node.add(f"{s('system-assigned', 'green')} {sa['principalId']}  {s(sa['lifecycle'], 'dim')}")
+                for ua in r["userAssigned"]:
+                    if ua["status"] == "broken":
+                        r_node.add(s(f"user-assigned {ua['name']}: BROKEN, the identity was deleted and the reference dangles", "bold red"))
+                    else:
+                        where = f"shared, also on {', '.join(ua['alsoOn'])}" if ua["shared"] else "only here"
+                        r_node.add(f"{s('user-assigned', 'blue')} {escape(ua['name'])}  {s(where, 'dim')}")
+            if g["userAssignedIdentities"]:
+                u_node = g_node.add(s("user-assigned identities", "bold"))
+                for u in g["userAssignedIdentities"]:
+                    where = escape(f"on {', '.join(u['attachedTo'])}") if u["attachedTo"] else s("attached to nothing", "yellow")
+                    u_node.add(f"{escape(u['name'])} ({u['principalId']})  {where}")
+    console = Console(file=sys.stdout, width=None if tty else 10_000, no_color=not tty, highlight=False)
+    console.print(root)
+
+
+class GraphFormat(str, Enum):
+    mermaid = "mermaid"
+    dot = "dot"
+    json = "json"
+
+
+def graph(
+    format_: Annotated[GraphFormat, typer.Option("--format", help="mermaid (renders in Markdown), dot (Graphviz) or json.")] = GraphFormat.mermaid,
+) -> None:
+    """The identity graph: resources (sources) -> their identities -> roles -> target scopes."""
+    from mi_cli.render import to_json
+    from mi_cli.services import explore
+
+    with transaction(write=False) as ctx:
+        g = explore.graph(explore.load(ctx))
+    out = {"mermaid": explore.to_mermaid, "dot": explore.to_dot, "json": to_json}[format_.value](g)
+    sys.stdout.write(out)
+
+
+def _finding_rows(f: dict) -> dict:
+    return {"Severity": f["severity"], "Finding": f["code"], "Message": f["message"], "Fix": " && ".join(f["fix"])}
+
+
+def doctor(
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when there are findings (for CI gates).")] = False,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """What Azure leaves to people: dangling references, orphaned role assignments, idle identities,
+    control-plane roles used for data, resources near their identity limit; each with its fix."""
+    from mi_cli.services import explore
+
+    with transaction(write=False) as ctx:
+        findings = explore.doctor(explore.load(ctx))
+    if getattr(output, "value", output) == "table" and not query:
+        if not findings:
+            print("No findings: every identity is in use, every reference resolves, every assignment has its principal.")
+        for f in findings:
+            print(f"{f['severity'].upper()} {f['code']}: {f['message']}")
+            for command in f["fix"]:
+                print(f"  fix: {command}")
+    else:
+        emit(findings, output, query)
+    if strict and findings:
+        raise MiError("DoctorFindings", f"{len(findings)} finding(s); see above.")
