@@ -45,6 +45,36 @@ def _check_field(name: str, value: str) -> str:
     return value
 
 
+def validate(name: str, issuer: str, subject: str, audiences: list[str] | None) -> tuple[str, str, list[str]]:
+    """Azure's rules for one credential: name, an https issuer, a subject, exactly one audience."""
+    fic_name(name)
+    issuer = _check_field("issuer", issuer)
+    if not issuer.startswith("https://"):
+        raise ValidationError("BadRequest", f"The federated identity credential issuer '{issuer}' must be an https URL.")
+    subject = _check_field("subject", subject)
+    audiences = [DEFAULT_AUDIENCE] if audiences is None else [a.strip() for a in audiences if a.strip()]
+    if len(audiences) != 1:
+        raise ValidationError("BadRequest", "Federated identity credentials must have exactly one audience.")
+    _check_field("audience", audiences[0])
+    return issuer, subject, audiences
+
+
+def check_set(uami_id: str, credentials: list[tuple[str, str, str]]) -> None:
+    """Across an identity's credentials (name, issuer, subject): at most 20, and each issuer and
+    subject pair once."""
+    pairs = set()
+    for _, issuer, subject in credentials:
+        if (issuer, subject) in pairs:
+            raise ConflictError("BadRequest", "Issuer and subject combination already exists for this Managed Identity.")
+        pairs.add((issuer, subject))
+    if len(credentials) > MAX_PER_IDENTITY:
+        raise ValidationError(
+            "BadRequest",
+            f"Too many Federated Identity Credentials are written to Managed Identity '{uami_id}'. "
+            f"A maximum of {MAX_PER_IDENTITY} federated identity credentials can be added to a user-assigned managed identity.",
+        )
+
+
 def create(
     ctx: Ctx,
     uami: UserAssignedIdentity,
@@ -55,20 +85,11 @@ def create(
     audiences: list[str] | None = None,
     description: str | None = None,
 ) -> FederatedCredential:
-    fic_name(name)
-    issuer = _check_field("issuer", issuer)
-    if not issuer.startswith("https://"):
-        raise ValidationError("BadRequest", f"The federated identity credential issuer '{issuer}' must be an https URL.")
-    subject = _check_field("subject", subject)
-    audiences = [DEFAULT_AUDIENCE] if audiences is None else [a.strip() for a in audiences if a.strip()]
-    if len(audiences) != 1:
-        raise ValidationError("BadRequest", "Federated identity credentials must have exactly one audience.")
-    _check_field("audience", audiences[0])
+    issuer, subject, audiences = validate(name, issuer, subject, audiences)
     existing = list(ctx.session.exec(select(FederatedCredential).where(FederatedCredential.identity_pk == uami.pk)).all())
     same_name = next((f for f in existing if f.name_key == ids.key(name)), None)
-    for other in existing:
-        if other is not same_name and other.issuer == issuer and other.subject == subject:
-            raise ConflictError("BadRequest", "Issuer and subject combination already exists for this Managed Identity.")
+    others = [(f.name, f.issuer, f.subject) for f in existing if f is not same_name]
+    check_set(uami.arm_id, others + [(name, issuer, subject)])
     if same_name is not None:  # a PUT on an existing credential updates it; its name cannot change
         same_name.issuer, same_name.subject, same_name.audiences = issuer, subject, audiences
         if description is not None:
@@ -76,12 +97,6 @@ def create(
         ctx.session.add(same_name)
         ctx.log(f"{ids.FIC_TYPE}/write", fic_id(uami, same_name))
         return same_name
-    if len(existing) >= MAX_PER_IDENTITY:
-        raise ValidationError(
-            "BadRequest",
-            f"Too many Federated Identity Credentials are written to Managed Identity '{uami.arm_id}'. "
-            f"A maximum of {MAX_PER_IDENTITY} federated identity credentials can be added to a user-assigned managed identity.",
-        )
     fic = FederatedCredential(
         identity_pk=uami.pk, name=name, name_key=ids.key(name), issuer=issuer, subject=subject,
         audiences=audiences, description=description, created_at=ctx.now(),

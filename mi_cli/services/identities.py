@@ -151,15 +151,35 @@ def delete_user_assigned(ctx: Ctx, uami: UserAssignedIdentity) -> list[Resource]
 # --- the system-assigned identity of a resource ------------------------------------------------
 
 
-def enable_system(ctx: Ctx, res: Resource) -> Resource:
-    """Rule 1: a new service principal, unless the identity is already on (then nothing changes)."""
-    rt = catalog().get(res.type)
+def check_system_supported(rt: ResourceType) -> None:
+    """Rule 10: only types that support a system-assigned identity can have one."""
     if not rt.system_assigned:
         raise ValidationError(
             "InvalidIdentityType",
             f"The resource type '{rt.type}' does not support a system-assigned identity "
             f"(supported: {_supported(rt)}). See 'mi resource types'.",
         )
+
+
+def check_user_assigned(rt: ResourceType, total: int) -> None:
+    """Rule 7: the type must support user-assigned identities, up to its limit."""
+    if not rt.user_assigned:
+        raise ValidationError(
+            "InvalidIdentityType",
+            f"The resource type '{rt.type}' does not support user-assigned identities "
+            f"(supported: {_supported(rt)}). See 'mi resource types'.",
+        )
+    limit = catalog().user_assigned_limit(rt)
+    if total > limit:
+        raise ValidationError(
+            "BadRequest", f"User Assigned Identities Number '{total}' Assign exceed limit '{limit}' in one request."
+        )
+
+
+def enable_system(ctx: Ctx, res: Resource) -> Resource:
+    """Rule 1: a new service principal, unless the identity is already on (then nothing changes)."""
+    rt = catalog().get(res.type)
+    check_system_supported(rt)
     if res.system_principal_id:
         return res
     sp = principals.create(ctx, display_name=_system_display_name(res), explicit=False, mi_resource_id=res.arm_id)
@@ -213,13 +233,13 @@ def resolve_reference(ctx: Ctx, ref: str, group: ResourceGroup) -> tuple[str, Us
     if ref.startswith("/"):
         parsed = ids.parse(ref)
         if parsed is None or parsed.type_name is None or not ids.same(parsed.type_name, ids.UAMI_TYPE):
-            raise _invalid_reference(ref)
+            raise invalid_reference(ref)
         return ref.rstrip("/"), user_assigned_by_id(ctx, ref)
     arm_id = ids.uami_id(group.subscription_id, group.name, ref)
     return arm_id, _in_group(ctx, group, ref)
 
 
-def _invalid_reference(ref: str) -> ValidationError:
+def invalid_reference(ref: str) -> ValidationError:
     return ValidationError(
         "InvalidParameter", f"ResourceIdentity identityId '{ref}' is not a valid reference to a Microsoft.ManagedIdentity identity."
     )
@@ -229,26 +249,16 @@ def attach(ctx: Ctx, res: Resource, refs: list[str]) -> Resource:
     """Rule 7: the type must support UA, the identity must exist in the resource's tenant, and the
     type's limit holds. Attaching one that is attached already changes nothing."""
     rt = catalog().get(res.type)
-    if not rt.user_assigned:
-        raise ValidationError(
-            "InvalidIdentityType",
-            f"The resource type '{rt.type}' does not support user-assigned identities "
-            f"(supported: {_supported(rt)}). See 'mi resource types'.",
-        )
+    check_user_assigned(rt, 0)
     group = ctx.session.get(ResourceGroup, res.group_pk)
     current = {a.identity_key: a for a in attachments(ctx, res)}
     wanted: dict[str, UserAssignedIdentity] = {}
     for ref in refs:
         arm_id, uami = resolve_reference(ctx, ref, group)
         if uami is None or not _same_tenant(ctx, group.subscription_id, uami):
-            raise _invalid_reference(arm_id)
+            raise invalid_reference(arm_id)
         wanted[uami.id_key] = uami
-    limit = catalog().user_assigned_limit(rt)
-    total = len(set(current) | set(wanted))
-    if total > limit:
-        raise ValidationError(
-            "BadRequest", f"User Assigned Identities Number '{total}' Assign exceed limit '{limit}' in one request."
-        )
+    check_user_assigned(rt, len(set(current) | set(wanted)))
     changed = False
     for key_, uami in wanted.items():
         att = current.get(key_)

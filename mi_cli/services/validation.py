@@ -54,6 +54,25 @@ def resource_name(name: str, rule: NameRule, type_name: str) -> str:
     return name
 
 
+def check_tags(tags: dict[str, str]) -> dict[str, str]:
+    """Azure's tag rules: at most 50; names without <>%&\\?/ or control characters, up to 512; values up to 256."""
+    for name, value in tags.items():
+        if not name.strip():
+            raise ValidationError("InvalidTagName", "A tag has an empty name.")
+        if any(c in TAG_NAME_FORBIDDEN or ord(c) < 32 for c in name):
+            raise ValidationError(
+                "InvalidTagNameCharacters",
+                f"The tag names '{name}' have reserved characters '<,>,%,&,\\,?,/' or control characters.",
+            )
+        if len(name) > 512:
+            raise ValidationError("InvalidTagNameLength", f"The tag name '{name[:40]}...' exceeds the maximum length of 512.")
+        if len(value) > 256:
+            raise ValidationError("InvalidTagValueLength", f"The value of tag '{name}' exceeds the maximum length of 256.")
+    if len(tags) > MAX_TAGS:
+        raise ValidationError("InvalidTagCount", f"{len(tags)} tags were given; a resource can have at most {MAX_TAGS}.")
+    return tags
+
+
 def parse_tags(pairs: list[str] | None) -> dict[str, str] | None:
     """az's `--tags k=v k2=v2` form; `k` alone is an empty value; a lone "" clears all tags."""
     if pairs is None:
@@ -63,21 +82,7 @@ def parse_tags(pairs: list[str] | None) -> dict[str, str] | None:
     tags: dict[str, str] = {}
     for pair in pairs:
         name, _, value = pair.partition("=")
-        name = name.strip()
-        if not name:
+        if not name.strip():
             raise ValidationError("InvalidTagName", f"The tag '{pair}' has an empty name; use --tags key=value.")
-        if any(c in TAG_NAME_FORBIDDEN or ord(c) < 32 for c in name):
-            raise ValidationError(
-                "InvalidTagNameCharacters",
-                f"The tag names '{name}' have reserved characters '<,>,%,&,\\,?,/' or control characters.",
-            )
-        if len(name) > 512:
-            raise ValidationError("InvalidTagNameLength", f"The tag name '{name[:40]}...' exceeds the maximum length of 512.")
-        if len(value) > 256:
-            raise ValidationError(
-                "InvalidTagValueLength", f"The value of tag '{name}' exceeds the maximum length of 256."
-            )
-        tags[name] = value
-    if len(tags) > MAX_TAGS:
-        raise ValidationError("InvalidTagCount", f"{len(tags)} tags were given; a resource can have at most {MAX_TAGS}.")
-    return tags
+        tags[name.strip()] = value
+    return check_tags(tags)
