@@ -73,17 +73,19 @@ class Resource(SQLModel, table=True):
 
 class UserAssignedIdentity(SQLModel, table=True):
     __tablename__ = "user_assigned_identity"
+    # (group_pk, name_key) also serves lookups by group; principal and client ids are unique in
+    # service_principal already. Fewer indexes keep bulk applies fast.
     __table_args__ = (UniqueConstraint("group_pk", "name_key"), UniqueConstraint("id_key"))
     pk: Optional[int] = Field(default=None, primary_key=True)
-    group_pk: int = Field(sa_column=_fk("resource_group.pk"))
+    group_pk: int = Field(sa_column=Column(Integer, ForeignKey("resource_group.pk", ondelete="CASCADE"), nullable=False))
     name: str
     name_key: str
     location: str
     tags: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     arm_id: str
     id_key: str
-    principal_id: str = Field(unique=True)
-    client_id: str = Field(unique=True)
+    principal_id: str
+    client_id: str
     isolation_scope: str = "None"
     created_at: datetime
 
@@ -138,7 +140,7 @@ class ActivityLog(SQLModel, table=True):
     __tablename__ = "activity_log"
     pk: Optional[int] = Field(default=None, primary_key=True)
     time: datetime = Field(index=True)
-    operation: str = Field(index=True)
+    operation: str  # filtered by substring, which no index serves
     target: str
     caller: str
     status: str  # Succeeded | Failed

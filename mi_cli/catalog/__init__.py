@@ -56,12 +56,9 @@ class Catalog:
 
     def resolve(self, text: str) -> tuple[ResourceType, str | None]:
         """A type or alias, case-insensitively, with the `kind` an alias implies (functionapp)."""
-        wanted = text.strip().casefold()
-        for rt in self.types:
-            if rt.type.casefold() == wanted:
-                return rt, None
-            if wanted in rt.aliases:
-                return rt, self.alias_kinds.get(wanted)
+        found = _index(self).get(text.strip().casefold())
+        if found is not None:
+            return found
         raise ValidationError(
             "InvalidResourceType",
             f"The resource type '{text}' could not be found in the catalog. "
@@ -73,6 +70,22 @@ class Catalog:
 
     def user_assigned_limit(self, rt: ResourceType) -> int:
         return rt.user_assigned_limit or self.default_user_assigned_limit
+
+
+_INDEXES: dict[int, dict[str, tuple[ResourceType, str | None]]] = {}
+
+
+def _index(cat: "Catalog") -> dict[str, tuple[ResourceType, str | None]]:
+    """Types and aliases by their lowercase spelling, built once (bulk applies resolve 100,000s)."""
+    index = _INDEXES.get(id(cat))
+    if index is None:
+        index = {}
+        for rt in cat.types:
+            for alias in rt.aliases:
+                index.setdefault(alias, (rt, cat.alias_kinds.get(alias)))
+            index[rt.type.casefold()] = (rt, None)
+        _INDEXES[id(cat)] = index
+    return index
 
 
 def _read(name: str):

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from mi_cli import __version__
-from mi_cli.cli import access, account, compare, demo, env, explore, group, identity, log, resource, role, serve, sp, token
+from mi_cli.cli import access, account, compare, declare, demo, env, explore, group, identity, log, resource, role, serve, sp, token
 from mi_cli.cli.runtime import configure, state
 from mi_cli.errors import MiError
 
@@ -60,6 +60,9 @@ app.command("demo")(demo.demo)
 app.command("tree")(explore.tree)
 app.command("graph")(explore.graph)
 app.command("doctor")(explore.doctor)
+app.command("apply")(declare.apply)
+app.command("export")(declare.export)
+app.command("reset")(declare.reset)
 
 # Options that take az's space-separated list form (`--identities a b`) as well as repetition.
 MULTI_VALUE = {"--identities", "--tags", "--audiences", "--user-assigned"}

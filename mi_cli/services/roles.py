@@ -107,7 +107,7 @@ def _check_permissions(perms: list[dict]) -> list[dict]:
     return perms
 
 
-def create_custom(ctx: Ctx, document: dict[str, Any]) -> RoleDefinition:
+def create_custom(ctx: Ctx, document: dict[str, Any], *, role_id: str | None = None) -> RoleDefinition:
     """az's role definition JSON: Name, Description, Actions, NotActions, DataActions, NotDataActions,
     AssignableScopes (keys in either case); the scopes must exist."""
     from mi_cli.services.assignments import resolve_scope
@@ -137,7 +137,9 @@ def create_custom(ctx: Ctx, document: dict[str, Any]) -> RoleDefinition:
     existing = ctx.session.exec(select(CustomRole).where(CustomRole.name_key == ids.key(name.strip()))).first()
     if existing is not None:
         raise ConflictError("RoleDefinitionWithSameNameExists", f"A role definition named '{name}' already exists.")
-    row = CustomRole(id=ctx.new_guid(), role_name=name.strip(), name_key=ids.key(name.strip()),
+    if role_id and ctx.session.get(CustomRole, role_id.casefold()) is not None:
+        raise ConflictError("RoleDefinitionWithSameNameExists", f"A role definition with id '{role_id}' already exists.")
+    row = CustomRole(id=(role_id or ctx.new_guid()).casefold(), role_name=name.strip(), name_key=ids.key(name.strip()),
                      description=str(lower.get("description") or ""), permissions=perms,
                      assignable_scopes=[s.rstrip("/") for s in scopes], created_at=ctx.now())
     ctx.session.add(row)

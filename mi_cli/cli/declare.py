@@ -1,0 +1,103 @@
+"""`mi apply`, `mi export` and `mi reset`: a whole tenant as one file."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+
+from mi_cli.cli.options import OutputOpt, QueryOpt, YesOpt
+from mi_cli.cli.runtime import confirm, emit, transaction
+from mi_cli.errors import MiError
+
+
+@contextmanager
+def _progress(total: int, description: str) -> Iterator:
+    """A rich progress bar on stderr for a person watching a long run; nothing for scripts."""
+    if total < 2000 or not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(file=sys.stderr), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _plan_row(c: dict) -> dict:
+    return {"Op": c["op"], "Kind": c["kind"], "Id": c["id"]}
+
+
+def apply(
+    file: Annotated[str, typer.Option("--file", "-f", help="The tenant file (YAML or JSON); - reads stdin.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+    prune: Annotated[bool, typer.Option("--prune", help="Also delete what the file does not declare.")] = False,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Make the store hold what the file declares, in one transaction: all of it or, on any invalid
+    entry, nothing (the error names the entry). Applying the same file again changes nothing."""
+    from mi_cli.services import declare
+
+    if file == "-":
+        text, source = sys.stdin.read(), "<stdin>"
+    else:
+        path = Path(file)
+        if not path.is_file():
+            raise MiError("FileNotFound", f"The file '{file}' does not exist or is not a file.")
+        text, source = path.read_text(encoding="utf-8"), path.name
+    doc = declare.read_document(text, source)
+    declare.check_schema(doc, source)
+    try:
+        with _progress(declare.count_entries(doc), f"applying {source}") as advance:
+            with transaction(write=True) as ctx:
+                plan = declare.Applier(ctx, source, prune=prune, dry_run=dry_run, progress=advance).run(doc)
+    except declare.DryRun as stop:  # the transaction was rolled back
+        plan = stop.plan
+    counts = plan.counts()
+    summary = ", ".join(f"{n} {op}" for op, n in counts.items() if n) or "nothing declared"
+    print(f"{'plan' if dry_run else 'applied'}: {summary}", file=sys.stderr)
+    changes = plan.changes if dry_run or getattr(output, "value", output) != "table" else \
+        [c for c in plan.changes if c["op"] != "unchanged"]
+    emit(changes, output, query, _plan_row)
+
+
+def export(
+    output: Annotated[str, typer.Option("--output", "-o", help="yaml (default) or json.")] = "yaml",
+    file: Annotated[Optional[str], typer.Option("--file", "-f", help="Write to FILE instead of stdout.")] = None,
+) -> None:
+    """Write the whole tenant in the file format that `mi apply` reads (not the activity log or keys)."""
+    from mi_cli.errors import UsageError
+    from mi_cli.render import to_json
+    from mi_cli.services import declare
+
+    if output not in ("yaml", "json"):
+        raise UsageError("InvalidArgumentValue", f"--output must be yaml or json, not '{output}'.")
+    with transaction(write=False) as ctx:
+        doc = declare.export(ctx)
+    if output == "json":
+        text = to_json(doc)
+    else:
+        import yaml
+
+        dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+        text = yaml.dump(doc, Dumper=dumper, default_flow_style=False, sort_keys=False, allow_unicode=True)
+    if file:
+        Path(file).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+def reset(yes: YesOpt = False) -> None:
+    """Empty the store: every object, the tenant and its keys, and the activity log."""
+    from mi_cli.services import declare
+
+    confirm("Delete everything in this store?", yes)
+    with transaction(write=True) as ctx:
+        counts = declare.reset(ctx)
+    print(f"reset: {sum(counts.values())} rows deleted", file=sys.stderr)
