@@ -39,3 +39,130 @@ def test_eight_processes_creating_25_identities_each_end_with_200(tmp_path, capf
     assert len({i["principalId"] for i in listed}) == 200
     assert main(["--db", str(db), "sp", "list", "-o", "json", "--query", "length(@)"]) == 0
     assert capfd.readouterr().out.strip() == "200"
+
+
+OPS = '''
+def ops(w):
+    """100 mixed writes for worker w: its own VM and identities, and a web app every worker shares."""
+    out = [["resource", "create", "-g", "rg", "-n", f"vm-{w}", "--type", "vm"]]
+    i = 0
+    while len(out) < 100:
+        name = f"w{w}-id{i:02d}"
+        out.append(["identity", "create", "-g", "rg", "-n", name])
+        out.append(["identity", "assign", "--resource", f"vm-{w}", "-g", "rg", "--identities", name])
+        if i % 5 == 0:
+            out.append(["identity", "assign", "--resource", "app-shared", "-g", "rg", "--identities", name])
+        if i % 4 == 3:
+            out.append(["identity", "remove", "--resource", f"vm-{w}", "-g", "rg", "--identities", name])
+            out.append(["identity", "delete", "-g", "rg", "-n", name, "--yes"])
+        i += 1
+    return out[:100]
+'''
+
+MIXED_WORKER = OPS + """
+import sys
+from mi_cli.cli.main import main
+db, w = sys.argv[1], int(sys.argv[2])
+for argv in ops(w):
+    code = main(["--db", db, *argv, "-o", "none"])
+    if code != 0:
+        print("FAILED", argv, code, file=sys.stderr)
+        sys.exit(code)
+"""
+
+
+def _state(db) -> dict:
+    """The store as names: which identities exist, which resource lists which (live or dangling)."""
+    import io
+    from contextlib import redirect_stdout
+
+    from mi_cli.cli.main import main
+
+    def read(*argv):
+        buffer = io.StringIO()
+        with redirect_stdout(buffer):
+            assert main(["--db", str(db), *argv, "-o", "json"]) == 0
+        return json.loads(buffer.getvalue())
+
+    tree = read("tree")
+    [group] = tree["subscriptions"][0]["resourceGroups"]
+    return {
+        "identities": sorted(u["name"] for u in group["userAssignedIdentities"]),
+        "attachments": {r["name"]: sorted((u["name"], u["status"]) for u in r["userAssigned"]) for r in group["resources"]},
+        "principals": len(read("sp", "list")),
+    }
+
+
+def _setup(db) -> None:
+    from mi_cli.cli.main import main
+
+    for argv in (["group", "create", "-n", "rg", "-l", "westeurope"],
+                 ["resource", "create", "-g", "rg", "-n", "app-shared", "--type", "webapp"]):
+        assert main(["--db", str(db), *argv, "-o", "none"]) == 0
+
+
+def test_eight_processes_of_mixed_writes_end_equal_to_the_serial_run(tmp_path, capfd):
+    from mi_cli.cli.main import main
+
+    shared, serial = tmp_path / "shared.db", tmp_path / "serial.db"
+    _setup(shared)
+    _setup(serial)
+    procs = [subprocess.Popen([sys.executable, "-c", MIXED_WORKER, str(shared), str(w)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for w in range(8)]
+    namespace: dict = {}
+    exec(OPS, namespace)  # the same operations, one after another, in this process
+    for w in range(8):
+        for argv in namespace["ops"](w):
+            assert main(["--db", str(serial), *argv, "-o", "none"]) == 0, argv
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    for p in procs:
+        p.stderr.close()
+    assert [code for code, _ in results] == [0] * 8, [err for _, err in results]
+    assert not any("locked" in err for _, err in results)
+    capfd.readouterr()
+    got, expected = _state(shared), _state(serial)
+    assert got == expected
+    shared_writes = sum(1 for w in range(8) for argv in namespace["ops"](w) if argv[:2] == ["identity", "assign"] and "app-shared" in argv)
+    assert len(got["attachments"]["app-shared"]) == shared_writes  # every worker's writes to the shared app landed
+    assert ("w0-id15", "broken") in got["attachments"]["app-shared"]  # deleted after sharing: dangling, as in Azure
+
+
+def test_killing_apply_midway_leaves_the_store_as_it_was(tmp_path, capfd):
+    import os
+    import signal
+    import sqlite3
+    import time
+
+    from mi_cli.cli.main import main
+    from tests.conftest import dump
+
+    db = tmp_path / "store.db"
+    assert main(["--db", str(db), "group", "create", "-n", "rg-0", "-l", "westeurope", "-o", "none"]) == 0
+    assert main(["--db", str(db), "identity", "create", "-g", "rg-0", "-n", "before-the-crash", "-o", "none"]) == 0
+    before = dump(db)
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({
+        "apiVersion": "mi/v1",
+        "resourceGroups": [{"name": f"rg-{g}", "location": "westeurope"} for g in range(10)],
+        "userAssignedIdentities": [{"name": f"id-{i:06d}", "resourceGroup": f"rg-{i % 10}"} for i in range(100_000)],
+    }))
+    proc = subprocess.Popen([sys.executable, "-m", "mi_cli", "--db", str(db), "apply", "-f", str(big), "-o", "none"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wal = tmp_path / "store.db-wal"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if wal.exists() and wal.stat().st_size > 4 * 1024 * 1024:  # well into writing its rows
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "apply finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        con.close()
+    assert dump(db) == before
+    capfd.readouterr()
+    assert main(["--db", str(db), "identity", "list", "-o", "tsv", "--query", "[].name"]) == 0
+    assert capfd.readouterr().out == "before-the-crash\n"

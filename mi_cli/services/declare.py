@@ -93,9 +93,10 @@ def check_schema(doc: Any, source: str) -> None:
     try:
         _validator()(doc)
     except JsonSchemaValueException as err:
-        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in (err.path or [])[1:]).lstrip(".") or "the document"
-        message = err.message.replace(err.name, "").strip() if err.name else err.message
-        raise ApplyError("InvalidDocument", source, path, f"{path} {message}" if path != "the document" else message) from None
+        parts = [str(p) for p in (err.path or [])[1:]]  # the first is the validator's name for the document
+        path = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts).lstrip(".") or "the document"
+        at = err.message.find(" must ")
+        raise ApplyError("InvalidDocument", source, path, err.message[at + 1:] if at >= 0 else err.message) from None
 
 
 def _at(section: str, i: int, entry: dict) -> str:
