@@ -36,6 +36,7 @@ def _render_block(block: str, capsys) -> str:
 
 
 def test_readme_console_examples_are_true(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # examples that write files write them here
     monkeypatch.setenv("MI_DB", str(tmp_path / "readme.db"))
     monkeypatch.setenv("MI_SEED", "readme")
     text = README.read_text()
@@ -54,6 +55,7 @@ def test_the_python_example_gets_a_token_from_a_real_server(tmp_path, monkeypatc
     from tests.clients.conftest import CLIENT_VARS, start_server
 
     db = tmp_path / "readme.db"
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MI_DB", str(db))
     monkeypatch.setenv("MI_SEED", "readme")
     text = README.read_text()

@@ -29,7 +29,7 @@ class ApplyError(MiError):
     """An invalid entry: names the file, the path in the document, and what is wrong."""
 
     def __init__(self, code: str, source: str, path: str, message: str) -> None:
-        super().__init__(code, f"{source}: {path}: {message}")
+        super().__init__(code, f"{source}: {str(path)}: {message}")
 
 
 class DryRun(Exception):
@@ -213,6 +213,8 @@ class Applier:
         elif wanted and not ids.same(wanted, tenant.id):
             raise ApplyError("TenantMismatch", self.source, "tenant.id",
                              f"the file is for tenant {wanted}, but this store's tenant is {tenant.id}.")
+        else:
+            self.plan.add("unchanged", "tenant", tenant.id)
         self.tenant = tenant
 
     def _subscriptions(self, entries: list[dict[str, Any]]) -> dict[str, Subscription]:
@@ -344,7 +346,7 @@ class Applier:
         for f in self.ctx.session.exec(select(FederatedCredential)).all():
             existing_fics.setdefault(f.identity_pk, []).append(f)
         for i, entry in enumerate(entries):
-            where = _at("userAssignedIdentities", i, entry)
+            where = _Where("userAssignedIdentities", i, entry)  # formatted only for an error
             try:
                 group = self._group(entry, where)
                 uami_name(entry["name"])
@@ -616,6 +618,18 @@ class Applier:
             if row.id not in self.declared_roles:
                 roles.delete_custom(self.ctx, row.id)
                 self.plan.add("delete", "customRole", row.id)
+
+
+class _Where:
+    """An entry's place in the document, formatted only when an error needs it."""
+
+    __slots__ = ("section", "i", "entry")
+
+    def __init__(self, section: str, i: int, entry: dict) -> None:
+        self.section, self.i, self.entry = section, i, entry
+
+    def __str__(self) -> str:
+        return _at(self.section, self.i, self.entry)
 
 
 class _Row:
