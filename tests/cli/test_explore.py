@@ -31,7 +31,7 @@ def tenant(ok, mi, scenario):
 
 def test_tree_json_is_the_whole_structure(ok, tenant):
     t = ok("tree")
-    vm1, app1, shared, lonely = tenant["vm1"], tenant["app1"], tenant["shared"], tenant["lonely"]
+    vm1, shared, lonely = tenant["vm1"], tenant["shared"], tenant["lonely"]
     doomed_id = shared["id"].replace("/shared", "/doomed")
     [sub] = t["subscriptions"]
     assert t["tenantId"] == ok("account", "show")["tenantId"] and sub["isDefault"]
