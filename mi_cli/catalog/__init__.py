@@ -43,10 +43,6 @@ class ResourceType:
         parts = self.type.split("/")
         return "/".join(parts[:-1]) if len(parts) > 2 else None
 
-    @property
-    def has_identity(self) -> bool:
-        return self.system_assigned or self.user_assigned
-
 
 @dataclass(frozen=True)
 class Catalog:

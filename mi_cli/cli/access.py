@@ -18,11 +18,6 @@ ScopeOpt = Annotated[str, typer.Option("--scope", help="Where: a subscription, g
 DataOpt = Annotated[bool, typer.Option("--data-action", help="Treat the operation as a data action (for operations mi does not list).")]
 ControlOpt = Annotated[bool, typer.Option("--control-action", help="Treat the operation as a control-plane action.")]
 
-# The audience a data-plane service checks in a bearer token, by resource provider.
-SERVICE_AUDIENCES = {"microsoft.keyvault": "https://vault.azure.net", "microsoft.storage": "https://storage.azure.com/"}
-ARM_AUDIENCE = "https://management.azure.com/"
-
-
 def _plane(data: bool, control: bool) -> bool | None:
     if data and control:
         raise UsageError("MutuallyExclusiveArguments", "Give --data-action or --control-action, not both.")
@@ -49,21 +44,16 @@ def check(
 ) -> None:
     """Is the action allowed? Shows each assignment at the scope and above, the pattern that matched,
     what notActions removed, and whether the action is control plane or data plane."""
-    from mi_cli.services import access, assignments, tokens
+    from mi_cli.services import access, assignments
 
     if bool(principal) == bool(token):
         raise UsageError("MissingArgument", "Give --principal or --token.")
     plane = _plane(data_action, control_action)
     with transaction(write=False) as ctx:
         if token:
-            is_data = access.classify(action, data=plane)
-            namespace = action.split("/", 1)[0].casefold()
-            audience = SERVICE_AUDIENCES.get(namespace, ARM_AUDIENCE) if is_data else ARM_AUDIENCE
-            claims = tokens.verify(ctx, token.removeprefix("Bearer ").strip(), audience=audience)
-            principal_id = claims["oid"]
+            decision = access.check_token(ctx, token, action, scope, data=plane).view()
         else:
-            principal_id = assignments.resolve_principal(ctx, principal).id
-        decision = access.check(ctx, principal_id, action, scope, data=plane).view()
+            decision = access.check(ctx, assignments.resolve_principal(ctx, principal).id, action, scope, data=plane).view()
     if getattr(output, "value", output) == "table" and not query:
         print(decision["reason"])
         print(f"{decision['actionType']} {decision['action']} at {decision['scope']}")

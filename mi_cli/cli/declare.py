@@ -50,7 +50,10 @@ def apply(
         path = Path(file)
         if not path.is_file():
             raise MiError("FileNotFound", f"The file '{file}' does not exist or is not a file.")
-        text, source = path.read_text(encoding="utf-8"), path.name
+        try:
+            text, source = path.read_text(encoding="utf-8"), path.name
+        except UnicodeDecodeError:
+            raise MiError("InvalidDocument", f"{path.name}: not a text file (YAML and JSON are UTF-8).") from None
     doc = declare.read_document(text, source)
     declare.check_schema(doc, source)
     try:
@@ -88,7 +91,10 @@ def export(
         dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
         text = yaml.dump(doc, Dumper=dumper, default_flow_style=False, sort_keys=False, allow_unicode=True)
     if file:
-        Path(file).write_text(text, encoding="utf-8")
+        try:
+            Path(file).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise MiError("FileNotWritable", f"Cannot write '{file}': {exc.strerror}.") from None
     else:
         sys.stdout.write(text)
 

@@ -86,9 +86,6 @@ def graph(
     sys.stdout.write(out)
 
 
-def _finding_rows(f: dict) -> dict:
-    return {"Severity": f["severity"], "Finding": f["code"], "Message": f["message"], "Fix": " && ".join(f["fix"])}
-
 
 def doctor(
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when there are findings (for CI gates).")] = False,

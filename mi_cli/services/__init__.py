@@ -47,21 +47,12 @@ class Ctx:
         return self.clock()
 
     def new_guid(self) -> str:
-        if self.seed is None:
-            return str(uuid.uuid4())
-        # The counter lives in the store, so a sequence of commands in separate processes
-        # gives the same GUIDs on every run with the same seed.
-        counter = self.session.get(Meta, "guid_counter")
-        if counter is None:
-            counter = Meta(key="guid_counter", value="0")
-        n = int(counter.value) + 1
-        counter.value = str(n)
-        self.session.add(counter)
-        digest = hashlib.sha256(f"{self.seed}:{n}".encode()).digest()
-        return str(uuid.UUID(bytes=digest[:16], version=4))
+        return self.new_guids(1)[0]
 
     def new_guids(self, n: int) -> list[str]:
-        """n GUIDs at once: with a seed, one counter update for the batch (bulk paths make 100,000s)."""
+        """n GUIDs. With a seed they are a function of (seed, how many were made before); the counter
+        lives in the store, so a sequence of commands in separate processes gives the same GUIDs on
+        every run, and a batch costs one counter update."""
         if self.seed is None:
             return random_guids(n)
         counter = self.session.get(Meta, "guid_counter") or Meta(key="guid_counter", value="0")

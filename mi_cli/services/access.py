@@ -171,6 +171,38 @@ def check(ctx: Ctx, principal_id: str, action: str, scope_ref: str, *, data: boo
     return decision
 
 
+ARM_AUDIENCE = "https://management.azure.com/"
+
+
+def audience_for(action: str, data: bool) -> str:
+    """The audience the service enforcing `action` checks in a bearer token: ARM for control-plane
+    actions; for data actions, the data-plane audience the catalog lists for the provider's type
+    (Key Vault https://vault.azure.net, Storage https://storage.azure.com/, ...)."""
+    if not data:
+        return ARM_AUDIENCE
+    from mi_cli.catalog import catalog
+
+    parts = action.split("/")
+    for end in range(len(parts) - 1, 1, -1):  # the longest type the action's path starts with
+        try:
+            audience = catalog().get("/".join(parts[:end])).audience
+        except ValidationError:
+            continue
+        if audience:
+            return audience
+    raise ValidationError("UnknownAudience", f"mi knows no data-plane audience for '{action}'; use --principal instead of --token.")
+
+
+def check_token(ctx: Ctx, token: str, action: str, scope_ref: str, *, data: bool | None = None) -> Decision:
+    """What a service does with a bearer token: verify it (signature, expiry, its own audience),
+    then evaluate for the token's oid."""
+    from mi_cli.services import tokens
+
+    is_data = classify(action, data=data)
+    claims = tokens.verify(ctx, token.removeprefix("Bearer ").strip(), audience=audience_for(action, is_data))
+    return check(ctx, claims["oid"], action, scope_ref, data=is_data)
+
+
 def who(ctx: Ctx, action: str, scope_ref: str, *, data: bool | None = None) -> list[dict[str, Any]]:
     """Every principal that may perform `action` at the scope, and through which assignment."""
     from sqlmodel import select

@@ -19,7 +19,10 @@ def parse_since(text: str, now: datetime) -> datetime:
     m = _DURATION.match(text.strip())
     if m:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
-        return now - timedelta(**{unit: int(m.group(1))})
+        try:
+            return now - timedelta(**{unit: int(m.group(1))})
+        except OverflowError:  # further back than datetime reaches: everything
+            return datetime.min.replace(tzinfo=timezone.utc)
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-
-from sqlmodel import select
-
-from mi_cli.models import Attachment, Resource, UserAssignedIdentity
 from mi_cli.services import Ctx
 
 CHARACTERISTICS = [
@@ -35,19 +30,14 @@ def _names(items: list[str], most: int = 6) -> str:
 
 
 def table(ctx: Ctx) -> list[dict]:
-    resources = list(ctx.session.exec(select(Resource).order_by(Resource.id_key)).all())
-    by_pk = {r.pk: r for r in resources}
-    with_system = [r.name for r in resources if r.system_principal_id]
-    uamis = list(ctx.session.exec(select(UserAssignedIdentity).order_by(UserAssignedIdentity.id_key)).all())
-    holders: dict[str, list[str]] = defaultdict(list)
-    dangling: list[str] = []
-    live_keys = {u.id_key: u for u in uamis}
-    for att in ctx.session.exec(select(Attachment).order_by(Attachment.pk)).all():
-        uami = live_keys.get(att.identity_key)
-        if uami is not None and uami.principal_id == att.principal_id:
-            holders[uami.name].append(by_pk[att.resource_pk].name)
-        else:
-            dangling.append(f"{by_pk[att.resource_pk].name} -> {att.identity_id.rsplit('/', 1)[-1]}")
+    from mi_cli.services.explore import load
+
+    pic = load(ctx)  # which attachments are live, and who holds each identity, worked out once there
+    by_pk = {r.pk: r for r in pic.resources}
+    with_system = [r.name for r in pic.resources if r.system_principal_id]
+    uamis = pic.uamis
+    holders = {u.name: [r.name for r in pic.holders[u.id_key]] for u in uamis if pic.holders.get(u.id_key)}
+    dangling = [f"{by_pk[a.resource_pk].name} -> {a.identity_id.rsplit('/', 1)[-1]}" for a in pic.attachments if not pic.is_live(a)]
 
     creation = (
         f"{len(with_system)} system-assigned, each created with its resource"

@@ -658,11 +658,6 @@ def _unique(refs: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, 
     return out
 
 
-def apply(ctx: Ctx, doc: Any, source: str, **options: Any) -> Plan:
-    check_schema(doc, source)
-    return Applier(ctx, source, **options).run(doc)
-
-
 def count_entries(doc: dict[str, Any]) -> int:
     return sum(len(doc.get(k) or []) for k in ("resourceGroups", "userAssignedIdentities", "resources", "roleAssignments"))
 

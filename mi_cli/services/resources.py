@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlmodel import select
 
 from mi_cli import ids
-from mi_cli.catalog import ResourceType, catalog, normalise_location
+from mi_cli.catalog import catalog, normalise_location
 from mi_cli.errors import NotFoundError, ValidationError, resource_not_found
 from mi_cli.models import Attachment, Resource, ResourceGroup
 from mi_cli.services import Ctx, principals, repeat_put
@@ -60,10 +60,6 @@ def create(
 
         identities.enable_system(ctx, res)
     return res
-
-
-def resource_type(res: Resource) -> ResourceType:
-    return catalog().get(res.type)
 
 
 def by_id(ctx: Ctx, arm_id: str) -> Resource | None:

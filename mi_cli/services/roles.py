@@ -118,7 +118,12 @@ def create_custom(ctx: Ctx, document: dict[str, Any], *, role_id: str | None = N
     name = (lower.get("name") if not _is_guid(lower.get("name", "")) else None) or lower.get("rolename")
     if not isinstance(name, str) or not name.strip():
         raise ValidationError("InvalidRoleDefinition", "The role definition needs a Name (its roleName).")
+    for key in ("permissions", "actions", "notactions", "dataactions", "notdataactions", "assignablescopes"):
+        if key in lower and not isinstance(lower[key], list):
+            raise ValidationError("InvalidRoleDefinition", f"'{key}' must be a list.")
     if "permissions" in lower:
+        if not all(isinstance(p, dict) for p in lower["permissions"]):
+            raise ValidationError("InvalidRoleDefinition", "Each entry of Permissions must be an object of Actions, NotActions, ...")
         perms = [Permission.from_json(p).to_json() for p in lower["permissions"]]
     else:
         perms = [Permission.from_json(document).to_json()]

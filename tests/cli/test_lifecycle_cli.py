@@ -177,6 +177,7 @@ def test_log_records_changes(ok, scenario):
     assert {e["operationName"] for e in deletes} == {"Microsoft.Compute/virtualMachines/delete", "Microsoft.Directory/servicePrincipals/delete"}
     assert len(ok("log", "--limit", "2")) == 2
     assert ok("log", "--since", "1h") and ok("log", "--target", "shared")
+    assert len(ok("log", "--since", "99999999d")) == len(ok("log"))  # further back than dates go: everything
 
 
 def test_compare_shows_this_stores_facts(ok, mi, scenario):

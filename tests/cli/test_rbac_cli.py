@@ -158,6 +158,11 @@ def test_custom_roles_from_a_file(ok, mi, tmp_path, kv):
     assert r.code == 1 and "built-in" in r.err
     r = mi("role", "definition", "create", "--role-definition", "{not json")
     assert r.code == 1 and r.err.startswith("ERROR: (InvalidRoleDefinition)")
+    for wrong in ({"Name": "x", "Permissions": "all", "AssignableScopes": [rg]},
+                  {"Name": "x", "Actions": ["*/read"], "AssignableScopes": rg},
+                  {"Name": "x", "Permissions": ["*/read"], "AssignableScopes": [rg]}):
+        r = mi("role", "definition", "create", "--role-definition", json.dumps(wrong))
+        assert r.code == 1 and r.err.startswith("ERROR: (InvalidRoleDefinition)") and r.err.count("\n") == 1, r.err
     ok("role", "definition", "delete", "-n", "Secret Peeker")
     ok("role", "definition", "delete", "-n", "Secret Peeker")
 
@@ -184,6 +189,11 @@ def test_access_check_with_a_token(ok, mi, kv):
     arm_token = ok("token", "get", "--resource", "vm1", "-g", "rg", "--audience", "https://management.azure.com/")["access_token"]
     r = mi("access", "check", "--token", arm_token, "--action", GET_SECRET, "--scope", kv)
     assert r.code == 1 and "audience 'https://management.azure.com/' is not 'https://vault.azure.net'" in r.err
+    # a control-plane action is ARM's to enforce: the ARM token is the right one there
+    ok("role", "assignment", "create", "--assignee", "vm1", "--role", "Reader", "--scope", kv)
+    assert ok("access", "check", "--token", arm_token, "--action", "Microsoft.KeyVault/vaults/read", "--scope", kv)["allowed"]
+    r = mi("access", "check", "--token", vault_token, "--action", "Microsoft.Compute/virtualMachines/login/action", "--scope", kv)
+    assert r.code == 1 and r.err.startswith("ERROR: (UnknownAudience)")
 
 
 def test_who_and_effective_permissions(ok, kv, scenario):
