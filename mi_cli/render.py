@@ -11,6 +11,13 @@ FORMATS = ("table", "json", "jsonc", "yaml", "tsv", "none")
 # Beyond this many rows a table is printed as plain aligned text: rich costs ~0.5 ms a row.
 RICH_ROW_LIMIT = 500
 TableFn = Callable[[Any], dict[str, Any]]
+ViewFn = Callable[[Any], None]
+
+
+def wants_table(output: Any, query: str | None = None) -> bool:
+    """The one decision between a view for people and data for machines: the table format without
+    --query gets the people view; every other format, and any --query, gets the data."""
+    return getattr(output, "value", output) == "table" and not query
 
 
 def compile_query(text: str):  # noqa: ANN201
@@ -49,8 +56,15 @@ def render(
     *,
     query: str | None = None,
     table: TableFn | None = None,
+    view: ViewFn | None = None,
     out=None,  # noqa: ANN001
 ) -> None:
+    """`table` turns each item into a row of the people table; `view` draws the whole people view
+    itself (it is given the data unqueried and writes to stdout). Neither is used for data."""
+    output = getattr(output, "value", output)
+    if view is not None and wants_table(output, query):
+        view(data)
+        return
     out = out or sys.stdout
     result = apply_query(data, query)
     if output == "none":
@@ -69,7 +83,7 @@ def render(
     elif output == "tsv":
         out.write(to_tsv(result, keep_order=bool(query)))
     else:
-        rows = _table_rows(result, None if query else table)
+        rows = _table_rows(result, table if wants_table(output, query) else None)
         write_table(rows, out)
 
 

@@ -54,18 +54,19 @@ def check(
             decision = access.check_token(ctx, token, action, scope, data=plane).view()
         else:
             decision = access.check(ctx, assignments.resolve_principal(ctx, principal).id, action, scope, data=plane).view()
-    if getattr(output, "value", output) == "table" and not query:
-        print(decision["reason"])
-        print(f"{decision['actionType']} {decision['action']} at {decision['scope']}")
-        if decision["trace"]:
-            from mi_cli.render import write_table
-
-            print()
-            write_table(_trace_rows(decision), sys.stdout)
-    else:
-        emit(decision, output, query)
+    emit(decision, output, query, view=_print_decision)
     if require and not decision["allowed"]:
         raise MiError("AuthorizationFailed", decision["reason"])
+
+
+def _print_decision(decision: dict) -> None:
+    print(decision["reason"])
+    print(f"{decision['actionType']} {decision['action']} at {decision['scope']}")
+    if decision["trace"]:
+        from mi_cli.render import write_table
+
+        print()
+        write_table(_trace_rows(decision), sys.stdout)
 
 
 @app.command("who")

@@ -14,9 +14,10 @@ def compare(output: OutputOpt = "table", query: QueryOpt = None) -> None:
 
     with transaction(write=False) as ctx:
         rows = service.table(ctx)
-    if getattr(output, "value", output) != "table" or query:
-        emit(rows, output, query)
-        return
+    emit(rows, output, query, view=_print_table)
+
+
+def _print_table(rows: list[dict]) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table

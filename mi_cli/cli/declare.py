@@ -10,7 +10,7 @@ from typing import Annotated, Iterator, Optional
 import typer
 
 from mi_cli.cli.options import OutputOpt, QueryOpt, YesOpt
-from mi_cli.cli.runtime import confirm, emit, transaction
+from mi_cli.cli.runtime import confirm, emit, transaction, wants_table
 from mi_cli.errors import MiError
 
 
@@ -65,7 +65,8 @@ def apply(
     counts = plan.counts()
     summary = ", ".join(f"{n} {op}" for op, n in counts.items() if n) or "nothing declared"
     print(f"{'plan' if dry_run else 'applied'}: {summary}", file=sys.stderr)
-    changes = plan.changes if dry_run or getattr(output, "value", output) != "table" else \
+    # The table leaves out unchanged entries, also under --query; a dry run and the data forms list them all.
+    changes = plan.changes if dry_run or not wants_table(output) else \
         [c for c in plan.changes if c["op"] != "unchanged"]
     emit(changes, output, query, _plan_row)
 

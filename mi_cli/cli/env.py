@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from mi_cli.cli.options import OutputOpt, QueryOpt, SubscriptionOpt
-from mi_cli.cli.runtime import emit, state, transaction
+from mi_cli.cli.runtime import emit, state, transaction, wants_table
 from mi_cli.errors import MiError
 
 # Variables that would send a client to another kind of endpoint (azure-identity checks them in order).
@@ -79,7 +79,7 @@ def env(
             values["AZURE_CLIENT_ID"] = lookup.user_assigned(ctx, identity, group, subscription=subscription).client_id
         values["AZURE_TENANT_ID"] = tenancy.default_tenant(ctx).id
     values["NO_PROXY"] = "127.0.0.1,localhost"
-    if getattr(output, "value", output) == "table" and not query:
+    if wants_table(output, query):
         unset = [n for n in OTHER_SOURCES if n not in values] + (["AZURE_POD_IDENTITY_AUTHORITY_HOST"] if style is Style.appservice else [])
         print(_lines(values, unset, shell), end="")
         return

@@ -26,10 +26,7 @@ def tree(
         if group:
             groups.get(ctx, group)  # a group that does not exist is an error, not an empty tree
         data = explore.tree(explore.load(ctx), group=group)
-    if getattr(output, "value", output) != "table" or query:
-        emit(data, output, query)
-        return
-    _print_tree(data)
+    emit(data, output, query, view=_print_tree)
 
 
 def _print_tree(data: dict) -> None:
@@ -98,14 +95,15 @@ def doctor(
 
     with transaction(write=False) as ctx:
         findings = explore.doctor(explore.load(ctx))
-    if getattr(output, "value", output) == "table" and not query:
-        if not findings:
-            print("No findings: every identity is in use, every reference resolves, every assignment has its principal.")
-        for f in findings:
-            print(f"{f['severity'].upper()} {f['code']}: {f['message']}")
-            for command in f["fix"]:
-                print(f"  fix: {command}")
-    else:
-        emit(findings, output, query)
+    emit(findings, output, query, view=_print_findings)
     if strict and findings:
         raise MiError("DoctorFindings", f"{len(findings)} finding(s); see above.")
+
+
+def _print_findings(findings: list[dict]) -> None:
+    if not findings:
+        print("No findings: every identity is in use, every reference resolves, every assignment has its principal.")
+    for f in findings:
+        print(f"{f['severity'].upper()} {f['code']}: {f['message']}")
+        for command in f["fix"]:
+            print(f"  fix: {command}")

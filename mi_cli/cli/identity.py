@@ -61,19 +61,17 @@ def _grant(ctx, res, role: str | None, scope: str | None) -> None:  # noqa: ANN0
 
 
 def _emit_block(block: dict, output, query) -> None:  # noqa: ANN001
-    from mi_cli.render import render
+    emit(block, output, query, view=_print_block)
 
-    fmt = getattr(output, "value", output)
-    if fmt == "table" and not query:
-        from mi_cli.render import write_table
-        import sys
 
-        print(f"Type: {block['type']}")
-        rows = _block_rows(block)
-        if rows:
-            write_table(rows, sys.stdout)
-        return
-    render(block, fmt, query=query)
+def _print_block(block: dict) -> None:
+    from mi_cli.render import write_table
+    import sys
+
+    print(f"Type: {block['type']}")
+    rows = _block_rows(block)
+    if rows:
+        write_table(rows, sys.stdout)
 
 
 @app.command("create")

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from mi_cli.errors import MiError, UsageError
+from mi_cli.render import wants_table  # noqa: F401  (light: the one table-or-data decision, for commands)
 
 state: dict[str, Any] = {"db": None, "debug": False}
 
@@ -33,10 +34,12 @@ def transaction(*, write: bool) -> Iterator[Any]:
         print(f"WARNING: {message}", file=sys.stderr)
 
 
-def emit(data: Any, output: Any, query: str | None = None, table=None) -> None:  # noqa: ANN001
+def emit(data: Any, output: Any, query: str | None = None, table=None, *, view=None) -> None:  # noqa: ANN001
+    """Data for machines, or (table format, no --query) the people view: `table` maps each item to a
+    row, `view` draws a custom one. mi_cli.render.wants_table alone makes that choice."""
     from mi_cli.render import render
 
-    render(data, getattr(output, "value", output), query=query, table=table)
+    render(data, output, query=query, table=table, view=view)
 
 
 def confirm(question: str, yes: bool) -> None:

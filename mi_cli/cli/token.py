@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from mi_cli.cli.options import OutputOpt, QueryOpt, SubscriptionOpt
-from mi_cli.cli.runtime import emit, transaction
+from mi_cli.cli.runtime import emit, transaction, wants_table
 from mi_cli.errors import UsageError
 
 app = typer.Typer(help="Managed-identity tokens: get, decode, verify; the tenant's signing keys.", no_args_is_help=True)
@@ -64,13 +64,13 @@ def get(
         "token_type": "Bearer",
     }
     _emit_claims(body, outcome.claims, output, query)
-    if getattr(output, "value", output) == "table" and not query:
+    if wants_table(output, query):
         print(f"\naccess_token: {outcome.access_token}")
 
 
 def _emit_claims(data: dict, claims: dict, output, query) -> None:  # noqa: ANN001
     """JSON forms carry `data`; the table shows the claims, one row each."""
-    if getattr(output, "value", output) == "table" and not query:
+    if wants_table(output, query):
         from mi_cli.render import write_table
 
         write_table([{"Claim": k, "Value": v} for k, v in sorted(claims.items())], sys.stdout)
