@@ -32,7 +32,8 @@ def serve(
 
     import uvicorn
 
-    from mi_cli.server.app import Fault, ServerState, Throttle, create_app
+    from mi_cli.server.app import create_app
+    from mi_cli.server.state import Fault, ServerState, Throttle
     from mi_cli.services import Ctx, endpoints, lookup
     from mi_cli.store import default_path, open_store
 

@@ -47,23 +47,14 @@ def get(
     """
     from mi_cli.services import lookup, tokens
 
-    scope = audience.removesuffix("/.default") if audience.endswith("/.default") else audience
+    scope = audience.removesuffix("/.default")
+    selector = {"client_id": client_id, "object_id": object_id, "msi_res_id": msi_res_id}  # IMDS's names
     with transaction(write=True) as ctx:
         res = lookup.resource(ctx, resource, group, subscription=subscription, type_text=type_)
-        outcome = tokens.request(ctx, res, scope, via="cli", client_id=client_id, object_id=object_id, mi_res_id=msi_res_id)
+        outcome = tokens.get_token(ctx, res, scope, selector, endpoint=tokens.IMDS, via="cli")
     if isinstance(outcome, tokens.TokenError):
         raise outcome  # recorded in the activity log, as a refused sign-in is
-    body = {
-        "access_token": outcome.access_token,
-        "client_id": outcome.chosen.client_id,
-        "expires_in": str(outcome.expires_on - outcome.claims["iat"]),
-        "expires_on": str(outcome.expires_on),
-        "ext_expires_in": str(outcome.expires_on - outcome.claims["iat"]),
-        "not_before": str(outcome.not_before),
-        "resource": scope,
-        "token_type": "Bearer",
-    }
-    _emit_claims(body, outcome.claims, output, query)
+    _emit_claims(tokens.token_body(outcome, endpoint=tokens.IMDS), outcome.claims, output, query)
     if wants_table(output, query):
         print(f"\naccess_token: {outcome.access_token}")
 

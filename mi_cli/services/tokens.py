@@ -1,4 +1,5 @@
-"""Managed-identity tokens: which identity a request gets, v1 app-only claims, signing, verifying."""
+"""Managed-identity tokens: which identity a request gets, what each token endpoint accepts and answers,
+v1 app-only claims, signing, the token cache, verifying."""
 
 from __future__ import annotations
 
@@ -8,26 +9,53 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from mi_cli import ids
 from mi_cli.errors import MiError, ValidationError
 from mi_cli.models import Resource
-from mi_cli.services import Ctx, identities, keys, principals
+from mi_cli.services import Ctx, endpoints, identities, keys, principals, resources
 from mi_cli.services.tenancy import default_tenant
 
 LIFETIME = 24 * 3600  # MI tokens live about a day; the lifetime of MI tokens is not configurable
 REFRESH_MARGIN = 300  # MSAL treats a token with under 5 minutes left as expired
 MULTIPLE_UA = ("Multiple user assigned identities exist, please specify the clientId / resourceId of the identity "
                "in the token request")
+ONE_SELECTOR = "Only one of client_id, object_id and msi_res_id may be given."
+NEWEST_IMDS_VERSIONS = ["2023-07-01", "2021-12-13", "2021-10-01"]
+APP_SERVICE_API_VERSION = "2019-08-01"
+APP_SERVICE_REFUSAL = "Unable to load the proper Managed Identity."  # App Service's one answer, whatever the reason
 
 
 class TokenError(MiError):
-    """A token request the identity endpoint refuses: IMDS's `error` code and description, and status."""
+    """A token request the identity endpoint refuses: IMDS's `error` code and description, and status.
+    `newest_versions` marks IMDS's api-version refusal, whose body lists them instead of a description."""
 
-    def __init__(self, description: str, *, error: str = "invalid_request", status: int = 400) -> None:
+    def __init__(self, description: str, *, error: str = "invalid_request", status: int = 400,
+                 newest_versions: list[str] | None = None) -> None:
         super().__init__(error, description)
         self.status = status
+        self.newest_versions = newest_versions
+
+
+@dataclass(frozen=True)
+class TokenEndpoint:
+    """What one kind of token endpoint accepts and answers."""
+
+    name: str  # how the activity log names requests to it
+    selectors: Mapping[str, str]  # query name -> what it names: client_id, object_id or mi_res_id
+    system_only_default: bool  # without a selector: the system identity only, or IMDS's default rules
+    ext_expires_in: bool  # IMDS's body carries ext_expires_in, App Service's does not
+
+
+# IMDS documents msi_res_id; async azure-identity sends resource_id; mi_res_id is App Service's name
+# that some scripts send to IMDS too. App Service takes principal_id (Go sends it) for object_id.
+IMDS = TokenEndpoint("imds", {"client_id": "client_id", "object_id": "object_id", "msi_res_id": "mi_res_id",
+                              "mi_res_id": "mi_res_id", "resource_id": "mi_res_id"},
+                     system_only_default=False, ext_expires_in=True)
+APP_SERVICE = TokenEndpoint("appservice", {"client_id": "client_id", "object_id": "object_id", "principal_id": "object_id",
+                                           "mi_res_id": "mi_res_id", "resource_id": "mi_res_id"},
+                            system_only_default=True, ext_expires_in=False)
 
 
 @dataclass(frozen=True)
@@ -47,23 +75,28 @@ def _claim_id(arm_id: str) -> str:
     return "/".join(parts)
 
 
-def choose(ctx: Ctx, res: Resource, *, client_id: str | None = None, object_id: str | None = None,
-           mi_res_id: str | None = None, system_only_default: bool = False) -> Chosen:
-    """IMDS's rules: a selector must name an identity on this resource; without one, the system
-    identity if on, else the only user-assigned one, else an error. App Service's endpoint takes
-    no selector to mean the system identity only (`system_only_default`)."""
-    given = [(k, v) for k, v in (("client_id", client_id), ("object_id", object_id), ("mi_res_id", mi_res_id)) if v]
+def choose(ctx: Ctx, res: Resource, selector: Mapping[str, str | None] | None = None, *,
+           endpoint: TokenEndpoint = IMDS) -> Chosen:
+    """Which identity a token request gets, the whole rule.
+
+    `selector` is the request's parameters as the endpoint names them (`endpoint.selectors`; others are
+    ignored). At most one may be given, counted by the names sent, so msi_res_id and resource_id
+    together are refused although both name a resource id. A selector must name an identity
+    attached to this resource (a user-assigned one that was deleted no longer counts), else
+    "Identity not found". Without one, IMDS gives the system identity if on, else the only
+    user-assigned one, else "Multiple user assigned identities exist ..."; App Service gives the
+    system identity only.
+    """
+    given = [(endpoint.selectors[name], value.strip()) for name, value in (selector or {}).items()
+             if name in endpoint.selectors and value]
     if len(given) > 1:
-        raise TokenError("Only one of client_id, object_id and msi_res_id may be given.", error="invalid_request")
+        raise TokenError(ONE_SELECTOR)
     system = None
     if res.system_principal_id:
         sp = principals.get(ctx, res.system_principal_id)
         system = Chosen("SystemAssigned", sp.id, sp.app_id, _claim_id(res.arm_id), res.arm_id)
     attached = identities.attachments(ctx, res)
-    users = [
-        Chosen("UserAssigned", a.principal_id, a.client_id, _claim_id(a.identity_id), res.arm_id)
-        for a in attached
-    ]
+    users = [Chosen("UserAssigned", a.principal_id, a.client_id, _claim_id(a.identity_id), res.arm_id) for a in attached]
     live = {a.identity_key for a in attached if identities.is_live(ctx, a)}
 
     def usable(c: Chosen) -> Chosen:
@@ -73,16 +106,16 @@ def choose(ctx: Ctx, res: Resource, *, client_id: str | None = None, object_id: 
 
     if given:
         kind, value = given[0]
-        wanted = ids.key(value.strip())
+        wanted = ids.key(value)
         for c in ([system] if system else []) + users:
             if (kind == "client_id" and c.client_id == wanted) or (kind == "object_id" and c.principal_id == wanted) or (
-                kind == "mi_res_id" and c.kind == "UserAssigned" and ids.key(c.mirid) == ids.key(_claim_id(value.strip()))
+                kind == "mi_res_id" and c.kind == "UserAssigned" and ids.key(c.mirid) == ids.key(_claim_id(value))
             ):
                 return usable(c)
         raise TokenError("Identity not found")
     if system:
         return system
-    if system_only_default:
+    if endpoint.system_only_default:
         raise TokenError("Identity not found")
     if len(users) == 1:
         return usable(users[0])
@@ -110,12 +143,18 @@ class Issued:
         return self.claims["nbf"]
 
 
+def check_resource(audience: str | None) -> str:
+    """The requested resource (the token's `aud`): present."""
+    if not audience or not audience.strip():
+        raise TokenError("Required query variable 'resource' is missing")
+    return audience
+
+
 def issue(ctx: Ctx, chosen: Chosen, audience: str) -> Issued:
     """Sign a v1.0 app-only token with the claims Azure puts in managed-identity tokens."""
-    import jwt
+    import jwt  # lazily: jwt costs ~9 F at import, and most commands never sign
 
-    if not audience or not audience.strip():
-        raise TokenError("Required query variable 'resource' is missing", error="invalid_request")
+    check_resource(audience)
     tenant = default_tenant(ctx)
     key = keys.active(ctx, tenant)
     now = int(ctx.now().timestamp())
@@ -155,16 +194,6 @@ def log_request(ctx: Ctx, res: Resource, audience: str, outcome: Issued | TokenE
                 detail=f"aud={audience}; via={via}; error={outcome.code}: {outcome.message}")
 
 
-def request(ctx: Ctx, res: Resource, audience: str, *, via: str, **selector: str | None) -> Issued | TokenError:
-    """Choose, issue and log: the outcome either way, so a refusal is recorded too."""
-    try:
-        outcome: Issued | TokenError = issue(ctx, choose(ctx, res, **selector), audience)
-    except TokenError as exc:
-        outcome = exc
-    log_request(ctx, res, audience, outcome, via=via)
-    return outcome
-
-
 # --- a cache like the one behind IMDS: the same token until close to its expiry -------------------
 
 
@@ -189,6 +218,105 @@ class TokenCache:
             self._tokens[self._key(issued.chosen, issued.claims["aud"])] = issued
 
 
+# --- a token request, as `mi token get` and both endpoints of `mi serve` make it ------------------
+
+
+def get_token(ctx: Ctx, res: Resource, audience: str, selector: Mapping[str, str | None] | None = None, *,
+              endpoint: TokenEndpoint = IMDS, cache: TokenCache | None = None, bypass_cache: bool = False,
+              via: str | None = None) -> Issued | TokenError:
+    """The token `res` gets for `audience`: the identity `choose` picks, then the cached token (with a
+    cache, unless bypassed) or a new one, which the cache keeps. The outcome is in the activity log
+    either way; a refusal is returned rather than raised so that the caller's transaction keeps it."""
+    via = via or endpoint.name
+    cached = None
+    try:
+        chosen = choose(ctx, res, selector, endpoint=endpoint)
+        if cache is not None and not bypass_cache:
+            cached = cache.get(chosen, audience, now=ctx.now().timestamp())
+        issued = cached or issue(ctx, chosen, audience)
+    except TokenError as exc:
+        log_request(ctx, res, audience, exc, via=via)
+        return exc
+    if cache is not None and cached is None:
+        cache.put(issued)
+    log_request(ctx, res, audience, issued, via=via + (" (cached)" if cached else ""))
+    return issued
+
+
+def token_body(issued: Issued, *, endpoint: TokenEndpoint = IMDS, now: int | None = None) -> dict[str, str]:
+    """The success body, every value a string as the endpoints send them. `now` is when it is served
+    (a cached token has less time left); without it, the token was just issued."""
+    left = issued.expires_on - (issued.claims["iat"] if now is None else now)
+    body = {
+        "access_token": issued.access_token,
+        "client_id": issued.chosen.client_id,
+        "expires_in": str(max(left, 0)),
+        "expires_on": str(issued.expires_on),
+    }
+    if endpoint.ext_expires_in:
+        body["ext_expires_in"] = body["expires_in"]
+    body.update({"not_before": str(issued.not_before), "resource": issued.claims["aud"], "token_type": "Bearer"})
+    return body
+
+
+def _served(ctx: Ctx, outcome: Issued | TokenError, endpoint: TokenEndpoint) -> dict[str, str] | TokenError:
+    if isinstance(outcome, TokenError):
+        return outcome
+    return token_body(outcome, endpoint=endpoint, now=int(ctx.now().timestamp()))
+
+
+def imds_token(ctx: Ctx, resource_id: str | None, query: Sequence[tuple[str, str]], *,
+               cache: TokenCache | None = None) -> dict[str, str] | TokenError:
+    """A request to IMDS's token endpoint whose headers passed (Metadata: true, not forwarded): the
+    query's parameters in order, and the resource the request speaks for. IMDS's body, or its refusal
+    (returned, as `get_token` does; refusals before a resource is known are not logged)."""
+    params = dict(query)
+    try:
+        if len(params) != len(query):
+            raise TokenError("Bad request: a query parameter appears more than once.")
+        version = params.get("api-version")
+        if not version:
+            raise TokenError("Bad request. api-version was not specified in the request. For more information refer "
+                             "to aka.ms/azureimds", newest_versions=NEWEST_IMDS_VERSIONS)
+        audience = check_resource(params.get("resource"))
+        if not resource_id:
+            raise TokenError("Identity not found: this server speaks for many resources; put the resource id in the "
+                             "path (AZURE_POD_IDENTITY_AUTHORITY_HOST=http://HOST:PORT/<resource id>, see 'mi env').")
+        res = resources.by_id(ctx, resource_id)
+        if res is None:
+            raise TokenError("Identity not found")
+    except TokenError as exc:
+        return exc
+    outcome = get_token(ctx, res, audience, params, endpoint=IMDS, cache=cache,
+                        bypass_cache=params.get("bypass_cache") == "true")
+    return _served(ctx, outcome, IMDS)
+
+
+def app_service_token(ctx: Ctx, secret: str, query: Sequence[tuple[str, str]], *,
+                      cache: TokenCache | None = None) -> dict[str, str] | TokenError:
+    """A request to App Service's identity endpoint: the X-IDENTITY-HEADER it presented and its query.
+    The resource is the one whose secret was presented. App Service's body, or its refusal, whose
+    message says less than the activity log does."""
+    params = dict(query)
+    try:
+        if not secret:
+            raise TokenError("The X-IDENTITY-HEADER header is required.")
+        if params.get("api-version") != APP_SERVICE_API_VERSION:
+            raise TokenError(f"The api-version must be {APP_SERVICE_API_VERSION}.")
+        if not params.get("resource"):
+            raise TokenError("The resource parameter is required.")
+        audience = check_resource(params["resource"])
+        res = endpoints.resource_for_secret(ctx, secret)
+        if res is None:
+            raise TokenError("The X-IDENTITY-HEADER does not match any resource's identity endpoint.", status=401)
+    except TokenError as exc:
+        return exc
+    outcome = get_token(ctx, res, audience, params, endpoint=APP_SERVICE, cache=cache)
+    if isinstance(outcome, TokenError):
+        return TokenError(APP_SERVICE_REFUSAL, error=outcome.code)
+    return _served(ctx, outcome, APP_SERVICE)
+
+
 # --- reading tokens ------------------------------------------------------------------------------
 
 
@@ -199,7 +327,7 @@ def normalise_audience(aud: str) -> str:
 
 def decode(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and claims, without verifying anything."""
-    import jwt
+    import jwt  # lazily, as in issue()
 
     try:
         return jwt.get_unverified_header(token), jwt.decode(token, options={"verify_signature": False})
@@ -209,7 +337,7 @@ def decode(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def verify(ctx: Ctx, token: str, *, audience: str | None = None) -> dict[str, Any]:
     """Signature (against the published keys), expiry, not-before, issuer and audience."""
-    import jwt
+    import jwt  # lazily, as in issue()
 
     header, claims = decode(token)
     published = {k.kid: k for k in keys.published(ctx)}

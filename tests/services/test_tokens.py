@@ -35,7 +35,7 @@ def test_claims_of_a_user_assigned_token(vm):
         uami = identities.create_user_assigned(ctx, g, "ua-1")
         res = resources.get(ctx, g, "vm1")
         identities.attach(ctx, res, ["ua-1"])
-        issued = tokens.issue(ctx, tokens.choose(ctx, res, client_id=uami.client_id.upper()), "https://storage.azure.com/")
+        issued = tokens.issue(ctx, tokens.choose(ctx, res, {"client_id": uami.client_id.upper()}), "https://storage.azure.com/")
     c = issued.claims
     assert (c["oid"], c["sub"], c["appid"]) == (uami.principal_id, uami.principal_id, uami.client_id)
     assert c["xms_mirid"] == uami.arm_id and "/resourcegroups/rg/" in c["xms_az_rid"]
@@ -51,4 +51,4 @@ def test_app_service_without_a_selector_means_the_system_identity_only(vm):
         identities.attach(ctx, app, ["ua-1"])
         assert tokens.choose(ctx, app).kind == "UserAssigned"  # IMDS: the only one
         with pytest.raises(tokens.TokenError, match="Identity not found"):
-            tokens.choose(ctx, app, system_only_default=True)
+            tokens.choose(ctx, app, endpoint=tokens.APP_SERVICE)

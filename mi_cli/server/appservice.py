@@ -1,0 +1,34 @@
+"""App Service's identity endpoint (IDENTITY_ENDPOINT with X-IDENTITY-HEADER): parse the request, call
+the token service, answer in App Service's shapes."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from mi_cli.server.state import ServerState
+from mi_cli.services import Ctx, tokens
+
+PATH = "/msi/token"
+
+
+def error(message: str, status: int = 400, headers: dict[str, str] | None = None) -> JSONResponse:
+    correlation = tokens.new_correlation_id()
+    return JSONResponse({"statusCode": status, "message": message, "correlationId": correlation}, status_code=status,
+                        headers={"X-CORRELATION-ID": correlation, **(headers or {})})
+
+
+def token(request: Request, state: ServerState) -> Response:
+    fault = state.next_fault()
+    if fault:
+        return error(f"Injected fault: HTTP {fault.status}", fault.status, fault.headers)
+    presented = request.headers.get("x-identity-header", "")
+    query = request.query_params.multi_items()
+
+    def respond() -> Response:
+        with state.store.transaction(write=True) as session:
+            outcome = tokens.app_service_token(Ctx.from_env(session), presented, query, cache=state.cache)
+        return error(outcome.message, outcome.status) if isinstance(outcome, tokens.TokenError) else JSONResponse(outcome)
+
+    response = state.throttled("secret:" + presented, respond)
+    return response if response is not None else error("Too many requests", 429)

@@ -1,0 +1,50 @@
+"""IMDS's token endpoint (/metadata/identity/oauth2/token): parse the request, call the token service,
+answer in IMDS's shapes."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from mi_cli import ids
+from mi_cli.server.state import ServerState
+from mi_cli.services import Ctx, tokens
+
+PATH = "/metadata/identity/oauth2/token"
+
+
+def error(description: str, *, error: str = "invalid_request", status: int = 400,
+          headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": description}, status_code=status, headers=headers)
+
+
+def refusal(exc: tokens.TokenError) -> JSONResponse:
+    if exc.newest_versions is not None:  # IMDS's api-version answer names no error code, it lists versions
+        return JSONResponse({"error": exc.message, "newest-versions": exc.newest_versions}, status_code=exc.status)
+    return error(exc.message, error=exc.code, status=exc.status)
+
+
+def token(request: Request, state: ServerState, prefix: str) -> Response:
+    """`prefix` is the path before IMDS's: the resource id the request speaks for, if any."""
+    fault = state.next_fault()
+    if fault:
+        return error(f"Injected fault: HTTP {fault.status}", status=fault.status, headers=fault.headers,
+                     error="too_many_requests" if fault.status == 429 else "service_unavailable")
+    if request.method != "GET":
+        return error("The request method is not supported.", error="method_not_allowed", status=405)
+    # Headers are checked before the store is touched: DefaultAzureCredential's probe (no Metadata
+    # header, a 1 s timeout) is answered at once, even while another process holds the store.
+    if request.headers.get("metadata", "").lower() != "true":
+        return error("Required metadata header not specified")
+    if "x-forwarded-for" in request.headers:
+        return error("The request was made through a proxy (X-Forwarded-For); IMDS refuses forwarded requests.")
+    target = prefix or state.default_resource
+    query = request.query_params.multi_items()
+
+    def respond() -> Response:
+        with state.store.transaction(write=True) as session:
+            outcome = tokens.imds_token(Ctx.from_env(session), target, query, cache=state.cache)
+        return refusal(outcome) if isinstance(outcome, tokens.TokenError) else JSONResponse(outcome)
+
+    response = state.throttled(ids.key(target or ""), respond)
+    return response if response is not None else error("Too many requests", error="too_many_requests", status=429)

@@ -1,0 +1,95 @@
+"""What one `mi serve` process keeps between requests: the store, the token cache, faults and throttling."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from mi_cli.services.tokens import TokenCache
+from mi_cli.store import Store
+
+
+@dataclass
+class Fault:
+    """The next `count` token requests answer `status` (with Retry-After for 429 and 503)."""
+
+    status: int
+    count: int
+    retry_after: int = 1
+
+    @classmethod
+    def parse(cls, spec: str) -> "Fault":
+        parts = spec.split(":")
+        try:
+            status = int(parts[0])
+            count = int(parts[1]) if len(parts) > 1 else 1
+            retry_after = int(parts[2]) if len(parts) > 2 else 1
+        except ValueError:
+            raise ValueError(f"--inject '{spec}' is not STATUS[:COUNT[:RETRY_AFTER]], e.g. 503:3 or 429:2:5") from None
+        if not (400 <= status <= 599) or count < 1 or retry_after < 0:
+            raise ValueError(f"--inject '{spec}': the status must be 400-599 and the count at least 1")
+        return cls(status, count, retry_after)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.status in (429, 503) else {}
+
+
+@dataclass
+class Throttle:
+    """IMDS's managed-identity limits per resource: 20 requests a second, 5 at a time."""
+
+    rate: int = 20
+    concurrent: int = 5
+    _recent: dict[str, deque] = field(default_factory=dict)
+    _active: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def enter(self, key: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            recent = self._recent.setdefault(key, deque())
+            while recent and now - recent[0] > 1.0:
+                recent.popleft()
+            if len(recent) >= self.rate or self._active.get(key, 0) >= self.concurrent:
+                return False
+            recent.append(now)
+            self._active[key] = self._active.get(key, 0) + 1
+            return True
+
+    def leave(self, key: str) -> None:
+        with self._lock:
+            self._active[key] -= 1
+
+
+@dataclass
+class ServerState:
+    store: Store
+    default_resource: str | None = None  # an ARM id: the resource that bare IMDS paths speak for
+    faults: list[Fault] = field(default_factory=list)
+    throttle: Throttle | None = None
+    cache: TokenCache = field(default_factory=TokenCache)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next_fault(self) -> Fault | None:
+        with self.lock:
+            while self.faults:
+                fault = self.faults[0]
+                fault.count -= 1
+                if fault.count <= 0:
+                    self.faults.pop(0)
+                return fault
+        return None
+
+    def throttled(self, key: str, respond):  # noqa: ANN001, ANN201
+        """`respond()` within the throttle's limits for `key`, or None when over them."""
+        if self.throttle is None:
+            return respond()
+        if not self.throttle.enter(key):
+            return None
+        try:
+            return respond()
+        finally:
+            self.throttle.leave(key)
