@@ -101,6 +101,23 @@ class Store:
         """Close pooled connections; the last one to close checkpoints the WAL into the file."""
         self.engine.dispose()
 
+    def snapshot(self) -> "Store":
+        """An in-memory copy of the store, taken under a read transaction: a dry run does the real
+        work there, so its plan is exactly a real run's, and the file is only read (no write lock)."""
+        from sqlalchemy.pool import StaticPool
+
+        copy = sqlite3.connect(":memory:", check_same_thread=False)
+        source = self.engine.raw_connection()
+        try:
+            source.driver_connection.backup(copy)
+        finally:
+            source.close()
+        copy.isolation_level = None
+        copy.execute("PRAGMA foreign_keys = ON")
+        engine = create_engine("sqlite://", creator=lambda: copy, poolclass=StaticPool)
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        return Store(engine, self.where)
+
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[Session]:
         with self._write_lock if write else nullcontext():

@@ -42,7 +42,8 @@ def apply(
 ) -> None:
     """Make the store hold what the file declares, in one transaction: all of it or, on any invalid
     entry, nothing (the error names the entry). Applying the same file again changes nothing."""
-    from mi_cli.services import declare
+    from mi_cli.services import tenant_file
+    from mi_cli.services.apply import Applier
 
     if file == "-":
         text, source = sys.stdin.read(), "<stdin>"
@@ -54,14 +55,11 @@ def apply(
             text, source = path.read_text(encoding="utf-8"), path.name
         except UnicodeDecodeError:
             raise MiError("InvalidDocument", f"{path.name}: not a text file (YAML and JSON are UTF-8).") from None
-    doc = declare.read_document(text, source)
-    declare.check_schema(doc, source)
-    try:
-        with _progress(declare.count_entries(doc), f"applying {source}") as advance:
-            with transaction(write=True) as ctx:
-                plan = declare.Applier(ctx, source, prune=prune, dry_run=dry_run, progress=advance).run(doc)
-    except declare.DryRun as stop:  # the transaction was rolled back
-        plan = stop.plan
+    doc = tenant_file.read_document(text, source)
+    tenant_file.check_schema(doc, source)
+    with _progress(tenant_file.count_entries(doc), f"applying {source}") as advance:
+        with transaction(write=True, dry_run=dry_run) as ctx:
+            plan = Applier(ctx, source, prune=prune, progress=advance).run(doc)
     counts = plan.counts()
     summary = ", ".join(f"{n} {op}" for op, n in counts.items() if n) or "nothing declared"
     print(f"{'plan' if dry_run else 'applied'}: {summary}", file=sys.stderr)
@@ -78,12 +76,12 @@ def export(
     """Write the whole tenant in the file format that `mi apply` reads (not the activity log or keys)."""
     from mi_cli.errors import UsageError
     from mi_cli.render import to_json
-    from mi_cli.services import declare
+    from mi_cli.services import export as exporting
 
     if output not in ("yaml", "json"):
         raise UsageError("InvalidArgumentValue", f"--output must be yaml or json, not '{output}'.")
     with transaction(write=False) as ctx:
-        doc = declare.export(ctx)
+        doc = exporting.export(ctx)
     if output == "json":
         text = to_json(doc)
     else:
@@ -102,9 +100,9 @@ def export(
 
 def reset(yes: YesOpt = False) -> None:
     """Empty the store: every object, the tenant and its keys, and the activity log."""
-    from mi_cli.services import declare
+    from mi_cli.services import export as exporting
 
     confirm("Delete everything in this store?", yes)
     with transaction(write=True) as ctx:
-        counts = declare.reset(ctx)
+        counts = exporting.reset(ctx)
     print(f"reset: {sum(counts.values())} rows deleted", file=sys.stderr)

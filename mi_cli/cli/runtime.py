@@ -18,17 +18,20 @@ def configure(*, db: str | None, debug: bool) -> None:
 
 
 @contextmanager
-def transaction(*, write: bool) -> Iterator[Any]:
-    """One command, one transaction: all of it is committed, or (on any error) none of it."""
+def transaction(*, write: bool, dry_run: bool = False) -> Iterator[Any]:
+    """One command, one transaction: all of it is committed, or (on any error) none of it. A dry run
+    does the same work on an in-memory copy of the store, which is then thrown away."""
     from mi_cli.services import Ctx
     from mi_cli.store import open_store
 
     store = open_store(state["db"])
+    work = store.snapshot() if dry_run else store
     try:
-        with store.transaction(write=write) as session:
+        with work.transaction(write=write) as session:
             ctx = Ctx.from_env(session)
             yield ctx
     finally:
+        work.close()
         store.close()
     for message in ctx.warnings:
         print(f"WARNING: {message}", file=sys.stderr)

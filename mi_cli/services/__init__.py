@@ -7,11 +7,13 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Any, Callable
 
 from sqlmodel import Session
 
+from mi_cli.errors import ConflictError
 from mi_cli.models import ActivityLog, Meta
+from mi_cli.services.writer import Writer
 
 
 def utcnow() -> datetime:
@@ -38,6 +40,11 @@ class Ctx:
     seed: str | None = None  # MI_SEED: GUIDs become a function of (seed, how many were made before)
     caller: str = "user"
     warnings: list[str] = field(default_factory=list)
+    changes: int = 0  # rows logged so far: a PUT that logged nothing changed nothing
+    _writer: Writer | None = None
+    _guid_pool: list[str] = field(default_factory=list)
+    memo: dict[str, Any] = field(default_factory=dict)  # what one transaction reads once (the tenant)
+    journal: list[tuple[str, str]] | None = None  # when a list: (operation, target) of each row logged
 
     @classmethod
     def from_env(cls, session: Session) -> "Ctx":
@@ -47,7 +54,22 @@ class Ctx:
         return self.clock()
 
     def new_guid(self) -> str:
+        if self.seed is None:  # drawn from a pool: one read of the system's randomness for thousands
+            if not self._guid_pool:
+                self._guid_pool = random_guids(1024)
+            return self._guid_pool.pop()
         return self.new_guids(1)[0]
+
+    @property
+    def writer(self) -> Writer:
+        if self._writer is None:
+            self._writer = Writer(self.session)
+        return self._writer
+
+    def insert(self, model: Any, row: dict[str, Any]) -> Any:
+        """A new row, written now, or buffered inside `ctx.writer.batched()`: the single path and the
+        bulk path are the same call."""
+        return self.writer.insert(model, row)
 
     def new_guids(self, n: int) -> list[str]:
         """n GUIDs. With a seed they are a function of (seed, how many were made before); the counter
@@ -64,8 +86,12 @@ class Ctx:
 
     def log(self, operation: str, target: str, *, status: str = "Succeeded", detail: str | None = None,
             caller: str | None = None) -> None:
-        self.session.add(ActivityLog(time=self.now(), operation=operation, target=target, caller=caller or self.caller,
-                                     status=status, detail=detail))
+        """Every change, and every token issued or refused, is a row of the activity log."""
+        self.changes += 1
+        if self.journal is not None:
+            self.journal.append((operation, target))
+        self.insert(ActivityLog, {"time": self.now(), "operation": operation, "target": target,
+                                  "caller": caller or self.caller, "status": status, "detail": detail})
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -74,8 +100,6 @@ class Ctx:
 def repeat_put(ctx: Ctx, existing, *, location: str, tags: dict | None, group_name: str, operation: str):  # noqa: ANN001, ANN201
     """A create of something that exists is ARM's PUT on it: same object and ids, tags replaced when
     given; a different location is refused with ARM's text, since resources cannot move regions."""
-    from mi_cli.errors import ConflictError
-
     if existing.location != location:
         raise ConflictError(
             "InvalidResourceLocation",

@@ -3,40 +3,20 @@ and notActions for the control plane only, dataActions and notDataActions for da
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources as package_files
 from typing import Any
 
+from sqlmodel import select
+
 from mi_cli import ids
+from mi_cli.catalog import catalog
 from mi_cli.errors import ValidationError
 from mi_cli.models import RoleAssignment
-from mi_cli.services import Ctx, assignments, principals, roles
-
-
-@lru_cache(maxsize=1)
-def _operations() -> dict[str, set[bool]]:
-    data = json.loads(package_files.files("mi_cli.catalog").joinpath("operations.json").read_text(encoding="utf-8"))
-    table: dict[str, set[bool]] = {}
-    for op in data["operations"]:
-        table.setdefault(op["name"].casefold(), set()).add(op["isDataAction"])
-    return table
-
-
-def known_operation(name: str) -> bool:
-    return name.casefold() in _operations()
-
-
-def is_data_action(name: str) -> bool | None:
-    """True or False from the providers' operation lists; None when unknown or listed as both."""
-    kinds = _operations().get(name.casefold())
-    return next(iter(kinds)) if kinds and len(kinds) == 1 else None
-
-
-def providers() -> list[str]:
-    return sorted({name.split("/", 1)[0] for name in _operations()})
+from mi_cli.services import Ctx, assignments, principals, roles, tokens
+from mi_cli.services.operations import is_data_action, known_operation, providers
+from mi_cli.services.scopes import resolve_scope
 
 
 @lru_cache(maxsize=4096)
@@ -161,7 +141,7 @@ def _evaluate_assignment(ra: RoleAssignment, role: roles.RoleDefinition | None, 
 
 
 def check(ctx: Ctx, principal_id: str, action: str, scope_ref: str, *, data: bool | None = None) -> Decision:
-    scope = assignments.resolve_scope(ctx, scope_ref).id
+    scope = resolve_scope(ctx, scope_ref).id
     is_data = classify(action, data=data)
     decision = Decision(principal_id, action, scope, is_data)
     role_names = roles.by_guid(ctx)
@@ -180,8 +160,6 @@ def audience_for(action: str, data: bool) -> str:
     (Key Vault https://vault.azure.net, Storage https://storage.azure.com/, ...)."""
     if not data:
         return ARM_AUDIENCE
-    from mi_cli.catalog import catalog
-
     parts = action.split("/")
     for end in range(len(parts) - 1, 1, -1):  # the longest type the action's path starts with
         try:
@@ -196,8 +174,6 @@ def audience_for(action: str, data: bool) -> str:
 def check_token(ctx: Ctx, token: str, action: str, scope_ref: str, *, data: bool | None = None) -> Decision:
     """What a service does with a bearer token: verify it (signature, expiry, its own audience),
     then evaluate for the token's oid."""
-    from mi_cli.services import tokens
-
     is_data = classify(action, data=data)
     claims = tokens.verify(ctx, token.removeprefix("Bearer ").strip(), audience=audience_for(action, is_data))
     return check(ctx, claims["oid"], action, scope_ref, data=is_data)
@@ -205,9 +181,7 @@ def check_token(ctx: Ctx, token: str, action: str, scope_ref: str, *, data: bool
 
 def who(ctx: Ctx, action: str, scope_ref: str, *, data: bool | None = None) -> list[dict[str, Any]]:
     """Every principal that may perform `action` at the scope, and through which assignment."""
-    from sqlmodel import select
-
-    scope = assignments.resolve_scope(ctx, scope_ref).id
+    scope = resolve_scope(ctx, scope_ref).id
     is_data = classify(action, data=data)
     role_names = roles.by_guid(ctx)
     rows = []

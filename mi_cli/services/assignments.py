@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import func, select
@@ -10,43 +9,13 @@ from sqlmodel import func, select
 from mi_cli import ids
 from mi_cli.errors import ConflictError, NotFoundError, ValidationError, group_not_found
 from mi_cli.models import RoleAssignment, ServicePrincipal, Subscription
-from mi_cli.services import Ctx, groups, identities, principals, resources, roles
+from mi_cli.services import Ctx, identities, principals, roles, scopes
+from mi_cli.services.scopes import resolve_scope
 from mi_cli.services.tenancy import default_tenant, subscription_by_id
 
 ASSIGNMENT_TYPE = "Microsoft.Authorization/roleAssignments"
 LIMIT_PER_SUBSCRIPTION = 4000  # azure-facts §2.2 (newer tables say 5,000)
-
-
-@dataclass(frozen=True)
-class Scope:
-    id: str  # canonical casing, from the store's objects
-    subscription: Subscription
-
-
-def resolve_scope(ctx: Ctx, scope: str) -> Scope:
-    """A subscription, a group, a resource, or a path below a resource; it must exist."""
-    text = scope.strip().rstrip("/")
-    parsed = ids.parse(text)
-    if parsed is None:
-        raise ValidationError("InvalidScope", f"The scope '{scope}' is not a subscription, resource group or resource id.")
-    sub = subscription_by_id(ctx, parsed.subscription)
-    if sub is None:
-        raise NotFoundError("SubscriptionNotFound", f"The subscription '{parsed.subscription}' could not be found.")
-    if parsed.group is None:
-        return Scope(ids.subscription_id(sub.id), sub)
-    group = groups.get_by_id(ctx, sub.id, parsed.group)
-    if group is None:
-        raise group_not_found(parsed.group)
-    if parsed.type_name is None:
-        return Scope(ids.group_id(sub.id, group.name), sub)
-    # the resource itself, or its nearest existing ancestor for a path below it (a secret of a vault)
-    parts = text.split("/")
-    for end in range(len(parts), 8, -2):
-        res = resources.by_id(ctx, "/".join(parts[:end]))
-        if res is not None:
-            return Scope(res.arm_id + "/".join([""] + parts[end:]) if end < len(parts) else res.arm_id, sub)
-    raise NotFoundError("ResourceNotFound", f"The Resource '{parsed.type_name}/{parsed.name}' under resource group "
-                        f"'{parsed.group}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix")
+PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal", "ForeignGroup", "Device")
 
 
 def principal_not_found(principal_id: str, tenant_id: str) -> ValidationError:
@@ -72,7 +41,7 @@ def resolve_principal(ctx: Ctx, assignee: str) -> ServicePrincipal:
             if uami is not None:
                 return principals.get(ctx, uami.principal_id)
         else:
-            res = resources.by_id(ctx, target)
+            res = scopes.resource_at(ctx, target)
             if res is not None and res.system_principal_id:
                 return principals.get(ctx, res.system_principal_id)
         raise ValidationError("PrincipalNotFound", f"No managed identity exists for '{text}'.")
@@ -102,39 +71,51 @@ def _assignable(role: roles.RoleDefinition, scope: str) -> bool:
 
 
 def create(ctx: Ctx, assignee: str, role_ref: str, scope_ref: str, *, description: str | None = None,
-           name: str | None = None) -> RoleAssignment:
+           name: str | None = None, principal_type: str | None = None) -> RoleAssignment:
+    """A role for a principal at a scope. With `principal_type` the assignee is an object id taken as
+    is (az's --assignee-object-id: no directory lookup, so an identity still replicating can be
+    granted). The same principal, role and scope again returns the existing assignment, as az does
+    with RoleAssignmentExists; a description given then replaces the old one (a PUT of it)."""
     role = roles.find(ctx, role_ref)
     scope = resolve_scope(ctx, scope_ref)
-    sp = resolve_principal(ctx, assignee)
+    if principal_type is not None:
+        if principal_type not in PRINCIPAL_TYPES:
+            raise ValidationError("InvalidPrincipalType", f"The principal type '{principal_type}' is not one of "
+                                  f"{', '.join(PRINCIPAL_TYPES)}.")
+        if not roles._is_guid(assignee.strip()):
+            raise ValidationError("InvalidPrincipalId", f"The principal id '{assignee}' is not a GUID.")
+        principal_id = assignee.strip().casefold()
+    else:
+        principal_id, principal_type = resolve_principal(ctx, assignee).id, "ServicePrincipal"
     if description is not None and len(description) > 2048:
         raise ValidationError("InvalidDescription", "A role assignment description can be at most 2,048 characters.")
     if not _assignable(role, scope.id):
         raise ValidationError("InvalidRoleAssignmentScope",
                               f"The role '{role.role_name}' is not assignable at scope '{scope.id}': its assignable scopes are "
                               f"{', '.join(role.assignable_scopes)}.")
-    if name is not None:
-        if not roles._is_guid(name):
-            raise ValidationError("InvalidRoleAssignmentId", f"The role assignment name '{name}' is not a valid GUID.")
-        existing = ctx.session.get(RoleAssignment, name.casefold())
-        if existing is not None:
-            if (existing.principal_id, existing.role_definition_id, existing.scope_key) == (sp.id, role.guid, ids.key(scope.id)):
-                return existing  # the same PUT again
-            raise ConflictError("RoleAssignmentUpdateNotPermitted",
-                                "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.")
-    duplicate = ctx.session.exec(select(RoleAssignment).where(
-        RoleAssignment.principal_id == sp.id, RoleAssignment.role_definition_id == role.guid,
+    if name is not None and not roles._is_guid(name):
+        raise ValidationError("InvalidRoleAssignmentId", f"The role assignment name '{name}' is not a valid GUID.")
+    named = ctx.session.get(RoleAssignment, name.casefold()) if name else None
+    same = ctx.session.exec(select(RoleAssignment).where(
+        RoleAssignment.principal_id == principal_id, RoleAssignment.role_definition_id == role.guid,
         RoleAssignment.scope_key == ids.key(scope.id))).first()
-    if duplicate is not None:
-        raise ConflictError("RoleAssignmentExists", "The role assignment already exists.")
+    if named is not None and named is not same:
+        raise ConflictError("RoleAssignmentUpdateNotPermitted",
+                            "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.")
+    if same is not None:
+        if name and same.name != name.casefold():
+            raise ConflictError("RoleAssignmentExists", "The role assignment already exists.")
+        if description is not None and description != same.description:
+            same.description = description
+            ctx.session.add(same)
+            ctx.log(f"{ASSIGNMENT_TYPE}/write", assignment_id(same), detail="description")
+        return same
     _limit_check(ctx, scope.subscription.id)
-    ra = RoleAssignment(
-        name=(name or ctx.new_guid()).casefold(), scope=scope.id, scope_key=ids.key(scope.id),
-        subscription_id=scope.subscription.id, principal_id=sp.id, principal_type="ServicePrincipal",
-        role_definition_id=role.guid, description=description, created_at=ctx.now(), created_by=ctx.caller,
-    )
-    ctx.session.add(ra)
-    ctx.session.flush()
-    ctx.log(f"{ASSIGNMENT_TYPE}/write", assignment_id(ra), detail=f"{role.role_name} for {sp.id}")
+    ra = ctx.insert(RoleAssignment, {
+        "name": (name or ctx.new_guid()).casefold(), "scope": scope.id, "scope_key": ids.key(scope.id),
+        "subscription_id": scope.subscription.id, "principal_id": principal_id, "principal_type": principal_type,
+        "role_definition_id": role.guid, "description": description, "created_at": ctx.now(), "created_by": ctx.caller})
+    ctx.log(f"{ASSIGNMENT_TYPE}/write", assignment_id(ra), detail=f"{role.role_name} for {principal_id}")
     return ra
 
 
@@ -244,12 +225,7 @@ def view(ctx: Ctx, ra: RoleAssignment, *, fill_names: bool = False, role_names: 
 
 def grant_system_identity(ctx: Ctx, res, role_ref: str, scope_ref: str) -> RoleAssignment:  # noqa: ANN001
     """`identity assign --role --scope`, as az does it: the role goes to the resource's system
-    identity, and an assignment that exists already counts as success."""
+    identity; an assignment that exists already counts as success."""
     if not res.system_principal_id:
         raise ValidationError("InvalidParameter", "--role and --scope grant the system-assigned identity: include '[system]'.")
-    role = roles.find(ctx, role_ref)
-    scope = resolve_scope(ctx, scope_ref)
-    existing = ctx.session.exec(select(RoleAssignment).where(
-        RoleAssignment.principal_id == res.system_principal_id, RoleAssignment.role_definition_id == role.guid,
-        RoleAssignment.scope_key == ids.key(scope.id))).first()
-    return existing or create(ctx, res.system_principal_id, role.guid, scope.id)
+    return create(ctx, res.system_principal_id, role_ref, scope_ref)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mi_cli.services import Ctx
+from mi_cli.services.explore import load
 
 CHARACTERISTICS = [
     (
@@ -30,8 +31,6 @@ def _names(items: list[str], most: int = 6) -> str:
 
 
 def table(ctx: Ctx) -> list[dict]:
-    from mi_cli.services.explore import load
-
     pic = load(ctx)  # which attachments are live, and who holds each identity, worked out once there
     by_pk = {r.pk: r for r in pic.resources}
     with_system = [r.name for r in pic.resources if r.system_principal_id]

@@ -84,25 +84,28 @@ def create(
     subject: str,
     audiences: list[str] | None = None,
     description: str | None = None,
+    current: list[FederatedCredential] | None = None,
 ) -> FederatedCredential:
+    """A credential, as ARM's PUT: a new one within the identity's limits, or the one of that name
+    updated (its name cannot change). `current` is the identity's credentials when a bulk caller
+    holds them already."""
     issuer, subject, audiences = validate(name, issuer, subject, audiences)
-    existing = list(ctx.session.exec(select(FederatedCredential).where(FederatedCredential.identity_pk == uami.pk)).all())
+    existing = current if current is not None else list_for(ctx, uami)
     same_name = next((f for f in existing if f.name_key == ids.key(name)), None)
     others = [(f.name, f.issuer, f.subject) for f in existing if f is not same_name]
     check_set(uami.arm_id, others + [(name, issuer, subject)])
-    if same_name is not None:  # a PUT on an existing credential updates it; its name cannot change
-        same_name.issuer, same_name.subject, same_name.audiences = issuer, subject, audiences
-        if description is not None:
-            same_name.description = description
-        ctx.session.add(same_name)
-        ctx.log(f"{ids.FIC_TYPE}/write", fic_id(uami, same_name))
+    if same_name is not None:
+        wanted = (issuer, subject, audiences, same_name.description if description is None else description)
+        if (same_name.issuer, same_name.subject, list(same_name.audiences), same_name.description) != wanted:
+            row = ctx.session.get(FederatedCredential, same_name.pk)
+            row.issuer, row.subject, row.audiences, row.description = wanted
+            ctx.session.add(row)
+            ctx.log(f"{ids.FIC_TYPE}/write", fic_id(uami, row))
+            return row
         return same_name
-    fic = FederatedCredential(
-        identity_pk=uami.pk, name=name, name_key=ids.key(name), issuer=issuer, subject=subject,
-        audiences=audiences, description=description, created_at=ctx.now(),
-    )
-    ctx.session.add(fic)
-    ctx.session.flush()
+    fic = ctx.insert(FederatedCredential, {
+        "pk": ctx.writer.next_pk(FederatedCredential), "identity_pk": uami.pk, "name": name, "name_key": ids.key(name),
+        "issuer": issuer, "subject": subject, "audiences": audiences, "description": description, "created_at": ctx.now()})
     ctx.log(f"{ids.FIC_TYPE}/write", fic_id(uami, fic))
     return fic
 

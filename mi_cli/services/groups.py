@@ -8,7 +8,7 @@ from mi_cli import ids
 from mi_cli.catalog import normalise_location
 from mi_cli.errors import ConflictError, group_not_found
 from mi_cli.models import Resource, ResourceGroup, UserAssignedIdentity
-from mi_cli.services import Ctx, resources, identities
+from mi_cli.services import Ctx, assignments, identities, resources
 from mi_cli.services.tenancy import find_subscription
 from mi_cli.services.validation import group_name
 
@@ -82,9 +82,7 @@ def delete(ctx: Ctx, name: str, *, subscription: str | None = None) -> ResourceG
     uamis = ctx.session.exec(select(UserAssignedIdentity).where(UserAssignedIdentity.group_pk == group.pk)).all()
     for uami in uamis:
         identities.delete_user_assigned(ctx, uami)
-    from mi_cli.services.assignments import delete_within
-
-    delete_within(ctx, arm_id(group.subscription_id, group))
+    assignments.delete_within(ctx, arm_id(group.subscription_id, group))
     ctx.session.delete(group)
     ctx.session.flush()
     ctx.log(f"{GROUP_TYPE}/delete", arm_id(group.subscription_id, group))

@@ -4,16 +4,17 @@ resource; attaching, detaching, and the identity-type state machine of the `iden
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from sqlmodel import select
 
 from mi_cli import ids
 from mi_cli.catalog import ResourceType, catalog, normalise_location
-from mi_cli.errors import NotFoundError, ValidationError, resource_not_found
-from mi_cli.models import Attachment, Resource, ResourceGroup, Subscription, UserAssignedIdentity
+from mi_cli.errors import ConflictError, NotFoundError, ValidationError, resource_not_found
+from mi_cli.models import Attachment, FederatedCredential, Resource, ResourceGroup, ServicePrincipal, Subscription, UserAssignedIdentity
 from mi_cli.services import Ctx, principals, repeat_put
 from mi_cli.services.tenancy import subscription_by_id
-from mi_cli.services.validation import uami_name
+from mi_cli.services.validation import check_tags, uami_name
 
 SYSTEM = "[system]"
 
@@ -40,33 +41,36 @@ def is_system_ref(ref: str) -> bool:
 # --- user-assigned identities -------------------------------------------------------------------
 
 
+LOOKUP = object()  # `existing=LOOKUP`: the service finds it; a bulk caller passes what its index holds
+
+
 def create_user_assigned(
-    ctx: Ctx, group: ResourceGroup, name: str, *, location: str | None = None, tags: dict | None = None
+    ctx: Ctx, group: ResourceGroup, name: str, *, location: str | None = None, tags: dict | None = None,
+    principal_id: str | None = None, client_id: str | None = None, existing: Any = LOOKUP,
+    in_use: Callable[[str, str], bool] | None = None,
 ) -> UserAssignedIdentity:
-    """Rule 4: the identity and its service principal. Repeating the create returns the same ids."""
+    """Rule 4: the identity and its service principal. Repeating the create is ARM's PUT: the same
+    ids back, tags replaced, a move to another region refused. Ids a tenant file carries are adopted
+    for a new identity and must match an existing one."""
     uami_name(name)
     location = (
         normalise_location(location, for_what=f"resource type '{ids.UAMI_TYPE}'") if location else group.location
     )
-    existing = _in_group(ctx, group, name)
+    tags = check_tags(tags) if tags is not None else None  # None: a repeated PUT keeps the tags
+    if existing is LOOKUP:
+        existing = _in_group(ctx, group, name)
     if existing is not None:
+        for field_, declared in (("principalId", principal_id), ("clientId", client_id)):
+            if declared and not ids.same(getattr(existing, "principal_id" if field_ == "principalId" else "client_id"), declared):
+                raise ConflictError("Conflict", f"The identity '{existing.name}' exists with another {field_}; ids cannot change.")
         return repeat_put(ctx, existing, location=location, tags=tags, group_name=group.name, operation=f"{ids.UAMI_TYPE}/write")
     arm_id = ids.uami_id(group.subscription_id, group.name, name)
-    sp = principals.create(ctx, display_name=name, explicit=True, mi_resource_id=arm_id)
-    uami = UserAssignedIdentity(
-        group_pk=group.pk,
-        name=name,
-        name_key=ids.key(name),
-        location=location,
-        tags=tags or {},
-        arm_id=arm_id,
-        id_key=ids.key(arm_id),
-        principal_id=sp.id,
-        client_id=sp.app_id,
-        created_at=ctx.now(),
-    )
-    ctx.session.add(uami)
-    ctx.session.flush()
+    sp = principals.create(ctx, display_name=name, explicit=True, mi_resource_id=arm_id, principal_id=principal_id,
+                           client_id=client_id, in_use=in_use)
+    uami = ctx.insert(UserAssignedIdentity, {
+        "pk": ctx.writer.next_pk(UserAssignedIdentity), "group_pk": group.pk, "name": name, "name_key": ids.key(name),
+        "location": location, "tags": tags or {}, "arm_id": arm_id, "id_key": ids.key(arm_id), "principal_id": sp.id,
+        "client_id": sp.app_id, "isolation_scope": "None", "created_at": ctx.now()})
     ctx.log(f"{ids.UAMI_TYPE}/write", arm_id)
     return uami
 
@@ -131,8 +135,6 @@ def references_to(ctx: Ctx, arm_id: str, *, principal_id: str | None = None) -> 
 def delete_user_assigned(ctx: Ctx, uami: UserAssignedIdentity) -> list[Resource]:
     """Rule 5: the identity, its service principal and federated credentials go; resources that
     list it keep the reference, now dangling. Returns those resources (and warns)."""
-    from mi_cli.models import FederatedCredential
-
     for fic in ctx.session.exec(select(FederatedCredential).where(FederatedCredential.identity_pk == uami.pk)).all():
         ctx.session.delete(fic)
     principals.delete(ctx, uami.principal_id)
@@ -178,13 +180,17 @@ def check_user_assigned(rt: ResourceType, total: int) -> None:
         )
 
 
-def enable_system(ctx: Ctx, res: Resource) -> Resource:
-    """Rule 1: a new service principal, unless the identity is already on (then nothing changes)."""
+def enable_system(ctx: Ctx, res: Resource, *, principal_id: str | None = None, client_id: str | None = None,
+                  in_use: Callable[[str, str], bool] | None = None) -> Resource:
+    """Rule 1: a new service principal, unless the identity is already on (then nothing changes).
+    A tenant file may carry the ids to adopt."""
     rt = catalog().get(res.type)
     check_system_supported(rt)
     if res.system_principal_id:
         return res
-    sp = principals.create(ctx, display_name=_system_display_name(res), explicit=False, mi_resource_id=res.arm_id)
+    sp = principals.create(ctx, display_name=system_display_name(res.type, res.name), explicit=False, mi_resource_id=res.arm_id,
+                           principal_id=principal_id, client_id=client_id, in_use=in_use)
+    res = _loaded(ctx, res)
     res.system_principal_id = sp.id
     ctx.session.add(res)
     ctx.log(f"{res.type}/write", res.arm_id, detail="identity: system-assigned enabled")
@@ -202,17 +208,24 @@ def disable_system(ctx: Ctx, res: Resource) -> Resource:
     if not res.system_principal_id:
         return res
     principals.delete(ctx, res.system_principal_id)
+    res = _loaded(ctx, res)
     res.system_principal_id = None
     ctx.session.add(res)
     ctx.log(f"{res.type}/write", res.arm_id, detail="identity: system-assigned disabled")
     return res
 
 
-def _system_display_name(res: Resource) -> str:
-    if ids.same(res.type, "Microsoft.Web/sites/slots"):
-        app, slot = res.name.split("/", 1)
+def _loaded(ctx: Ctx, res: Any) -> Resource:
+    """The ORM object of a resource that a bulk caller may hold as a plain row."""
+    return res if isinstance(res, Resource) else ctx.session.get(Resource, res.pk)
+
+
+def system_display_name(type_: str, name: str) -> str:
+    """The service principal of a system identity is named after its resource (a slot as app/slots/slot)."""
+    if ids.same(type_, "Microsoft.Web/sites/slots"):
+        app, slot = name.split("/", 1)
         return f"{app}/slots/{slot}"
-    return res.name
+    return name
 
 
 def _supported(rt: ResourceType) -> str:
@@ -221,6 +234,17 @@ def _supported(rt: ResourceType) -> str:
 
 
 # --- attaching user-assigned identities ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A user-assigned identity as a resource's identity block names it: its id, and the ids of the
+    very identity it was attached with (a reference outlives the identity: rule 5)."""
+
+    key: str
+    arm_id: str
+    principal_id: str
+    client_id: str
 
 
 def attachments(ctx: Ctx, res: Resource) -> list[Attachment]:
@@ -241,40 +265,51 @@ def resolve_reference(ctx: Ctx, ref: str, group: ResourceGroup) -> tuple[str, Us
     return arm_id, _in_group(ctx, group, ref)
 
 
+def reference(ctx: Ctx, ref: str, group: ResourceGroup) -> Reference:
+    """Rule 7's 'an existing user-assigned identity of the same tenant', by name or id."""
+    arm_id, uami = resolve_reference(ctx, ref, group)
+    if uami is None or not _same_tenant(ctx, group.subscription_id, uami):
+        raise invalid_reference(arm_id)
+    return Reference(uami.id_key, uami.arm_id, uami.principal_id, uami.client_id)
+
+
 def invalid_reference(ref: str) -> ValidationError:
     return ValidationError(
         "InvalidParameter", f"ResourceIdentity identityId '{ref}' is not a valid reference to a Microsoft.ManagedIdentity identity."
     )
 
 
-def attach(ctx: Ctx, res: Resource, refs: list[str]) -> Resource:
+def attach(ctx: Ctx, res: Resource, refs: list[str | Reference], *, current: list[Attachment] | None = None) -> Resource:
     """Rule 7: the type must support UA, the identity must exist in the resource's tenant, and the
-    type's limit holds. Attaching one that is attached already changes nothing."""
+    type's limit holds. Attaching one that is attached already changes nothing. Refs are names or
+    ids, or References a bulk caller resolved from its index; `current` is the resource's
+    attachments when the caller holds them already."""
     rt = catalog().get(res.type)
     check_user_assigned(rt, 0)
-    group = ctx.session.get(ResourceGroup, res.group_pk)
-    current = {a.identity_key: a for a in attachments(ctx, res)}
-    wanted: dict[str, UserAssignedIdentity] = {}
+    have = {a.identity_key: a for a in (attachments(ctx, res) if current is None else current)}
+    group = None
+    wanted: dict[str, Reference] = {}
     for ref in refs:
-        arm_id, uami = resolve_reference(ctx, ref, group)
-        if uami is None or not _same_tenant(ctx, group.subscription_id, uami):
-            raise invalid_reference(arm_id)
-        wanted[uami.id_key] = uami
-    check_user_assigned(rt, len(set(current) | set(wanted)))
+        if not isinstance(ref, Reference):
+            group = group or ctx.session.get(ResourceGroup, res.group_pk)
+            ref = reference(ctx, ref, group)
+        wanted[ref.key] = ref
+    check_user_assigned(rt, len(set(have) | set(wanted)))
     changed = False
-    for key_, uami in wanted.items():
-        att = current.get(key_)
-        if att is not None and att.principal_id == uami.principal_id:
+    for key_, ref in wanted.items():
+        att = have.get(key_)
+        if att is not None and att.principal_id == ref.principal_id:
             continue  # already attached: a no-op
         if att is None:
-            att = Attachment(resource_pk=res.pk, identity_id=uami.arm_id, identity_key=key_, created_at=ctx.now(),
-                             principal_id=uami.principal_id, client_id=uami.client_id)
+            ctx.insert(Attachment, {"pk": ctx.writer.next_pk(Attachment), "resource_pk": res.pk, "identity_id": ref.arm_id,
+                                    "identity_key": key_, "principal_id": ref.principal_id, "client_id": ref.client_id,
+                                    "created_at": ctx.now()})
         else:  # a dangling reference to a deleted identity of the same id: attach the new one
-            att.principal_id, att.client_id = uami.principal_id, uami.client_id
-        ctx.session.add(att)
+            att = ctx.session.get(Attachment, att.pk)
+            att.principal_id, att.client_id = ref.principal_id, ref.client_id
+            ctx.session.add(att)
         changed = True
     if changed:
-        ctx.session.flush()
         ctx.log(f"{res.type}/write", res.arm_id, detail="identity: user-assigned attached")
     return res
 
@@ -286,15 +321,14 @@ def _same_tenant(ctx: Ctx, resource_sub: str, uami: UserAssignedIdentity) -> boo
     return a is not None and b is not None and a.tenant_id == b.tenant_id
 
 
-def detach(ctx: Ctx, res: Resource, refs: list[str]) -> Resource:
-    """Rule 8 follows from the type being derived from what is left."""
+def detach(ctx: Ctx, res: Resource, refs: list[str], *, current: list[Attachment] | None = None) -> Resource:
+    """Rule 8 follows from the type being derived from what is left. Refs are names, ids or keys."""
     group = ctx.session.get(ResourceGroup, res.group_pk)
-    current = {a.identity_key: a for a in attachments(ctx, res)}
+    have = {a.identity_key: a for a in (attachments(ctx, res) if current is None else current)}
     chosen: list[Attachment] = []
     missing: list[str] = []
     for ref in refs:
-        arm_id, _ = resolve_reference(ctx, ref, group)
-        att = current.get(ids.key(arm_id))
+        att = have.get(ids.key(resolve_reference(ctx, ref, group)[0]))
         if att is None:
             missing.append(ref)
         else:
@@ -304,11 +338,34 @@ def detach(ctx: Ctx, res: Resource, refs: list[str]) -> Resource:
             "BadRequest", f"'{','.join(missing)}' are not associated with '{res.name}'."
         )
     for att in chosen:
-        ctx.session.delete(att)
+        ctx.session.delete(ctx.session.get(Attachment, att.pk))
     if chosen:
         ctx.session.flush()
         ctx.log(f"{res.type}/write", res.arm_id, detail="identity: user-assigned removed")
     return res
+
+
+def set_identities(ctx: Ctx, res: Resource, *, system: bool | None, user_assigned: list[Reference],
+                   principal_id: str | None = None, client_id: str | None = None, current: list[Attachment] | None = None,
+                   in_use: Callable[[str, str], bool] | None = None) -> Resource:
+    """The identity block as a declaration states it (a PUT of `identity`): the system identity on or
+    off (None: as the type has it from creation, rule 10), exactly these user-assigned identities.
+    Declared ids of the system identity must be its own: ids cannot change."""
+    if system is None:
+        system = catalog().get(res.type).system_always_on
+    if system and res.system_principal_id and principal_id and not ids.same(principal_id, res.system_principal_id):
+        raise ConflictError("Conflict", "The system-assigned identity exists with another principalId; ids cannot change.")
+    have = attachments(ctx, res) if current is None else current
+    wanted = {r.key for r in user_assigned}
+    extra = [a for a in have if a.identity_key not in wanted]
+    if extra:
+        detach(ctx, res, [a.identity_id for a in extra], current=have)
+        have = [a for a in have if a.identity_key in wanted]
+    if user_assigned:
+        attach(ctx, res, user_assigned, current=have)
+    if system:
+        return enable_system(ctx, res, principal_id=principal_id, client_id=client_id, in_use=in_use)
+    return disable_system(ctx, res)
 
 
 def assign(ctx: Ctx, res: Resource, refs: list[str]) -> Resource:
@@ -359,8 +416,6 @@ def system_identity(ctx: Ctx, res: Resource) -> SystemIdentity:
 
 
 def list_system(ctx: Ctx, resources_: list[Resource]) -> list[SystemIdentity]:
-    from mi_cli.models import ServicePrincipal
-
     on = [r for r in resources_ if r.system_principal_id]
     if not on:
         return []

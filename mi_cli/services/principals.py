@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from sqlmodel import select
 
 from mi_cli import ids
-from mi_cli.errors import NotFoundError
+from mi_cli.errors import ConflictError, NotFoundError
 from mi_cli.models import ServicePrincipal
 from mi_cli.services import Ctx
 from mi_cli.services.tenancy import default_tenant
 
 
-def create(ctx: Ctx, *, display_name: str, explicit: bool, mi_resource_id: str) -> ServicePrincipal:
-    sp = ServicePrincipal(
-        id=ctx.new_guid(),
-        app_id=ctx.new_guid(),
-        tenant_id=default_tenant(ctx).id,
-        display_name=display_name,
-        is_explicit=explicit,
-        mi_resource_id=mi_resource_id,
-        created_at=ctx.now(),
-    )
-    ctx.session.add(sp)
-    ctx.log("Microsoft.Directory/servicePrincipals/create", sp.id, detail=mi_resource_id)
+def create(ctx: Ctx, *, display_name: str, explicit: bool, mi_resource_id: str, principal_id: str | None = None,
+           client_id: str | None = None, in_use: Callable[[str, str], bool] | None = None) -> ServicePrincipal:
+    """The service principal behind a managed identity (rules 1 and 4): new ids, or the ones a tenant
+    file carries (which must be unused). `in_use` answers from a bulk caller's index instead of a query."""
+    pid, cid = (principal_id or ctx.new_guid()).casefold(), (client_id or ctx.new_guid()).casefold()
+    if principal_id or client_id:
+        taken = in_use(pid, cid) if in_use is not None else ctx.session.exec(
+            select(ServicePrincipal.id).where((ServicePrincipal.id == pid) | (ServicePrincipal.app_id == cid))).first()
+        if taken:
+            raise ConflictError("Conflict", f"The principal id {pid} or client id {cid} is in use already.")
+    sp = ctx.insert(ServicePrincipal, {"id": pid, "app_id": cid, "tenant_id": default_tenant(ctx).id, "display_name": display_name,
+                                       "is_explicit": explicit, "mi_resource_id": mi_resource_id, "created_at": ctx.now()})
+    ctx.log("Microsoft.Directory/servicePrincipals/create", pid, detail=mi_resource_id)
     return sp
 
 

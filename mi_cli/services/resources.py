@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from sqlmodel import select
 
 from mi_cli import ids
 from mi_cli.catalog import catalog, normalise_location
 from mi_cli.errors import NotFoundError, ValidationError, resource_not_found
-from mi_cli.models import Attachment, Resource, ResourceGroup
-from mi_cli.services import Ctx, principals, repeat_put
-from mi_cli.services.validation import resource_name
+from mi_cli.models import Attachment, EndpointSecret, Resource, ResourceGroup
+from mi_cli.services import Ctx, assignments, identities, principals, repeat_put, scopes
+from mi_cli.services.validation import check_tags, resource_name
 
 
 def create(
@@ -21,8 +23,17 @@ def create(
     location: str | None = None,
     tags: dict | None = None,
     parent: str | None = None,
+    system_assigned: bool = False,
+    user_assigned: list[str | identities.Reference] = (),
+    principal_id: str | None = None,
+    client_id: str | None = None,
+    existing: Any = identities.LOOKUP,
+    in_use: Callable[[str, str], bool] | None = None,
 ) -> Resource:
-    """Create a resource, or return the existing one (tags updated) as a repeated PUT does."""
+    """Create a resource with the identities named, or, as a repeated PUT, return the existing one
+    with its tags replaced (when given) and the identities named added (none is taken away).
+    Types whose system identity is always on (Arc) get it at creation (rule 10). A bulk caller
+    passes `existing` from its index, and references it resolved."""
     rt, kind = catalog().resolve(type_text)
     resource_name(name, rt.name_rule, rt.type)
     full_name = name
@@ -31,39 +42,49 @@ def create(
             raise ValidationError(
                 "InvalidParameter", f"The type '{rt.type}' is a child type: name its parent with --parent."
             )
-        parent_res = get(ctx, group, parent, type_text=rt.parent_type)
-        full_name = f"{parent_res.name}/{name}"
+        full_name = f"{parent_named(ctx, group, parent, rt.parent_type).name}/{name}"
     elif parent:
         raise ValidationError("InvalidParameter", f"The type '{rt.type}' is not a child type; drop --parent.")
     location = normalise_location(location, for_what=f"resource type '{rt.type}'") if location else group.location
+    tags = check_tags(tags) if tags is not None else None
     arm_id = ids.resource_id(group.subscription_id, group.name, rt.type, full_name)
-    existing = by_id(ctx, arm_id)
+    system = system_assigned or rt.system_always_on
+    if system:
+        identities.check_system_supported(rt)
+    if user_assigned:
+        identities.check_user_assigned(rt, 0)
+    if existing is identities.LOOKUP:
+        existing = by_id(ctx, arm_id)
     if existing is not None:
-        return repeat_put(ctx, existing, location=location, tags=tags, group_name=group.name, operation=f"{rt.type}/write")
-    res = Resource(
-        group_pk=group.pk,
-        name=full_name,
-        name_key=ids.key(full_name),
-        type=rt.type,
-        kind=kind,
-        location=location,
-        tags=tags or {},
-        arm_id=arm_id,
-        id_key=ids.key(arm_id),
-        created_at=ctx.now(),
-    )
-    ctx.session.add(res)
-    ctx.session.flush()
-    ctx.log(f"{rt.type}/write", arm_id)
-    if rt.system_always_on:
-        from mi_cli.services import identities
-
-        identities.enable_system(ctx, res)
+        res = repeat_put(ctx, existing, location=location, tags=tags, group_name=group.name, operation=f"{rt.type}/write")
+        if user_assigned:
+            identities.attach(ctx, res, list(user_assigned))
+        return identities.enable_system(ctx, res) if system_assigned else res
+    sp = None
+    if system:
+        sp = principals.create(ctx, display_name=identities.system_display_name(rt.type, full_name), explicit=False,
+                               mi_resource_id=arm_id, principal_id=principal_id, client_id=client_id, in_use=in_use)
+    res = ctx.insert(Resource, {
+        "pk": ctx.writer.next_pk(Resource), "group_pk": group.pk, "name": full_name, "name_key": ids.key(full_name),
+        "type": rt.type, "kind": kind, "location": location, "tags": tags or {}, "arm_id": arm_id, "id_key": ids.key(arm_id),
+        "system_principal_id": sp.id if sp else None, "created_at": ctx.now()})
+    ctx.log(f"{rt.type}/write", arm_id, detail="identity: system-assigned enabled" if sp else None)
+    if user_assigned:
+        identities.attach(ctx, res, list(user_assigned), current=[])
     return res
 
 
+def parent_named(ctx: Ctx, group: ResourceGroup, parent: str, parent_type: str) -> Resource:
+    """The parent of a child resource (a web app of a slot), which must exist."""
+    found = by_id(ctx, ids.resource_id(group.subscription_id, group.name, parent_type, parent))
+    if found is None:
+        raise NotFoundError("ParentResourceNotFound", "Can not perform requested operation on nested resource. "
+                            f"Parent resource '{parent}' not found.")
+    return found
+
+
 def by_id(ctx: Ctx, arm_id: str) -> Resource | None:
-    return ctx.session.exec(select(Resource).where(Resource.id_key == ids.key(arm_id.rstrip("/")))).first()
+    return scopes.resource_at(ctx, arm_id)
 
 
 def get(ctx: Ctx, group: ResourceGroup, name: str, *, type_text: str | None = None) -> Resource:
@@ -113,17 +134,19 @@ def descendants(ctx: Ctx, res: Resource) -> list[Resource]:
 
 
 def delete_resource(ctx: Ctx, res: Resource) -> list[Resource]:
-    """Rule 3: the resource, its children, their system identities and service principals, and the
-    role assignments scoped on them go; the user-assigned identities they had stay (only the
-    attachments go), and so do role assignments their identities hold elsewhere (rule 6)."""
-    from mi_cli.services.assignments import delete_within
-
+    """Rule 3: the resource, its children, their system identities and service principals, their
+    token-endpoint secrets, and the role assignments scoped on them go; the user-assigned identities
+    they had stay (only the attachments go), and so do role assignments their identities hold
+    elsewhere (rule 6)."""
     gone = [*descendants(ctx, res), res]
-    delete_within(ctx, res.arm_id)  # assignments at the resource or below it; never the identity's elsewhere
+    assignments.delete_within(ctx, res.arm_id)  # at the resource or below it; never the identity's elsewhere
     for item in gone:
         principals.delete(ctx, item.system_principal_id)
         for att in ctx.session.exec(select(Attachment).where(Attachment.resource_pk == item.pk)).all():
             ctx.session.delete(att)
+        secret = ctx.session.get(EndpointSecret, item.pk)
+        if secret is not None:
+            ctx.session.delete(secret)
         ctx.session.delete(item)
         ctx.log(f"{item.type}/delete", item.arm_id)
     ctx.session.flush()

@@ -14,6 +14,8 @@ from mi_cli import ids
 from mi_cli.errors import ConflictError, ValidationError
 from mi_cli.models import CustomRole, RoleAssignment
 from mi_cli.services import Ctx
+from mi_cli.services.operations import is_data_action, known_operation
+from mi_cli.services.scopes import resolve_scope
 
 ROLE_DEFINITION_TYPE = "Microsoft.Authorization/roleDefinitions"
 
@@ -91,8 +93,6 @@ def find(ctx: Ctx, name_or_id: str) -> RoleDefinition:
 
 
 def _check_permissions(perms: list[dict]) -> list[dict]:
-    from mi_cli.services.access import is_data_action, known_operation
-
     for block in perms:
         for key in ("actions", "notActions", "dataActions", "notDataActions"):
             for pattern in block.get(key, []):
@@ -107,11 +107,9 @@ def _check_permissions(perms: list[dict]) -> list[dict]:
     return perms
 
 
-def create_custom(ctx: Ctx, document: dict[str, Any], *, role_id: str | None = None) -> RoleDefinition:
-    """az's role definition JSON: Name, Description, Actions, NotActions, DataActions, NotDataActions,
-    AssignableScopes (keys in either case); the scopes must exist."""
-    from mi_cli.services.assignments import resolve_scope
-
+def _validated(ctx: Ctx, document: Any) -> tuple[str, str, list[dict], list[str]]:
+    """az's role definition JSON checked as Azure checks it: (roleName, description, permissions,
+    assignable scopes). The same checks guard a create and an update."""
     if not isinstance(document, dict):
         raise ValidationError("InvalidRoleDefinition", "The role definition must be a JSON object.")
     lower = {k.casefold(): v for k, v in document.items()}
@@ -133,23 +131,49 @@ def create_custom(ctx: Ctx, document: dict[str, Any], *, role_id: str | None = N
     if not scopes:
         raise ValidationError("InvalidRoleDefinition", "A custom role needs AssignableScopes (subscriptions, groups or resources).")
     for scope in scopes:
+        if not isinstance(scope, str):
+            raise ValidationError("InvalidAssignableScope", f"'{scope}' is not a scope id.")
         if scope.strip() == "/":
             raise ValidationError("InvalidAssignableScope", "The root scope '/' is for built-in roles only.")
         resolve_scope(ctx, scope)
     _check_permissions(perms)
+    return name.strip(), str(lower.get("description") or ""), perms, [s.strip().rstrip("/") for s in scopes]
+
+
+def create_custom(ctx: Ctx, document: dict[str, Any], *, role_id: str | None = None) -> RoleDefinition:
+    """az's role definition JSON: Name, Description, Actions, NotActions, DataActions, NotDataActions,
+    AssignableScopes (keys in either case); the scopes must exist."""
+    name, description, perms, scopes = _validated(ctx, document)
     if any(ids.key(r.role_name) == ids.key(name) for r in builtins()):
         raise ConflictError("RoleDefinitionWithSameNameExists", f"A role definition named '{name}' already exists.")
-    existing = ctx.session.exec(select(CustomRole).where(CustomRole.name_key == ids.key(name.strip()))).first()
+    existing = ctx.session.exec(select(CustomRole).where(CustomRole.name_key == ids.key(name))).first()
     if existing is not None:
         raise ConflictError("RoleDefinitionWithSameNameExists", f"A role definition named '{name}' already exists.")
     if role_id and ctx.session.get(CustomRole, role_id.casefold()) is not None:
         raise ConflictError("RoleDefinitionWithSameNameExists", f"A role definition with id '{role_id}' already exists.")
-    row = CustomRole(id=(role_id or ctx.new_guid()).casefold(), role_name=name.strip(), name_key=ids.key(name.strip()),
-                     description=str(lower.get("description") or ""), permissions=perms,
-                     assignable_scopes=[s.rstrip("/") for s in scopes], created_at=ctx.now())
-    ctx.session.add(row)
-    ctx.session.flush()
+    row = ctx.insert(CustomRole, {"id": (role_id or ctx.new_guid()).casefold(), "role_name": name, "name_key": ids.key(name),
+                                  "description": description, "permissions": perms, "assignable_scopes": scopes,
+                                  "created_at": ctx.now()})
     ctx.log(f"{ROLE_DEFINITION_TYPE}/write", f"/providers/Microsoft.Authorization/roleDefinitions/{row.id}")
+    return _custom(row)
+
+
+def update_custom(ctx: Ctx, document: dict[str, Any], *, role_ref: str | None = None) -> RoleDefinition:
+    """`az role definition update`: the custom role named by the document (or `role_ref`) gets its
+    permissions, scopes and description, checked as a create checks them. Unchanged: nothing logged."""
+    name, description, perms, scopes = _validated(ctx, document)
+    role = find(ctx, role_ref or name)
+    if role.role_type == "BuiltInRole":
+        raise ValidationError("RoleDefinitionIsBuiltIn", f"'{role.role_name}' is a built-in role and cannot be changed.")
+    row = ctx.session.get(CustomRole, role.guid)
+    if (row.role_name, row.description, row.permissions, row.assignable_scopes) != (name, description, perms, scopes):
+        if ids.key(name) != row.name_key and any(ids.key(r.role_name) == ids.key(name) for r in all_roles(ctx)):
+            raise ConflictError("RoleDefinitionWithSameNameExists", f"A role definition named '{name}' already exists.")
+        row.role_name, row.name_key, row.description, row.permissions, row.assignable_scopes = \
+            name, ids.key(name), description, perms, scopes
+        ctx.session.add(row)
+        ctx.session.flush()
+        ctx.log(f"{ROLE_DEFINITION_TYPE}/write", f"/providers/Microsoft.Authorization/roleDefinitions/{row.id}")
     return _custom(row)
 
 

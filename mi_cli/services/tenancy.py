@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlmodel import select
 
 from mi_cli import ids
-from mi_cli.errors import NotFoundError, ValidationError
+from mi_cli.errors import ConflictError, NotFoundError, ValidationError
 from mi_cli.models import Subscription, Tenant
 from mi_cli.services import Ctx
 
@@ -13,25 +13,31 @@ DEFAULT_SUBSCRIPTION_NAME = "mi-subscription"
 
 
 def default_tenant(ctx: Ctx, *, create: bool = True) -> Tenant | None:
-    tenant = ctx.session.exec(select(Tenant).where(Tenant.is_default == True)).first()  # noqa: E712
+    tenant = ctx.memo.get("tenant")
+    if tenant is None:
+        tenant = ctx.session.exec(select(Tenant).where(Tenant.is_default == True)).first()  # noqa: E712
     if tenant is None and create:
-        tenant = Tenant(id=ctx.new_guid(), display_name="mi tenant", is_default=True, created_at=ctx.now())
-        ctx.session.add(tenant)
-        ctx.session.flush()
-        ctx.log("Microsoft.Resources/tenants/write", f"/tenants/{tenant.id}")
+        tenant = create_tenant(ctx)
+    if tenant is not None:
+        ctx.memo["tenant"] = tenant
+    return tenant
+
+
+def create_tenant(ctx: Ctx, *, tenant_id: str | None = None, display_name: str = "mi tenant") -> Tenant:
+    """The store's one tenant, made on first use (or with the id and name a tenant file gives)."""
+    tenant = Tenant(id=(tenant_id or ctx.new_guid()).casefold(), display_name=display_name, is_default=True,
+                    created_at=ctx.now())
+    ctx.session.add(tenant)
+    ctx.session.flush()
+    ctx.log("Microsoft.Resources/tenants/write", f"/tenants/{tenant.id}")
+    ctx.memo["tenant"] = tenant
     return tenant
 
 
 def default_subscription(ctx: Ctx, *, create: bool = True) -> Subscription | None:
     sub = ctx.session.exec(select(Subscription).where(Subscription.is_default == True)).first()  # noqa: E712
     if sub is None and create:
-        tenant = default_tenant(ctx)
-        sub = Subscription(
-            id=ctx.new_guid(), tenant_id=tenant.id, name=DEFAULT_SUBSCRIPTION_NAME, is_default=True, created_at=ctx.now()
-        )
-        ctx.session.add(sub)
-        ctx.session.flush()
-        ctx.log("Microsoft.Resources/subscriptions/write", ids.subscription_id(sub.id))
+        sub = create_subscription(ctx, DEFAULT_SUBSCRIPTION_NAME)
     return sub
 
 
@@ -53,21 +59,27 @@ def subscription_by_id(ctx: Ctx, sub_id: str) -> Subscription | None:
     return next((s for s in ctx.session.exec(select(Subscription)).all() if ids.same(s.id, sub_id)), None)
 
 
-def create_subscription(ctx: Ctx, name: str, *, make_default: bool = False) -> Subscription:
+def create_subscription(ctx: Ctx, name: str, *, subscription_id: str | None = None, make_default: bool = False) -> Subscription:
+    """A subscription of the tenant, as a PUT: one of the same name (or id) is returned, made the
+    default if asked. The first subscription of a store is its default."""
     name = name.strip()
     if not name or len(name) > 64:
         raise ValidationError("InvalidSubscriptionName", "A subscription name must be 1 to 64 characters.")
-    default_subscription(ctx)  # the tenant and the first subscription exist before any other
-    existing = ctx.session.exec(select(Subscription)).all()
-    for sub in existing:
-        if ids.same(sub.name, name):
-            if make_default and not sub.is_default:
-                _make_default(ctx, sub, existing)
-            return sub
+    existing = list(ctx.session.exec(select(Subscription)).all())
+    match = next((s for s in existing if subscription_id and ids.same(s.id, subscription_id)), None) or \
+        next((s for s in existing if ids.same(s.name, name)), None)
+    if match is not None:
+        if subscription_id and not ids.same(match.id, subscription_id):
+            raise ConflictError("Conflict", f"A subscription named '{match.name}' exists with id {match.id}.")
+        if make_default and not match.is_default:
+            _make_default(ctx, match, existing)
+            ctx.log("Microsoft.Resources/subscriptions/write", ids.subscription_id(match.id), detail="made the default")
+        return match
     tenant = default_tenant(ctx)
-    sub = Subscription(id=ctx.new_guid(), tenant_id=tenant.id, name=name, is_default=False, created_at=ctx.now())
+    sub = Subscription(id=(subscription_id or ctx.new_guid()).casefold(), tenant_id=tenant.id, name=name,
+                       is_default=not existing, created_at=ctx.now())
     ctx.session.add(sub)
-    if make_default:
+    if make_default and existing:
         _make_default(ctx, sub, existing)
     ctx.session.flush()
     ctx.log("Microsoft.Resources/subscriptions/write", ids.subscription_id(sub.id))

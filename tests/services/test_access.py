@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mi_cli.errors import ValidationError
-from mi_cli.services import access, assignments, groups, identities, resources, roles
+from mi_cli.services import access, assignments, groups, identities, operations, resources, roles
 
 KV_GET = "Microsoft.KeyVault/vaults/secrets/getSecret/action"
 
@@ -131,7 +131,7 @@ def test_custom_roles_refuse_a_data_action_among_actions(tenant):
 # --- a property: what an assignment grants at a scope, it grants at every scope below it -----------
 
 SEGMENT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
-ACTIONS = sorted({name for name in access._operations() if len(access._operations()[name]) == 1})
+ACTIONS = sorted({name for name in operations._operations() if len(operations._operations()[name]) == 1})
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

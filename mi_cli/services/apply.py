@@ -1,0 +1,372 @@
+"""`mi apply`: a tenant file made true in one transaction, entry by entry through the same service calls
+as the single commands, their inserts batched; the plan is what those calls did."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sqlmodel import select
+
+from mi_cli import ids
+from mi_cli.catalog import catalog
+from mi_cli.errors import ConflictError, MiError, NotFoundError, ValidationError
+from mi_cli.models import (
+    Attachment, CustomRole, FederatedCredential, Resource, ResourceGroup, RoleAssignment, ServicePrincipal, Subscription,
+    UserAssignedIdentity,
+)
+from mi_cli.services import Ctx, assignments, federated, groups, identities, resources, roles, tenancy
+from mi_cli.services.tenant_file import ApplyError, at
+
+# What a delete in the activity log removed, as the plan names its kind.
+DELETED_KINDS = {
+    "microsoft.authorization/roleassignments": "roleAssignment",
+    "microsoft.authorization/roledefinitions": "customRole",
+    "microsoft.managedidentity/userassignedidentities": "userAssignedIdentity",
+    "microsoft.managedidentity/userassignedidentities/federatedidentitycredentials": "federatedCredential",
+    "microsoft.resources/resourcegroups": "resourceGroup",
+    "microsoft.directory/serviceprincipals": "servicePrincipal",
+}
+
+
+@dataclass
+class Plan:
+    changes: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, op: str, kind: str, target: str) -> None:
+        self.changes.append({"op": op, "kind": kind, "id": target})
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {"create": 0, "update": 0, "delete": 0, "unchanged": 0}
+        for c in self.changes:
+            out[c["op"]] += 1
+        return out
+
+
+@dataclass(frozen=True)
+class _Group:
+    """What entries need of their group: read once, not an ORM object per entry."""
+
+    pk: int
+    name: str
+    subscription_id: str
+    location: str
+
+
+class Applier:
+    """Walks a checked tenant file section by section, parents first. Each entry is one service call
+    (the commands' own); the Applier only finds what an entry names in an index of the store, so the
+    calls need no queries, and records what each call changed. Inserts wait in the writer's batches."""
+
+    def __init__(self, ctx: Ctx, source: str, *, prune: bool = False, progress: Callable[[int], None] | None = None) -> None:
+        self.ctx, self.source, self.prune = ctx, source, prune
+        self.progress = progress or (lambda n: None)
+        self.plan = Plan()
+
+    def run(self, doc: dict[str, Any]) -> Plan:
+        s = self.ctx.session
+        if s.connection().dialect.name == "sqlite":
+            # GUID keys land all over their indexes: a bigger page cache for this connection keeps
+            # a 100,000-identity apply from thrashing it (SQLite's default is 2 MB)
+            s.connection().exec_driver_sql("PRAGMA cache_size = -262144")
+        now = self.ctx.now()
+        self.ctx.clock = lambda: now  # one time stamps the whole apply, as one request would
+        with self.ctx.writer.batched():
+            self._tenant(doc.get("tenant") or {})
+            self._subscriptions(doc.get("subscriptions") or [])
+            self._resource_groups(doc.get("resourceGroups") or [])
+            self._custom_roles(doc.get("customRoles") or [])
+            self._user_assigned(doc.get("userAssignedIdentities") or [])
+            self._resources(doc.get("resources") or [])
+            self._role_assignments(doc.get("roleAssignments") or [])
+        if self.prune:
+            self._prune()
+        return self.plan
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _fail(self, where: Any, exc: MiError) -> ApplyError:
+        return ApplyError(exc.code, self.source, where, exc.message)
+
+    def _put(self, kind: str, existed: bool, call: Callable[[], Any], target: Callable[[Any], str]) -> Any:
+        """One service call; its plan entry says whether it created, changed (it logged) or kept."""
+        before = self.ctx.changes
+        result = call()
+        op = "create" if not existed else ("update" if self.ctx.changes > before else "unchanged")
+        self.plan.add(op, kind, target(result))
+        return result
+
+    def _in_use(self, principal_id: str, client_id: str) -> bool:
+        """Ids a file carries must be new to the directory (and to the file)."""
+        taken = principal_id in self.principal_ids or client_id in self.app_ids
+        self.principal_ids.add(principal_id)
+        self.app_ids.add(client_id)
+        return taken
+
+    # -- sections -------------------------------------------------------------------------------------
+
+    def _tenant(self, entry: dict[str, Any]) -> None:
+        tenant = tenancy.default_tenant(self.ctx, create=False)
+        wanted = entry.get("id")
+        if tenant is None:
+            tenant = tenancy.create_tenant(self.ctx, tenant_id=wanted, display_name=entry.get("displayName", "mi tenant"))
+            self.plan.add("create", "tenant", tenant.id)
+        elif wanted and not ids.same(wanted, tenant.id):
+            raise ApplyError("TenantMismatch", self.source, "tenant.id",
+                             f"the file is for tenant {wanted}, but this store's tenant is {tenant.id}.")
+        else:
+            self.plan.add("unchanged", "tenant", tenant.id)
+
+    def _subscriptions(self, entries: list[dict[str, Any]]) -> None:
+        known = tenancy.list_subscriptions(self.ctx)
+        for i, entry in enumerate(entries):
+            existed = any((entry.get("id") and ids.same(x.id, entry["id"])) or ids.same(x.name, entry["name"]) for x in known)
+            try:
+                self._put("subscription", existed, lambda: tenancy.create_subscription(
+                    self.ctx, entry["name"], subscription_id=entry.get("id"), make_default=bool(entry.get("default"))),
+                    lambda sub: ids.subscription_id(sub.id))
+            except MiError as exc:
+                raise self._fail(at("subscriptions", i, entry), exc) from None
+        subs = tenancy.list_subscriptions(self.ctx) or [tenancy.default_subscription(self.ctx)]
+        self.subs: dict[str, Subscription] = {}
+        for sub in subs:
+            self.subs[ids.key(sub.id)] = self.subs[ids.key(sub.name)] = sub
+        self.subs[""] = next(x for x in subs if x.is_default)
+
+    def _sub(self, ref: str | None, where: Any) -> Subscription:
+        sub = self.subs.get(ids.key(ref or ""))
+        if sub is None:
+            raise ApplyError("SubscriptionNotFound", self.source, where, f"the subscription '{ref}' is neither in the file nor in the store.")
+        return sub
+
+    def _resource_groups(self, entries: list[dict[str, Any]]) -> None:
+        s = self.ctx.session
+        existing = {(g.subscription_id, g.name_key) for g in s.exec(select(ResourceGroup)).all()}
+        self.declared_groups: set[int] = set()
+        for i, entry in enumerate(entries):
+            where = at("resourceGroups", i, entry)
+            sub = self._sub(entry.get("subscription"), where)
+            try:
+                group = self._put("resourceGroup", (sub.id, ids.key(entry["name"])) in existing, lambda: groups.create(
+                    self.ctx, entry["name"], entry["location"], tags=entry.get("tags") or {}, subscription=sub.id),
+                    lambda g: ids.group_id(sub.id, g.name))
+            except MiError as exc:
+                raise self._fail(where, exc) from None
+            self.declared_groups.add(group.pk)
+            self.progress(1)
+        self.groups = {(g.subscription_id, g.name_key): _Group(g.pk, g.name, g.subscription_id, g.location)
+                       for g in s.exec(select(ResourceGroup)).all()}
+
+    def _group(self, entry: dict[str, Any], where: Any) -> _Group:
+        sub = self._sub(entry.get("subscription"), where)
+        group = self.groups.get((sub.id, ids.key(entry["resourceGroup"])))
+        if group is None:
+            raise ApplyError("ResourceGroupNotFound", self.source, where,
+                             f"Resource group '{entry['resourceGroup']}' could not be found (declare it under resourceGroups).")
+        return group
+
+    def _custom_roles(self, entries: list[dict[str, Any]]) -> None:
+        self.declared_roles: set[str] = set()
+        for i, entry in enumerate(entries):
+            document = {"Name": entry["roleName"], "Description": entry.get("description", ""),
+                        "Permissions": entry["permissions"], "AssignableScopes": entry["assignableScopes"]}
+            current = {r.role_name.casefold(): r for r in roles.all_roles(self.ctx) if r.role_type == "CustomRole"}
+            found = current.get(entry["roleName"].casefold())
+            try:
+                if found is None:
+                    role = self._put("customRole", False, lambda: roles.create_custom(self.ctx, document, role_id=entry.get("id")),
+                                     lambda r: r.guid)
+                else:
+                    role = self._put("customRole", True, lambda: roles.update_custom(self.ctx, document, role_ref=found.guid),
+                                     lambda r: r.guid)
+            except MiError as exc:
+                raise self._fail(at("customRoles", i, entry), exc) from None
+            self.declared_roles.add(role.guid)
+
+    def _user_assigned(self, entries: list[dict[str, Any]]) -> None:
+        s = self.ctx.session
+        self.uamis: dict[str, Any] = {u.id_key: u for u in s.exec(select(UserAssignedIdentity)).all()}
+        self.principal_ids = set(s.exec(select(ServicePrincipal.id)).all())
+        self.app_ids = set(s.exec(select(ServicePrincipal.app_id)).all())
+        credentials: dict[int, list[Any]] = {}
+        for f in s.exec(select(FederatedCredential)).all():
+            credentials.setdefault(f.identity_pk, []).append(f)
+        self.declared_uamis: set[str] = set()
+        for i, entry in enumerate(entries):
+            where = _Where("userAssignedIdentities", i, entry)  # formatted only for an error
+            try:
+                group = self._group(entry, where)
+                key = ids.key(ids.uami_id(group.subscription_id, group.name, entry["name"]))
+                if key in self.declared_uamis:
+                    raise ValidationError("Conflict", f"the identity {entry['name']} is declared twice.")
+                self.declared_uamis.add(key)
+                existing = self.uamis.get(key)
+                before = self.ctx.changes
+                uami = identities.create_user_assigned(
+                    self.ctx, group, entry["name"], location=entry.get("location"), tags=entry.get("tags") or {},
+                    principal_id=entry.get("principalId"), client_id=entry.get("clientId"), existing=existing, in_use=self._in_use)
+                self.uamis[key] = uami
+                self._credentials(uami, entry.get("federatedCredentials") or [], credentials.get(uami.pk, []) if existing else [])
+                self.plan.add("create" if existing is None else "update" if self.ctx.changes > before else "unchanged",
+                              "userAssignedIdentity", uami.arm_id)
+            except ApplyError:
+                raise
+            except MiError as exc:
+                raise self._fail(where, exc) from None
+            self.progress(1)
+
+    def _credentials(self, uami: Any, wanted: list[dict[str, Any]], have: list[Any]) -> None:
+        """The identity's federated credentials as declared; others go only with --prune."""
+        current = list(have)
+        for c in wanted:
+            fic = federated.create(self.ctx, uami, c["name"], issuer=c["issuer"], subject=c["subject"], audiences=c.get("audiences"),
+                                   description=c.get("description"), current=current)
+            current = [f for f in current if f.name_key != fic.name_key] + [fic]
+        if self.prune:
+            names = {ids.key(c["name"]) for c in wanted}
+            for f in have:
+                if f.name_key not in names:
+                    federated.delete(self.ctx, uami, f.name)
+
+    def _reference(self, ref: Any, group: _Group) -> identities.Reference:
+        """A user-assigned reference: a live identity by name or id, or, with its ids given, a
+        reference to a deleted one (as exports write dangling references)."""
+        if isinstance(ref, dict):
+            uami = self.uamis.get(ids.key(ref["id"]))
+            if uami is not None and uami.principal_id == ref["principalId"].casefold():
+                return identities.Reference(uami.id_key, uami.arm_id, uami.principal_id, uami.client_id)
+            return identities.Reference(ids.key(ref["id"]), ref["id"], ref["principalId"].casefold(), ref["clientId"].casefold())
+        arm_id = ref if ref.startswith("/") else ids.uami_id(group.subscription_id, group.name, ref)
+        uami = self.uamis.get(ids.key(arm_id))
+        if uami is None:
+            raise identities.invalid_reference(arm_id)
+        return identities.Reference(uami.id_key, uami.arm_id, uami.principal_id, uami.client_id)
+
+    def _resources(self, entries: list[dict[str, Any]]) -> None:
+        s = self.ctx.session
+        index: dict[str, Any] = {r.id_key: r for r in s.exec(select(Resource)).all()}
+        attached: dict[int, list[Attachment]] = {}
+        for a in s.exec(select(Attachment)).all():
+            attached.setdefault(a.resource_pk, []).append(a)
+        self.declared_resources: set[str] = set()
+        # parents before their children, whatever order the file lists them in
+        order = sorted(range(len(entries)), key=lambda i: _depth(entries[i]["type"]))
+        for i in order:
+            entry = entries[i]
+            where = at("resources", i, entry)
+            try:
+                group = self._group(entry, where)
+                identity = entry.get("identity") or {}
+                refs = [self._reference(ref, group) for ref in identity.get("userAssigned") or []]
+                rt = catalog().resolve(entry["type"])[0]
+                name = entry["name"]
+                if rt.parent_type and entry.get("parent"):
+                    parent = index.get(ids.key(ids.resource_id(group.subscription_id, group.name, rt.parent_type, entry["parent"])))
+                    name = f"{parent.name}/{name}" if parent is not None else name
+                key = ids.key(ids.resource_id(group.subscription_id, group.name, rt.type, name))
+                if key in self.declared_resources:
+                    raise ValidationError("Conflict", f"the resource {entry['name']} is declared twice.")
+                self.declared_resources.add(key)
+                existing = index.get(key)
+                before = self.ctx.changes
+                res = resources.create(
+                    self.ctx, group, entry["name"], entry["type"], location=entry.get("location"), tags=entry.get("tags") or {},
+                    parent=entry.get("parent"), system_assigned=bool(identity.get("systemAssigned")) and existing is None,
+                    user_assigned=refs if existing is None else [], principal_id=identity.get("principalId"),
+                    client_id=identity.get("clientId"), existing=existing, in_use=self._in_use)
+                if existing is not None or identity.get("systemAssigned") is False:
+                    res = identities.set_identities(self.ctx, res, system=identity.get("systemAssigned"), user_assigned=refs,
+                                                    principal_id=identity.get("principalId"), client_id=identity.get("clientId"),
+                                                    current=attached.get(res.pk, []) if existing is not None else [],
+                                                    in_use=self._in_use)
+                index[key] = res
+                self.plan.add("create" if existing is None else "update" if self.ctx.changes > before else "unchanged",
+                              "resource", res.arm_id)
+            except MiError as exc:
+                raise self._fail(where, exc) from None
+            self.progress(1)
+
+    def _role_assignments(self, entries: list[dict[str, Any]]) -> None:
+        existed = set(self.ctx.session.exec(select(RoleAssignment.name)).all())
+        self.declared_assignments: set[str] = set()
+        for i, entry in enumerate(entries):
+            object_id = bool(entry.get("principalType")) and roles._is_guid(entry["assignee"])
+            before = self.ctx.changes
+            try:
+                ra = assignments.create(self.ctx, entry["assignee"], entry["role"], entry["scope"],
+                                        description=entry.get("description"), name=entry.get("name"),
+                                        principal_type=entry["principalType"] if object_id else None)
+            except MiError as exc:
+                raise self._fail(at("roleAssignments", i, entry), exc) from None
+            if ra.name in self.declared_assignments and (entry.get("name") or "").casefold() != ra.name:
+                raise ApplyError("Conflict", self.source, at("roleAssignments", i, entry), "the role assignment is declared twice.")
+            self.declared_assignments.add(ra.name)
+            self.plan.add("create" if ra.name not in existed else "update" if self.ctx.changes > before else "unchanged",
+                          "roleAssignment", assignments.assignment_id(ra))
+            existed.add(ra.name)
+            self.progress(1)
+
+    # -- prune ----------------------------------------------------------------------------------------
+
+    def _prune(self) -> None:
+        """Delete what the file no longer declares (subscriptions and the tenant are kept). A delete
+        whose cascade would take something the file declares is refused; the plan lists every
+        delete the run made, cascades included, from the activity log it wrote."""
+        s = self.ctx.session
+        journal: list[tuple[str, str]] = []
+        self.ctx.journal = journal
+        try:
+            for ra in s.exec(select(RoleAssignment)).all():
+                if ra.name not in self.declared_assignments:
+                    assignments.delete(self.ctx, ids_=[assignments.assignment_id(ra)], sub_id=ra.subscription_id)
+            for res in sorted(s.exec(select(Resource)).all(), key=lambda r: -len(r.arm_id)):
+                if res.id_key not in self.declared_resources and s.get(Resource, res.pk) is not None:
+                    self._refuse_cascade(res.arm_id, [k for k in self.declared_resources if k.startswith(res.id_key + "/")])
+                    resources.delete_resource(self.ctx, res)
+            for uami in s.exec(select(UserAssignedIdentity)).all():
+                if uami.id_key not in self.declared_uamis:
+                    identities.delete_user_assigned(self.ctx, uami)
+            for g in s.exec(select(ResourceGroup)).all():
+                if g.pk not in self.declared_groups:
+                    prefix = ids.key(ids.group_id(g.subscription_id, g.name)) + "/"
+                    self._refuse_cascade(ids.group_id(g.subscription_id, g.name),
+                                         [k for k in (*self.declared_resources, *self.declared_uamis) if k.startswith(prefix)])
+                    groups.delete(self.ctx, g.name, subscription=g.subscription_id)
+            for row in s.exec(select(CustomRole)).all():
+                if row.id not in self.declared_roles:
+                    roles.delete_custom(self.ctx, row.id)
+        finally:
+            self.ctx.journal = None
+        for operation, target in journal:
+            if operation.endswith("/delete"):
+                kind = operation.rsplit("/", 1)[0].casefold()
+                self.plan.add("delete", DELETED_KINDS.get(kind, "resource"), target)
+
+    def _refuse_cascade(self, target: str, declared: list[str]) -> None:
+        if declared:
+            raise ApplyError("PruneConflict", self.source, "--prune",
+                             f"deleting {target}, which the file does not declare, would also delete {len(declared)} "
+                             f"thing(s) it does declare, such as {_shown(declared[0])}; declare {target} too, or move them.")
+
+
+class _Where:
+    """An entry's place in the document, formatted only when an error needs it."""
+
+    __slots__ = ("section", "i", "entry")
+
+    def __init__(self, section: str, i: int, entry: dict) -> None:
+        self.section, self.i, self.entry = section, i, entry
+
+    def __str__(self) -> str:
+        return at(self.section, self.i, self.entry)
+
+
+def _depth(type_text: str) -> int:
+    try:
+        return catalog().resolve(type_text)[0].type.count("/")
+    except MiError:
+        return 0  # an unknown type fails at its own entry, with its own error
+
+
+def _shown(key: str) -> str:
+    return key[:200]

@@ -1,0 +1,100 @@
+"""The whole tenant written in the tenant-file format (`mi export`), and the store emptied (`mi reset`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import delete, select
+
+from mi_cli.catalog import catalog
+from mi_cli.models import (
+    ActivityLog, Attachment, CustomRole, EndpointSecret, FederatedCredential, Meta, Resource, ResourceGroup, RoleAssignment,
+    ServicePrincipal, SigningKey, Subscription, Tenant, UserAssignedIdentity,
+)
+from mi_cli.services import Ctx, roles, tenancy
+from mi_cli.services.tenant_file import API_VERSION
+
+
+def export(ctx: Ctx) -> dict[str, Any]:
+    """The whole tenant in the file format (not the activity log, not signing keys)."""
+    s = ctx.session
+    tenant = tenancy.default_tenant(ctx, create=False)
+    if tenant is None:
+        return {"apiVersion": API_VERSION}
+    subs = tenancy.list_subscriptions(ctx)
+    sub_name = {x.id: x.name for x in subs}
+    group_rows = list(s.exec(select(ResourceGroup).order_by(ResourceGroup.subscription_id, ResourceGroup.name_key)).all())
+    group_by_pk = {g.pk: g for g in group_rows}
+    sps = {sp.id: sp for sp in s.exec(select(ServicePrincipal)).all()}
+    fics: dict[int, list[FederatedCredential]] = {}
+    for f in s.exec(select(FederatedCredential).order_by(FederatedCredential.name_key)).all():
+        fics.setdefault(f.identity_pk, []).append(f)
+    atts: dict[int, list[Attachment]] = {}
+    for a in s.exec(select(Attachment).order_by(Attachment.pk)).all():
+        atts.setdefault(a.resource_pk, []).append(a)
+    uami_rows = list(s.exec(select(UserAssignedIdentity).order_by(UserAssignedIdentity.id_key)).all())
+    live = {(u.id_key, u.principal_id) for u in uami_rows}
+
+    def placed(group_pk: int) -> dict[str, str]:
+        g = group_by_pk[group_pk]
+        return {"resourceGroup": g.name, "subscription": sub_name[g.subscription_id]}
+
+    def uami_entry(u: UserAssignedIdentity) -> dict[str, Any]:
+        entry = {"name": u.name, **placed(u.group_pk), "location": u.location, "tags": u.tags,
+                 "principalId": u.principal_id, "clientId": u.client_id}
+        if fics.get(u.pk):
+            entry["federatedCredentials"] = [
+                {"name": f.name, "issuer": f.issuer, "subject": f.subject, "audiences": list(f.audiences),
+                 **({"description": f.description} if f.description else {})} for f in fics[u.pk]]
+        return entry
+
+    def resource_entry(r: Resource) -> dict[str, Any]:
+        rt = catalog().get(r.type)
+        # the alias that implies the resource's kind (webapp -> app, functionapp), else the full type
+        alias = {kind: a for a, kind in catalog().alias_kinds.items()}.get(r.kind, rt.type)
+        name = r.name.rsplit("/", 1)[-1]
+        entry: dict[str, Any] = {"name": name, "type": alias, **placed(r.group_pk), "location": r.location, "tags": r.tags}
+        if rt.parent_type:
+            entry["parent"] = r.name.rsplit("/", 1)[0]
+        identity: dict[str, Any] = {}
+        if r.system_principal_id:
+            sp = sps.get(r.system_principal_id)
+            identity.update({"systemAssigned": True, "principalId": r.system_principal_id, "clientId": sp.app_id if sp else None})
+        if atts.get(r.pk):
+            identity["userAssigned"] = [
+                a.identity_id if (a.identity_key, a.principal_id) in live
+                else {"id": a.identity_id, "principalId": a.principal_id, "clientId": a.client_id}
+                for a in atts[r.pk]]
+        if identity:
+            entry["identity"] = identity
+        return entry
+
+    custom = [r for r in roles.all_roles(ctx) if r.role_type == "CustomRole"]
+    role_names = roles.by_guid(ctx)
+    return {
+        "apiVersion": API_VERSION,
+        "tenant": {"id": tenant.id, "displayName": tenant.display_name},
+        "subscriptions": [{"name": x.name, "id": x.id, "default": x.is_default} for x in subs],
+        "resourceGroups": [{"name": g.name, "subscription": sub_name[g.subscription_id], "location": g.location, "tags": g.tags}
+                           for g in group_rows],
+        "customRoles": [{"id": r.guid, "roleName": r.role_name, "description": r.description,
+                         "permissions": [p.to_json() for p in r.permissions], "assignableScopes": list(r.assignable_scopes)}
+                        for r in custom],
+        "userAssignedIdentities": [uami_entry(u) for u in uami_rows],
+        "resources": [resource_entry(r) for r in s.exec(select(Resource).order_by(Resource.id_key)).all()],
+        "roleAssignments": [
+            {"name": ra.name, "assignee": ra.principal_id, "principalType": ra.principal_type,
+             "role": role_names[ra.role_definition_id].role_name if ra.role_definition_id in role_names else ra.role_definition_id,
+             "scope": ra.scope, **({"description": ra.description} if ra.description else {})}
+            for ra in s.exec(select(RoleAssignment).order_by(RoleAssignment.scope_key, RoleAssignment.name)).all()],
+    }
+
+
+def reset(ctx: Ctx) -> dict[str, int]:
+    """Empty the store: every object, the tenant, its keys and the activity log; the schema stays."""
+    counts = {}
+    for model in (RoleAssignment, Attachment, FederatedCredential, EndpointSecret, Resource, UserAssignedIdentity,
+                  ServicePrincipal, ResourceGroup, CustomRole, ActivityLog, SigningKey, Subscription, Tenant):
+        counts[model.__tablename__] = ctx.session.execute(delete(model)).rowcount
+    ctx.session.execute(delete(Meta).where(Meta.key == "guid_counter"))
+    return counts

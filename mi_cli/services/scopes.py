@@ -1,0 +1,51 @@
+"""Scopes: what a subscription, group or resource id (or a path below a resource) names in the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import select
+
+from mi_cli import ids
+from mi_cli.errors import NotFoundError, ValidationError, group_not_found
+from mi_cli.models import Resource, ResourceGroup, Subscription
+from mi_cli.services import Ctx
+from mi_cli.services.tenancy import subscription_by_id
+
+
+def resource_at(ctx: Ctx, arm_id: str) -> Resource | None:
+    """The resource with this id (ids compare case-insensitively, rule 11)."""
+    return ctx.session.exec(select(Resource).where(Resource.id_key == ids.key(arm_id.strip().rstrip("/")))).first()
+
+
+@dataclass(frozen=True)
+class Scope:
+    id: str  # canonical casing, from the store's objects
+    subscription: Subscription
+
+
+def resolve_scope(ctx: Ctx, scope: str) -> Scope:
+    """A subscription, a group, a resource, or a path below a resource; it must exist."""
+    text = scope.strip().rstrip("/")
+    parsed = ids.parse(text)
+    if parsed is None:
+        raise ValidationError("InvalidScope", f"The scope '{scope}' is not a subscription, resource group or resource id.")
+    sub = subscription_by_id(ctx, parsed.subscription)
+    if sub is None:
+        raise NotFoundError("SubscriptionNotFound", f"The subscription '{parsed.subscription}' could not be found.")
+    if parsed.group is None:
+        return Scope(ids.subscription_id(sub.id), sub)
+    group = ctx.session.exec(select(ResourceGroup).where(
+        ResourceGroup.subscription_id == sub.id, ResourceGroup.name_key == ids.key(parsed.group))).first()
+    if group is None:
+        raise group_not_found(parsed.group)
+    if parsed.type_name is None:
+        return Scope(ids.group_id(sub.id, group.name), sub)
+    # the resource itself, or its nearest existing ancestor for a path below it (a secret of a vault)
+    parts = text.split("/")
+    for end in range(len(parts), 8, -2):
+        res = resource_at(ctx, "/".join(parts[:end]))
+        if res is not None:
+            return Scope(res.arm_id + "/".join([""] + parts[end:]) if end < len(parts) else res.arm_id, sub)
+    raise NotFoundError("ResourceNotFound", f"The Resource '{parsed.type_name}/{parsed.name}' under resource group "
+                        f"'{parsed.group}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix")
