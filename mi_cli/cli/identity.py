@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from mi_cli import ids
 from mi_cli.cli.options import LocationOpt, OutputOpt, QueryOpt, SubscriptionOpt, TagsOpt, YesOpt
 from mi_cli.cli.runtime import confirm, emit, name_or_id, transaction
 from mi_cli.errors import UsageError
@@ -45,8 +46,8 @@ def _block_rows(block: dict) -> list[dict]:
     if block.get("principalId"):
         rows.append({"Identity": "[system]", "ResourceGroup": "", "PrincipalId": block["principalId"], "ClientId": ""})
     for uid, v in (block.get("userAssignedIdentities") or {}).items():
-        parts = uid.split("/")  # the full id is in -o json; a person reads name and group
-        rows.append({"Identity": parts[-1], "ResourceGroup": parts[4] if len(parts) > 4 else "",
+        parsed = ids.parse(uid)  # the full id is in -o json; a person reads name and group
+        rows.append({"Identity": parsed.name if parsed else uid, "ResourceGroup": (parsed.group if parsed else "") or "",
                      "PrincipalId": v["principalId"], "ClientId": v["clientId"]})
     return rows
 
@@ -159,27 +160,16 @@ def list_(
     query: QueryOpt = None,
 ) -> None:
     """List identities of both kinds, each with its `kind`: SystemAssigned or UserAssigned."""
-    from mi_cli.services import groups, identities, resources, tenancy, views
+    from mi_cli.services import groups, tenancy, views
 
     if kind is not None and kind.casefold() not in ("system", "user"):
         raise UsageError("InvalidArgumentValue", f"--kind must be 'system' or 'user', not '{kind}'.")
-    wanted = kind.casefold() if kind else None
     with transaction(write=False) as ctx:
-        tenant = tenancy.default_tenant(ctx, create=False)
-        data: list[dict] = []
-        if tenant is not None:
-            if group:
-                g = groups.get(ctx, group, subscription=subscription)
-                scope = {"group": g}
-            else:
-                sub = tenancy.find_subscription(ctx, subscription, create=False)
-                scope = {"sub_id": sub.id}
-            if wanted in (None, "system"):
-                for si in identities.list_system(ctx, resources.list_all(ctx, **scope)):
-                    data.append(views.with_kind(views.system_assigned(si, tenant.id), "SystemAssigned"))
-            if wanted in (None, "user"):
-                for uami in identities.list_user_assigned(ctx, **scope):
-                    data.append(views.with_kind(views.user_assigned(uami, tenant.id), "UserAssigned"))
+        if group:
+            data = views.identity_listing(ctx, group=groups.get(ctx, group, subscription=subscription), kind=kind and kind.casefold())
+        else:
+            sub = tenancy.find_subscription(ctx, subscription, create=False)
+            data = views.identity_listing(ctx, sub_id=sub.id, kind=kind and kind.casefold()) if sub else []
     emit(data, output, query, _list_row)
 
 
@@ -193,15 +183,11 @@ def list_resources(
     query: QueryOpt = None,
 ) -> None:
     """List the resources a user-assigned identity is attached to."""
-    from mi_cli.services import identities, lookup, tenancy, views
+    from mi_cli.services import lookup, views
 
     ref = name_or_id(name, ids_)
     with transaction(write=False) as ctx:
-        uami = lookup.user_assigned(ctx, ref, group, subscription=subscription)
-        data = [
-            views.associated_resource(r, tenancy.subscription_by_id(ctx, r.arm_id.split("/")[2]))
-            for r in identities.references_to(ctx, uami.arm_id, principal_id=uami.principal_id)
-        ]
+        data = views.associated_resources(ctx, lookup.user_assigned(ctx, ref, group, subscription=subscription))
     emit(data, output, query, lambda r: {"Name": r["name"], "ResourceGroup": r["resourceGroup"], "Type": r["type"]})
 
 
@@ -241,18 +227,11 @@ def delete(
 ) -> None:
     """Delete a user-assigned identity and its service principal. Resources that list it keep the
     reference, dangling, as in Azure; a warning names them. Deleting what is gone succeeds."""
-    from mi_cli.errors import NotFoundError
-    from mi_cli.services import identities, lookup
+    from mi_cli.services import lookup
 
     ref = name_or_id(name, ids_)
     with transaction(write=True) as ctx:
-        try:
-            uami = lookup.user_assigned(ctx, ref, group, subscription=subscription)
-        except NotFoundError as exc:
-            if exc.code == "ResourceGroupNotFound":
-                raise
-            return
-        identities.delete_user_assigned(ctx, uami)
+        lookup.delete_user_assigned(ctx, ref, group, subscription=subscription)
 
 
 @app.command("assign")

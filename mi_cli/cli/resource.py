@@ -87,16 +87,13 @@ def create(
 ) -> None:
     """Create a resource. Running it again returns it with the same ids: tags are updated and the
     identities named are added (none is taken away; use 'mi identity remove' for that)."""
-    from mi_cli.services import groups, identities, resources, views
+    from mi_cli.services import groups, resources, views
     from mi_cli.services.validation import parse_tags
 
     with transaction(write=True) as ctx:
         g = groups.get(ctx, group, subscription=subscription)
-        res = resources.create(ctx, g, name, type_, location=location, tags=parse_tags(tags), parent=parent)
-        if user_assigned:
-            identities.attach(ctx, res, user_assigned)
-        if system_assigned:
-            identities.enable_system(ctx, res)
+        res = resources.create(ctx, g, name, type_, location=location, tags=parse_tags(tags), parent=parent,
+                               system_assigned=system_assigned, user_assigned=user_assigned or [])
         data = views.resource(ctx, res)
     emit(data, output, query, _row)
 
@@ -154,15 +151,8 @@ def delete(
 ) -> None:
     """Delete a resource: its system identity and child resources go with it; user-assigned
     identities attached to it stay. Deleting what is already gone succeeds."""
-    from mi_cli.errors import NotFoundError
-    from mi_cli.services import lookup, resources
+    from mi_cli.services import lookup
 
     ref = name_or_id(name, ids_)
     with transaction(write=True) as ctx:
-        try:
-            res = lookup.resource(ctx, ref, group, subscription=subscription, type_text=type_)
-        except NotFoundError as exc:
-            if exc.code == "ResourceGroupNotFound":
-                raise
-            return
-        resources.delete_resource(ctx, res)
+        lookup.delete_resource(ctx, ref, group, subscription=subscription, type_text=type_)

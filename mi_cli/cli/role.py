@@ -96,6 +96,28 @@ def definition_create(
     emit(data, output, query, _def_row)
 
 
+@definition_app.command("update")
+def definition_update(
+    role_definition: Annotated[str, typer.Option("--role-definition", help="JSON, or a file holding it (az's shape).")],
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Update a custom role from az's JSON (the role named by its Name, or by its id/name GUID):
+    the same checks as create."""
+    from mi_cli.services import roles, tenancy
+
+    document = _read_document(role_definition)
+    ref = None
+    if isinstance(document, dict):
+        lower = {k.casefold(): v for k, v in document.items()}
+        ref = next((str(lower[k]) for k in ("id", "name") if roles._is_guid(str(lower.get(k, "")).rsplit("/", 1)[-1])), None)
+    with transaction(write=True) as ctx:
+        sub = tenancy.find_subscription(ctx, subscription)
+        data = roles.update_custom(ctx, document, role_ref=ref).view(sub.id)
+    emit(data, output, query, _def_row)
+
+
 @definition_app.command("delete")
 def definition_delete(
     name: Annotated[str, typer.Option("--name", "-n", help="Custom role name or GUID.")],
@@ -116,23 +138,16 @@ def _ra_row(r: dict) -> dict:
     return {"Principal": principal, "Role": r.get("roleDefinitionName", r["roleDefinitionId"].rsplit("/", 1)[-1]), "Scope": r["scope"]}
 
 
-def _scope(ctx, scope: str | None, group: str | None, subscription: str | None) -> str | None:  # noqa: ANN001
-    from mi_cli.services import groups
-
-    if scope and group:
-        raise UsageError("MutuallyExclusiveArguments", "Give --scope or --resource-group, not both.")
-    if group:
-        g = groups.get(ctx, group, subscription=subscription)
-        return f"/subscriptions/{g.subscription_id}/resourceGroups/{g.name}"
-    return scope
-
-
 @assignment_app.command("create")
 def assignment_create(
     assignee: AssigneeOpt = None,
     role: RoleOpt = None,
     scope: ScopeOpt = None,
     group: GroupOpt = None,
+    assignee_object_id: Annotated[Optional[str], typer.Option(
+        "--assignee-object-id", help="The principal's object id, taken as is (no directory lookup), as az's.")] = None,
+    assignee_principal_type: Annotated[Optional[str], typer.Option(
+        "--assignee-principal-type", help="With --assignee-object-id: ServicePrincipal (default), User, Group, ForeignGroup, Device.")] = None,
     description: Annotated[Optional[str], typer.Option("--description", help="Free text, up to 2,048 characters.")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="A GUID for the assignment (default: a new one).")] = None,
     subscription: SubscriptionOpt = None,
@@ -140,13 +155,16 @@ def assignment_create(
     query: QueryOpt = None,
 ) -> None:
     """Grant a role to a principal at a scope."""
-    from mi_cli.services import assignments, roles, tenancy
+    from mi_cli.services import assignments, roles, scopes
 
-    if not assignee or not role:
-        raise UsageError("MissingArgument", "--assignee and --role are required.")
+    if bool(assignee) == bool(assignee_object_id) or not role:
+        raise UsageError("MissingArgument", "--role and one of --assignee and --assignee-object-id are required.")
+    if assignee_principal_type and not assignee_object_id:
+        raise UsageError("InvalidArgumentValue", "--assignee-principal-type goes with --assignee-object-id.")
     with transaction(write=True) as ctx:
-        target = _scope(ctx, scope, group, subscription) or f"/subscriptions/{tenancy.find_subscription(ctx, subscription).id}"
-        ra = assignments.create(ctx, assignee, role, target, description=description, name=name)
+        target = scopes.from_options(ctx, scope=scope, group=group, subscription=subscription, default_subscription=True)
+        ra = assignments.create(ctx, assignee or assignee_object_id, role, target, description=description, name=name,
+                                principal_type=(assignee_principal_type or "ServicePrincipal") if assignee_object_id else None)
         data = assignments.view(ctx, ra)
         role_name = roles.find(ctx, ra.role_definition_id).role_name
     # az's create output names neither principal nor role; the table names the role for people
@@ -167,7 +185,7 @@ def assignment_list(
 ) -> None:
     """List role assignments, with principalName and roleDefinitionName. Without filters, as in az,
     only assignments made at the subscription itself; --all lists every scope."""
-    from mi_cli.services import assignments, roles, tenancy
+    from mi_cli.services import assignments, roles, scopes, tenancy
 
     with transaction(write=False) as ctx:
         sub = tenancy.find_subscription(ctx, subscription, create=False)
@@ -175,7 +193,7 @@ def assignment_list(
         if sub is not None:
             names = roles.by_guid(ctx)
             found = assignments.listing(ctx, sub_id=sub.id, assignee=assignee, role_ref=role,
-                                        scope_ref=_scope(ctx, scope, group, subscription),
+                                        scope_ref=scopes.from_options(ctx, scope=scope, group=group, subscription=subscription),
                                         include_inherited=include_inherited, all_=all_)
             data = [assignments.view(ctx, ra, fill_names=True, role_names=names) for ra in found]
     emit(data, output, query, _ra_row)
@@ -194,9 +212,9 @@ def assignment_delete(
     query: QueryOpt = None,
 ) -> None:
     """Delete role assignments by id, or every one matching --assignee, --role and --scope."""
-    from mi_cli.services import assignments, tenancy
+    from mi_cli.services import assignments, scopes, tenancy
 
     with transaction(write=True) as ctx:
         sub = tenancy.find_subscription(ctx, subscription)
         assignments.delete(ctx, ids_=ids_, assignee=assignee, role_ref=role,
-                           scope_ref=_scope(ctx, scope, group, subscription), sub_id=sub.id)
+                           scope_ref=scopes.from_options(ctx, scope=scope, group=group, subscription=subscription), sub_id=sub.id)

@@ -90,7 +90,7 @@ class Ctx:
         self.changes += 1
         if self.journal is not None:
             self.journal.append((operation, target))
-        self.insert(ActivityLog, {"time": self.now(), "operation": operation, "target": target,
+        self.writer.append(ActivityLog, {"time": self.now(), "operation": operation, "target": target,
                                   "caller": caller or self.caller, "status": status, "detail": detail})
 
     def warn(self, message: str) -> None:

@@ -1,9 +1,9 @@
-"""Finding what a command names: a name within a group, or a full ARM id (in one place)."""
+"""What a command names: a name within a group, or a full ARM id, found (or deleted) in one place."""
 
 from __future__ import annotations
 
 from mi_cli import ids
-from mi_cli.errors import UsageError, ValidationError, resource_not_found
+from mi_cli.errors import NotFoundError, UsageError, ValidationError, resource_not_found
 from mi_cli.models import Resource, UserAssignedIdentity
 from mi_cli.services import Ctx, groups, identities, resources
 
@@ -34,3 +34,27 @@ def user_assigned(ctx: Ctx, ref: str, group: str | None, *, subscription: str | 
         return uami
     g = groups.get(ctx, _need_group(group, "the identity"), subscription=subscription)
     return identities.get_user_assigned(ctx, g, ref)
+
+
+def delete_resource(ctx: Ctx, ref: str, group: str | None, *, subscription: str | None = None,
+                    type_text: str | None = None) -> list[Resource]:
+    """ARM's DELETE: a resource that is already gone is no error (204); its group must exist."""
+    try:
+        res = resource(ctx, ref, group, subscription=subscription, type_text=type_text)
+    except NotFoundError as exc:
+        if exc.code == "ResourceGroupNotFound":
+            raise
+        return []
+    return resources.delete_resource(ctx, res)
+
+
+def delete_user_assigned(ctx: Ctx, ref: str, group: str | None, *, subscription: str | None = None) -> UserAssignedIdentity | None:
+    """ARM's DELETE of a user-assigned identity (rule 5): one already gone is no error; its group must exist."""
+    try:
+        uami = user_assigned(ctx, ref, group, subscription=subscription)
+    except NotFoundError as exc:
+        if exc.code == "ResourceGroupNotFound":
+            raise
+        return None
+    identities.delete_user_assigned(ctx, uami)
+    return uami

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from sqlmodel import select
 
 from mi_cli import ids
-from mi_cli.errors import NotFoundError, ValidationError, group_not_found
+from mi_cli.errors import NotFoundError, UsageError, ValidationError, group_not_found
 from mi_cli.models import Resource, ResourceGroup, Subscription
 from mi_cli.services import Ctx
-from mi_cli.services.tenancy import subscription_by_id
+from mi_cli.services.tenancy import find_subscription, subscription_by_id
 
 
 def resource_at(ctx: Ctx, arm_id: str) -> Resource | None:
@@ -49,3 +49,21 @@ def resolve_scope(ctx: Ctx, scope: str) -> Scope:
             return Scope(res.arm_id + "/".join([""] + parts[end:]) if end < len(parts) else res.arm_id, sub)
     raise NotFoundError("ResourceNotFound", f"The Resource '{parsed.type_name}/{parsed.name}' under resource group "
                         f"'{parsed.group}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix")
+
+
+def from_options(ctx: Ctx, *, scope: str | None, group: str | None, subscription: str | None,
+                 default_subscription: bool = False) -> str | None:
+    """az's `--scope` or `--resource-group` (not both) as a scope id; with neither, the subscription's
+    scope where a command defaults to it (`role assignment create`), else None (no filter)."""
+    if scope and group:
+        raise UsageError("MutuallyExclusiveArguments", "Give --scope or --resource-group, not both.")
+    if group:
+        sub = find_subscription(ctx, subscription, create=False)
+        found = ctx.session.exec(select(ResourceGroup).where(
+            ResourceGroup.subscription_id == sub.id, ResourceGroup.name_key == ids.key(group))).first() if sub else None
+        if found is None:
+            raise group_not_found(group)
+        return ids.group_id(found.subscription_id, found.name)
+    if scope or not default_subscription:
+        return scope
+    return ids.subscription_id(find_subscription(ctx, subscription).id)

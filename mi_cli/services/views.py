@@ -22,7 +22,7 @@ from mi_cli.models import (
     UserAssignedIdentity,
 )
 from mi_cli.services import Ctx, identities
-from mi_cli.services.tenancy import default_tenant
+from mi_cli.services.tenancy import default_tenant, subscription_by_id
 
 PROVISIONED = {"provisioningState": "Succeeded"}
 
@@ -154,17 +154,43 @@ def with_kind(data: dict[str, Any], kind: str) -> dict[str, Any]:
     return {**data, "kind": kind}
 
 
-def associated_resource(res: Resource, sub: Subscription | None) -> dict[str, Any]:
-    # `az identity list-resources`: the associated-resources shape, type in lowercase as ARM returns it.
-    parsed = ids.parse(res.arm_id)
-    return {
-        "id": res.arm_id,
-        "name": res.name,
-        "resourceGroup": parsed.group,
-        "subscriptionDisplayName": sub.name if sub else None,
-        "subscriptionId": parsed.subscription,
-        "type": res.type.lower(),
-    }
+def associated_resources(ctx: Ctx, uami: UserAssignedIdentity) -> list[dict[str, Any]]:
+    """`az identity list-resources`: the resources this very identity is attached to (not those that
+    list a deleted one of the same id), in the associated-resources shape, type in lowercase as ARM
+    returns it."""
+    out = []
+    for res in identities.references_to(ctx, uami.arm_id, principal_id=uami.principal_id):
+        parsed = ids.parse(res.arm_id)
+        sub = subscription_by_id(ctx, parsed.subscription)
+        out.append({"id": res.arm_id, "name": res.name, "resourceGroup": parsed.group,
+                    "subscriptionDisplayName": sub.name if sub else None, "subscriptionId": parsed.subscription,
+                    "type": res.type.lower()})
+    return out
+
+
+def identity_listing(ctx: Ctx, *, group: ResourceGroup | None = None, sub_id: str | None = None,
+                     kind: str | None = None) -> list[dict[str, Any]]:
+    """`identity list`: the system-assigned identities of the resources in scope, then the
+    user-assigned ones, each with its `kind`; `kind` 'system' or 'user' keeps one of them."""
+    tenant = default_tenant(ctx, create=False)
+    if tenant is None:
+        return []
+    scope = {"group": group} if group is not None else {"sub_id": sub_id}
+    data: list[dict[str, Any]] = []
+    if kind in (None, "system"):
+        from_resources = ctx.session.exec(_resources_in(**scope)).all()
+        data += [with_kind(system_assigned(si, tenant.id), "SystemAssigned") for si in identities.list_system(ctx, from_resources)]
+    if kind in (None, "user"):
+        data += [with_kind(user_assigned(u, tenant.id), "UserAssigned") for u in identities.list_user_assigned(ctx, **scope)]
+    return data
+
+
+def _resources_in(*, group: ResourceGroup | None = None, sub_id: str | None = None):  # noqa: ANN202
+    stmt = select(Resource)
+    if group is not None:
+        return stmt.where(Resource.group_pk == group.pk).order_by(Resource.id_key)
+    return stmt.join(ResourceGroup, ResourceGroup.pk == Resource.group_pk).where(
+        ResourceGroup.subscription_id == sub_id).order_by(Resource.id_key)
 
 
 def service_principal(sp: ServicePrincipal) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from datetime import datetime
+from operator import itemgetter
 from typing import Any, Iterator
 
 from sqlalchemy import event, func, select
@@ -18,7 +18,7 @@ class Row:
     __slots__ = ("__dict__",)
 
     def __init__(self, row: dict[str, Any]) -> None:
-        self.__dict__.update(row)
+        self.__dict__ = row  # the row itself, not a copy
 
 
 class Writer:
@@ -50,15 +50,25 @@ class Writer:
     def insert(self, model, row: dict[str, Any]):  # noqa: ANN001, ANN201
         """Write (or, batched, buffer) one row; returns its ORM object, or a `Row` while batched."""
         if self.depth:
-            rows = self.pending.setdefault(model, [])
-            rows.append(row)
-            if len(rows) >= BATCH:
-                self.flush()
+            self.append(model, row)
             return Row(row)
         self.session.flush()  # objects the ORM holds back may be this row's parents
         self._write(model, [row])
         pk_name = model.__table__.primary_key.columns.keys()[0]
         return self.session.get(model, row[pk_name]) if pk_name in row else None
+
+    def append(self, model, row: dict[str, Any]) -> None:  # noqa: ANN001
+        """Write or buffer a row nobody reads back (an activity-log entry)."""
+        if not self.depth:
+            self.session.flush()
+            self._write(model, [row])
+            return
+        rows = self.pending.get(model)
+        if rows is None:
+            rows = self.pending[model] = []
+        rows.append(row)
+        if len(rows) >= BATCH:
+            self.flush()
 
     def flush(self) -> None:
         """Buffered rows in the order of the schema's foreign keys: parents first."""
@@ -96,33 +106,48 @@ class Writer:
         conn = self.session.connection()
         table = model.__table__
         names = tuple(rows[0])
-        columns = [table.columns[n] for n in names]
-        convert = self._converters.get((model, names))
-        if convert is None:
-            convert = self._converters[(model, names)] = [c.type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for c in columns]
-        stamps: dict[int, Any] = {}
+        plan = self._converters.get((model, names))
+        if plan is None:  # per column, SQLAlchemy's own conversion of a Python value for this database
+            processors = [table.columns[n].type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for n in names]
+            plan = self._converters[(model, names)] = (itemgetter(*names) if len(names) > 1 else (lambda r: (r[names[0]],)),
+                                                       [(i, _Memo(p)) for i, p in enumerate(processors) if p is not None])
+        values, convert = plan
         sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
         cursor = conn.connection.driver_connection.cursor()
         try:
             for start in range(0, len(rows), BATCH):
-                cursor.executemany(sql, [tuple(_value(r[n], p, stamps) for n, p in zip(names, convert))
-                                         for r in rows[start:start + BATCH]])
+                params = []
+                for r in rows[start:start + BATCH]:
+                    v = list(values(r))
+                    for i, process in convert:
+                        if v[i] is not None:
+                            v[i] = process(v[i])
+                    params.append(v)
+                cursor.executemany(sql, params)
         finally:
             cursor.close()
+
+
+class _Memo:
+    """A column's converter that remembers its last answer: a batch stamps its rows with one time,
+    and most rows have the same empty tags."""
+
+    __slots__ = ("process", "last_in", "last_out")
+
+    def __init__(self, process) -> None:  # noqa: ANN001
+        self.process, self.last_in, self.last_out = process, _UNSET, None
+
+    def __call__(self, value: Any) -> Any:
+        if value is self.last_in or (type(value) is dict and not value and self.last_in == {}):
+            return self.last_out
+        self.last_in, self.last_out = value, self.process(value)
+        return self.last_out
+
+
+_UNSET = object()
 
 
 def _dependency_order() -> list:
     from sqlmodel import SQLModel
 
     return SQLModel.metadata.sorted_tables
-
-
-def _value(value: Any, process, stamps: dict[int, Any]) -> Any:  # noqa: ANN001
-    if process is None or value is None:
-        return value
-    if type(value) is datetime:  # one clock reading stamps many rows of a batch: convert it once
-        done = stamps.get(id(value))
-        if done is None:
-            done = stamps[id(value)] = process(value)
-        return done
-    return process(value)
