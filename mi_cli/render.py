@@ -10,6 +10,8 @@ from typing import Any, Callable, Iterable
 FORMATS = ("table", "json", "jsonc", "yaml", "tsv", "none")
 # Beyond this many rows a table is printed as plain aligned text: rich costs ~0.5 ms a row.
 RICH_ROW_LIMIT = 500
+# Each format's library (jmespath, orjson, rich, yaml) is imported where that format is drawn: a command
+# pays only for the one it prints, and `mi --help` for none.
 TableFn = Callable[[Any], dict[str, Any]]
 ViewFn = Callable[[Any], None]
 

@@ -11,6 +11,7 @@ from typing import Iterator
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session, SQLModel
 
@@ -104,8 +105,6 @@ class Store:
     def snapshot(self) -> "Store":
         """An in-memory copy of the store, taken under a read transaction: a dry run does the real
         work there, so its plan is exactly a real run's, and the file is only read (no write lock)."""
-        from sqlalchemy.pool import StaticPool
-
         copy = sqlite3.connect(":memory:", check_same_thread=False)
         source = self.engine.raw_connection()
         try:

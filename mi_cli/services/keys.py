@@ -28,6 +28,7 @@ def thumbprint(jwk: dict[str, str]) -> str:
 
 
 def _new_key(ctx: Ctx, tenant: Tenant) -> SigningKey:
+    # imported when a key is made or read: jwt and cryptography cost ~9x `python -c pass`, and most commands sign nothing
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from jwt.algorithms import RSAAlgorithm
@@ -62,7 +63,7 @@ def active(ctx: Ctx, tenant: Tenant, *, create: bool = True) -> SigningKey | Non
 def private_key(key: SigningKey):  # noqa: ANN201
     parsed = _PARSED.get(key.kid)
     if parsed is None:
-        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives import serialization  # lazily, as in _new_key
 
         parsed = _PARSED[key.kid] = serialization.load_pem_private_key(key.private_pem.encode(), password=None)
     return parsed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -178,8 +179,6 @@ def update_custom(ctx: Ctx, document: dict[str, Any], *, role_ref: str | None = 
 
 
 def _is_guid(text: str) -> bool:
-    import uuid
-
     try:
         uuid.UUID(str(text))
         return True

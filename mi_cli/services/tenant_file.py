@@ -53,7 +53,7 @@ def _validator():  # noqa: ANN202
 
 
 def check_schema(doc: Any, source: str) -> None:
-    from fastjsonschema import JsonSchemaValueException
+    from fastjsonschema import JsonSchemaValueException  # with the validator: only apply needs it
 
     try:
         _validator()(doc)

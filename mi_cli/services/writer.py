@@ -7,6 +7,7 @@ from operator import itemgetter
 from typing import Any, Iterator
 
 from sqlalchemy import event, func, select
+from sqlmodel import SQLModel
 
 BATCH = 5000
 
@@ -148,6 +149,4 @@ _UNSET = object()
 
 
 def _dependency_order() -> list:
-    from sqlmodel import SQLModel
-
     return SQLModel.metadata.sorted_tables
