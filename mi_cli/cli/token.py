@@ -9,7 +9,7 @@ import typer
 
 from mi_cli.cli.options import OutputOpt, QueryOpt, SubscriptionOpt
 from mi_cli.cli.runtime import emit, transaction, wants_table
-from mi_cli.errors import UsageError
+from mi_cli.errors import UsageError, ValidationError
 
 app = typer.Typer(help="Managed-identity tokens: get, decode, verify; the tenant's signing keys.", no_args_is_help=True)
 keys_app = typer.Typer(help="The tenant's RS256 signing keys (the private parts are never shown).", no_args_is_help=True)
@@ -19,7 +19,10 @@ TokenArg = Annotated[str, typer.Argument(help="The token (a JWT), or - to read i
 
 
 def _read_token(token: str) -> str:
-    text = sys.stdin.read() if token == "-" else token
+    try:
+        text = sys.stdin.read() if token == "-" else token
+    except UnicodeDecodeError:
+        raise ValidationError("InvalidToken", "This is not a JWT: the input is not text.") from None
     text = text.strip()
     if text.lower().startswith("bearer "):
         text = text[7:].strip()

@@ -18,6 +18,10 @@ def error(message: str, status: int = 400, headers: dict[str, str] | None = None
                         headers={"X-CORRELATION-ID": correlation, **(headers or {})})
 
 
+def unavailable(description: str, status: int, headers: dict[str, str]) -> JSONResponse:
+    return error(description, status, headers)
+
+
 def token(request: Request, state: ServerState) -> Response:
     fault = state.next_fault()
     if fault:

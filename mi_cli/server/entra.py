@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -11,18 +12,32 @@ from mi_cli import ids
 from mi_cli.server.state import ServerState
 from mi_cli.services import Ctx, keys
 from mi_cli.services.tenancy import default_tenant
+from mi_cli.services.tokens import clip
 
 
 def error(description: str, *, error: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": error, "error_description": description}, status_code=status, headers=headers)
 
 
+def unavailable(description: str, status: int, headers: dict[str, str]) -> JSONResponse:
+    return error(description, error="temporarily_unavailable" if status == 503 else "server_error", status=status,
+                 headers=headers)
+
+
 def _unknown_tenant(tenant: str) -> JSONResponse:
-    return error(f"AADSTS90002: Tenant '{tenant}' not found.", error="invalid_tenant", status=400)
+    return error(f"AADSTS90002: Tenant '{clip(tenant)}' not found.", error="invalid_tenant", status=400)
+
+
+# A Host header is repeated in every URL of the metadata: only a host name or address, with a port.
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 
 
 def _base_url(request: Request) -> str:
-    return f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
+    host = request.headers.get("host", "")
+    if not _HOST.fullmatch(host):
+        address, port = request.scope.get("server") or ("127.0.0.1", 80)
+        host = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    return f"{request.url.scheme}://{host}"
 
 
 def openid(request: Request, state: ServerState, tenant: str, v2: bool) -> Response:

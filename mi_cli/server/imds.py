@@ -24,6 +24,10 @@ def refusal(exc: tokens.TokenError) -> JSONResponse:
     return error(exc.message, error=exc.code, status=exc.status)
 
 
+def unavailable(description: str, status: int, headers: dict[str, str]) -> JSONResponse:
+    return error(description, error="service_unavailable" if status == 503 else "unknown", status=status, headers=headers)
+
+
 def token(request: Request, state: ServerState, prefix: str) -> Response:
     """`prefix` is the path before IMDS's: the resource id the request speaks for, if any."""
     fault = state.next_fault()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from mi_cli.services.tokens import TokenCache
+from mi_cli.services.tokens import TokenCache, clip
 from mi_cli.store import Store
 
 
@@ -27,9 +28,9 @@ class Fault:
             count = int(parts[1]) if len(parts) > 1 else 1
             retry_after = int(parts[2]) if len(parts) > 2 else 1
         except ValueError:
-            raise ValueError(f"--inject '{spec}' is not STATUS[:COUNT[:RETRY_AFTER]], e.g. 503:3 or 429:2:5") from None
+            raise ValueError(f"--inject '{clip(spec)}' is not STATUS[:COUNT[:RETRY_AFTER]], e.g. 503:3 or 429:2:5") from None
         if not (400 <= status <= 599) or count < 1 or retry_after < 0:
-            raise ValueError(f"--inject '{spec}': the status must be 400-599 and the count at least 1")
+            raise ValueError(f"--inject '{clip(spec)}': the status must be 400-599 and the count at least 1")
         return cls(status, count, retry_after)
 
     @property
@@ -47,6 +48,11 @@ class Throttle:
     _active: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @staticmethod
+    def bucket(key: str) -> str:
+        """Keys are paths and headers anyone can send: a long one is kept as its digest."""
+        return key if len(key) <= 256 else hashlib.sha256(key.encode(errors="surrogatepass")).hexdigest()
+
     def enter(self, key: str) -> bool:
         now = time.monotonic()
         with self._lock:
@@ -62,6 +68,13 @@ class Throttle:
     def leave(self, key: str) -> None:
         with self._lock:
             self._active[key] -= 1
+            if not self._active[key]:
+                del self._active[key]
+            if len(self._recent) > 1024:  # keys are paths anyone can send: forget the quiet ones
+                now = time.monotonic()
+                for quiet in [k for k, q in self._recent.items() if not q or now - q[-1] > 1.0]:
+                    if quiet not in self._active:
+                        del self._recent[quiet]
 
 
 @dataclass
@@ -87,6 +100,7 @@ class ServerState:
         """`respond()` within the throttle's limits for `key`, or None when over them."""
         if self.throttle is None:
             return respond()
+        key = self.throttle.bucket(key)
         if not self.throttle.enter(key):
             return None
         try:

@@ -8,6 +8,7 @@ import os
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -22,9 +23,30 @@ REFRESH_MARGIN = 300  # MSAL treats a token with under 5 minutes left as expired
 MULTIPLE_UA = ("Multiple user assigned identities exist, please specify the clientId / resourceId of the identity "
                "in the token request")
 ONE_SELECTOR = "Only one of client_id, object_id and msi_res_id may be given."
-NEWEST_IMDS_VERSIONS = ["2023-07-01", "2021-12-13", "2021-10-01"]
+# IMDS documents no length limit for `resource`. It becomes the token's `aud`, and tokens travel in an
+# Authorization header, which servers cap at 8-16 KB; real resources (app ID URIs, service URLs) are
+# well under 300 characters. 2,048, the classic practical URL limit, keeps every real one.
+MAX_RESOURCE = 2048
+ECHO_LIMIT = 200  # what a log row or an error text repeats of a value someone sent
+
+# IMDS's api-versions (azure-docs instance-metadata-service.md, "Supported API versions"), from 2018-02-01,
+# where the identity category begins. Clients send 2018-02-01 (azure-identity, msal, Go, .NET, Node);
+# scripts copy 2019-08-01 and newer ones from the docs. A version added to IMDS must be added here.
+IMDS_API_VERSIONS = frozenset({
+    "2025-04-07", "2024-07-17", "2024-03-15", "2023-11-15", "2023-07-01", "2021-12-13", "2021-11-15", "2021-11-01",
+    "2021-10-01", "2021-08-01", "2021-05-01", "2021-03-01", "2021-02-01", "2021-01-01", "2020-12-01", "2020-10-01",
+    "2020-09-01", "2020-07-15", "2020-06-01", "2019-11-01", "2019-08-15", "2019-08-01", "2019-06-04", "2019-06-01",
+    "2019-04-30", "2019-03-11", "2019-02-01", "2018-10-01", "2018-04-02", "2018-02-01",
+})
+NEWEST_IMDS_VERSIONS = ["2025-04-07", "2024-07-17", "2024-03-15"]
 APP_SERVICE_API_VERSION = "2019-08-01"
 APP_SERVICE_REFUSAL = "Unable to load the proper Managed Identity."  # App Service's one answer, whatever the reason
+
+
+def clip(text: Any, limit: int = ECHO_LIMIT) -> str:
+    """A value someone sent, bounded for a log row or an error text."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text):,} characters)"
 
 
 class TokenError(MiError):
@@ -144,9 +166,12 @@ class Issued:
 
 
 def check_resource(audience: str | None) -> str:
-    """The requested resource (the token's `aud`): present."""
+    """The requested resource (the token's `aud`): present, and of a length a resource can have."""
     if not audience or not audience.strip():
         raise TokenError("Required query variable 'resource' is missing")
+    if len(audience) > MAX_RESOURCE:
+        raise TokenError(f"The resource is {len(audience):,} characters long; no resource has an identifier over "
+                         f"{MAX_RESOURCE:,} characters.", error="invalid_resource")
     return audience
 
 
@@ -188,34 +213,48 @@ def log_request(ctx: Ctx, res: Resource, audience: str, outcome: Issued | TokenE
     """A sign-in record: the caller is the identity that got the token (or the resource that asked)."""
     if isinstance(outcome, Issued):
         ctx.log("Microsoft.ManagedIdentity/token/issue", outcome.chosen.mirid, caller=outcome.chosen.principal_id,
-                detail=f"aud={audience}; via={via}; resource={res.arm_id}")
+                detail=f"aud={clip(audience)}; via={via}; resource={res.arm_id}")
     else:
         ctx.log("Microsoft.ManagedIdentity/token/issue", res.arm_id, status="Failed", caller=res.name,
-                detail=f"aud={audience}; via={via}; error={outcome.code}: {outcome.message}")
+                detail=f"aud={clip(audience)}; via={via}; error={outcome.code}: {clip(outcome.message)}")
 
 
 # --- a cache like the one behind IMDS: the same token until close to its expiry -------------------
 
 
 class TokenCache:
-    def __init__(self) -> None:
-        self._tokens: dict[tuple[str, str, str], Issued] = {}
+    """Tokens by (identity, resource that asked, audience), the most recently used `size` of them:
+    a client asking for ever new audiences must not grow the server without end."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._tokens: OrderedDict[tuple[str, str, str], Issued] = OrderedDict()
+        self._size = size
         self._lock = threading.Lock()
 
     @staticmethod
     def _key(chosen: Chosen, audience: str) -> tuple[str, str, str]:
         return chosen.principal_id, chosen.resource_id.casefold(), normalise_audience(audience)
 
+    def __len__(self) -> int:
+        return len(self._tokens)
+
     def get(self, chosen: Chosen, audience: str, now: float | None = None) -> Issued | None:
+        key = self._key(chosen, audience)
         with self._lock:
-            hit = self._tokens.get(self._key(chosen, audience))
+            hit = self._tokens.get(key)
+            if hit is not None:
+                self._tokens.move_to_end(key)
         if hit is not None and hit.expires_on - (now or time.time()) > REFRESH_MARGIN and hit.claims["aud"] == audience:
             return hit
         return None
 
     def put(self, issued: Issued) -> None:
+        key = self._key(issued.chosen, issued.claims["aud"])
         with self._lock:
-            self._tokens[self._key(issued.chosen, issued.claims["aud"])] = issued
+            self._tokens[key] = issued
+            self._tokens.move_to_end(key)
+            while len(self._tokens) > self._size:
+                self._tokens.popitem(last=False)
 
 
 # --- a token request, as `mi token get` and both endpoints of `mi serve` make it ------------------
@@ -275,9 +314,13 @@ def imds_token(ctx: Ctx, resource_id: str | None, query: Sequence[tuple[str, str
         if len(params) != len(query):
             raise TokenError("Bad request: a query parameter appears more than once.")
         version = params.get("api-version")
+        # The missing version keeps the older docs' wording; the current docs give the second for both.
         if not version:
             raise TokenError("Bad request. api-version was not specified in the request. For more information refer "
                              "to aka.ms/azureimds", newest_versions=NEWEST_IMDS_VERSIONS)
+        if version not in IMDS_API_VERSIONS:
+            raise TokenError("Bad request. api-version is invalid or was not specified in the request. For more "
+                             "information refer to aka.ms/azureimds", newest_versions=NEWEST_IMDS_VERSIONS)
         audience = check_resource(params.get("resource"))
         if not resource_id:
             raise TokenError("Identity not found: this server speaks for many resources; put the resource id in the "
@@ -332,7 +375,17 @@ def decode(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         return jwt.get_unverified_header(token), jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError as exc:
-        raise ValidationError("InvalidToken", f"This is not a JWT: {exc}.") from None
+        raise ValidationError("InvalidToken", f"This is not a JWT: {clip(exc)}.") from None
+    except UnicodeError:  # lone surrogates: bytes that were not UTF-8, read with surrogateescape
+        raise ValidationError("InvalidToken", "This is not a JWT: the input is not text.") from None
+
+
+def _audiences(aud: Any) -> list[str]:
+    """`aud` is a string, or (RFC 7519) a list of strings."""
+    values = aud if isinstance(aud, list) else [aud]
+    if not values or not all(isinstance(v, str) for v in values):
+        raise ValidationError("InvalidToken", f"The token's audience {clip(aud)!s} is not a string or a list of strings.")
+    return values
 
 
 def verify(ctx: Ctx, token: str, *, audience: str | None = None) -> dict[str, Any]:
@@ -341,9 +394,11 @@ def verify(ctx: Ctx, token: str, *, audience: str | None = None) -> dict[str, An
 
     header, claims = decode(token)
     published = {k.kid: k for k in keys.published(ctx)}
-    key = published.get(header.get("kid", ""))
+    kid = header.get("kid")
+    key = published.get(kid) if isinstance(kid, str) else None
     if key is None:
-        raise ValidationError("InvalidToken", f"The token's key '{header.get('kid')}' is not published by this tenant (unknown or retired).")
+        raise ValidationError("InvalidToken",
+                              f"The token's key '{clip(kid)}' is not published by this tenant (unknown or retired).")
     try:
         verified = jwt.decode(
             token,
@@ -355,17 +410,19 @@ def verify(ctx: Ctx, token: str, *, audience: str | None = None) -> dict[str, An
             # PyJWT checks time against the wall clock; ctx.now() is the wall clock outside tests
         )
     except jwt.ExpiredSignatureError:
-        raise ValidationError("InvalidToken", f"The token expired at {claims.get('exp')} (epoch seconds).") from None
+        raise ValidationError("InvalidToken", f"The token expired at {clip(claims.get('exp'))} (epoch seconds).") from None
     except jwt.ImmatureSignatureError:
         raise ValidationError("InvalidToken", "The token is not valid yet (nbf is in the future).") from None
     except jwt.InvalidIssuerError:
-        raise ValidationError("InvalidToken", f"The token's issuer '{claims.get('iss')}' is not this tenant's.") from None
+        raise ValidationError("InvalidToken", f"The token's issuer '{clip(claims.get('iss'))}' is not this tenant's.") from None
     except jwt.InvalidSignatureError:
         raise ValidationError("InvalidToken", "The token's signature does not match: it was altered or signed by another key.") from None
     except jwt.PyJWTError as exc:
-        raise ValidationError("InvalidToken", f"The token is not valid: {exc}.") from None
-    if audience is not None and normalise_audience(verified["aud"]) != normalise_audience(audience):
-        raise ValidationError("InvalidToken", f"The token's audience '{verified['aud']}' is not '{audience}'.")
+        raise ValidationError("InvalidToken", f"The token is not valid: {clip(exc)}.") from None
+    given = _audiences(verified["aud"])
+    if audience is not None and normalise_audience(audience) not in {normalise_audience(a) for a in given}:
+        shown = given[0] if len(given) == 1 else ", ".join(given)
+        raise ValidationError("InvalidToken", f"The token's audience '{clip(shown)}' is not '{clip(audience)}'.")
     return verified
 
 

@@ -135,13 +135,70 @@ def test_a_version_1_store_is_migrated_to_the_current_schema(tmp_path, capsys):
     (["token", "get", "--resource", "app1", "-g", "rg", "--audience", VAULT, "--client-id", "a", "--object-id", "b"], 1,
      "Only one of", True),
     (["token", "get", "--resource", "nope", "-g", "rg", "--audience", VAULT], 3, "ResourceNotFound", False),
+    (["token", "get", "--resource", "vm1", "-g", "rg", "--audience", "https://x/" + "a" * 100_000], 1,
+     "(invalid_resource) The resource is 100,010 characters long", True),
 ])
 def test_token_get_bad_input(mi, ok, db, scenario, argv, code, text, logged):
     """A refused token request is one error line; it is recorded as a failed sign-in, and nothing else changes."""
     before = ok("log")
     r = mi(*argv)
     assert r.code == code and text in r.err and r.err.count("\n") == 1 and "Traceback" not in r.err
+    assert len(r.err) < 300  # what was sent is not repeated in full
     after = ok("log")
     assert len(after) == len(before) + (1 if logged else 0)
     if logged:
         assert after[-1]["status"] == "Failed" and after[-1]["operationName"] == "Microsoft.ManagedIdentity/token/issue"
+        assert len(after[-1]["detail"]) < 600
+
+
+def test_verify_takes_a_list_audience_and_repeats_a_long_one_only_in_part(ok, mi, store, scenario):
+    import jwt
+
+    from mi_cli.services import keys, lookup, tenancy, tokens
+
+    with store() as ctx:
+        issued = tokens.issue(ctx, tokens.choose(ctx, lookup.resource(ctx, "vm1", "rg")), VAULT)
+        key = keys.active(ctx, tenancy.default_tenant(ctx))
+
+    def signed(**claims) -> str:  # a token this tenant signed, with other claims (RFC 7519 allows a list `aud`)
+        return jwt.encode({**issued.claims, **claims}, keys.private_key(key), algorithm="RS256", headers={"kid": key.kid})
+
+    listed = signed(aud=[VAULT, "https://storage.azure.com"])
+    assert ok("token", "verify", listed, "--audience", "https://storage.azure.com/")["valid"] is True
+    assert ok("token", "verify", listed)["claims"]["aud"] == [VAULT, "https://storage.azure.com"]
+    r = mi("token", "verify", listed, "--audience", "https://graph.microsoft.com")
+    assert r.code == 1 and "audience 'https://vault.azure.net, https://storage.azure.com' is not" in r.err
+    r = mi("token", "verify", signed(aud=42))
+    assert r.code == 1 and r.err.startswith("ERROR: (InvalidToken) The token's audience 42 is not a string")
+    r = mi("token", "verify", signed(aud="https://x/" + "a" * 100_000), "--audience", "https://y/" + "b" * 100_000)
+    assert r.code == 1 and r.err.count("\n") == 1 and len(r.err) < 700 and "(100,010 characters)" in r.err
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("garbage", [
+    "not-a-token", "a.b", "é.é.é", "....", "\udcff.\udcfe.c2ln",  # the last: stdin bytes read with surrogateescape
+    _b64(b"[1]") + "." + _b64(b"{}") + ".c2ln",  # a header that is no object
+    _b64(b'{"alg":"RS256","kid":["x"]}') + "." + _b64(b"{}") + ".c2ln",  # a kid that is no string
+    _b64(b'{"alg":"RS256"}') + "." + _b64(b"[" * 100_000 + b"]" * 100_000) + ".c2ln",  # nesting beyond recursion
+    _b64(b'{"alg":"RS256"}') + "." + _b64(b'{"exp": 1' + b"0" * 5000 + b"}") + ".c2ln",  # an absurd number
+])
+@pytest.mark.parametrize("verb", ["decode", "verify"])
+def test_garbage_is_one_line_saying_it_is_not_a_valid_token(mi, scenario, db, monkeypatch, capsys, garbage, verb):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(garbage))  # through stdin: some of these exceed argv's limit
+    capsys.readouterr()
+    code = main(["--db", str(db), "token", verb, "-"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("ERROR: (InvalidToken) ") and err.count("\n") == 1 and len(err) < 500, err
+
+
+def test_a_token_from_stdin_that_is_not_text_is_one_line(db, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"\xff\xfe"), encoding="utf-8", errors="strict"))
+    assert main(["--db", str(db), "token", "decode", "-"]) == 1
+    assert capsys.readouterr().err == "ERROR: (InvalidToken) This is not a JWT: the input is not text.\n"

@@ -50,11 +50,12 @@ class Server:
         return self.proc.wait(timeout=20)
 
 
-def start_server(db: Path, *extra: str) -> Server:
+def start_server(db: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
+    """`env` adds variables to the server's environment (MI_BUSY_TIMEOUT, say)."""
     log = db.with_suffix(f".{len(extra)}.log")
     address = Path(f"{db}.serve.json")
     proc = subprocess.Popen([sys.executable, "-m", "mi_cli", "--db", str(db), "serve", "--port", "0", *extra],
-                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"), env={**os.environ, **(env or {})})
     deadline = time.time() + 30
     while time.time() < deadline:
         if proc.poll() is not None:

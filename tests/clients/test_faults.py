@@ -104,3 +104,18 @@ def test_one_port_per_resource_answers_bare_imds_paths(faulty, client_env):
     assert status == 200 and body["client_id"] == srv.ids["ua-one"]["clientId"]
     client_env({"AZURE_POD_IDENTITY_AUTHORITY_HOST": srv.base, "NO_PROXY": "127.0.0.1"})
     assert ManagedIdentityCredential().get_token(f"{VAULT}/.default").token
+
+
+def test_the_throttle_forgets_quiet_keys_and_keeps_long_ones_short(monkeypatch):
+    from mi_cli.server import state
+
+    now = [0.0]
+    monkeypatch.setattr(state.time, "monotonic", lambda: now[0])
+    throttle = state.Throttle()
+    for n in range(5000):  # paths anyone can send, each a new key
+        key = throttle.bucket(f"/subscriptions/{n}/" + "x" * 10_000)
+        assert len(key) == 64 and throttle.enter(key)
+        throttle.leave(key)
+        now[0] += 0.01  # a hundred a second
+    assert len(throttle._recent) <= 1024 + 100 and not throttle._active
+    assert throttle.bucket("/subscriptions/s/resourcegroups/rg") == "/subscriptions/s/resourcegroups/rg"

@@ -113,7 +113,7 @@ def test_the_cache_serves_the_same_token_until_bypassed_and_logs_each_request(st
         after = tokens.imds_token(ctx, tenant["vm-multi"], query, cache=cache)
         other = tokens.imds_token(ctx, tenant["vm-multi"], OK + [("client_id", tenant["ua-2"].client_id)], cache=cache)
     assert first["access_token"] == again["access_token"] != fresh["access_token"] == after["access_token"]
-    assert other["access_token"] != first["access_token"]
+    assert other["access_token"] != first["access_token"] and len(cache) == 2
     with store() as ctx:
         vias = [e.detail.split("via=")[1].split(";")[0] for e in _log(ctx)]
     assert vias == ["imds", "imds (cached)", "imds", "imds (cached)", "imds"]
@@ -141,6 +141,15 @@ def test_a_cli_request_is_never_cached(store, tenant):
     assert one.access_token != two.access_token
 
 
+def test_the_cache_keeps_only_the_most_recently_used_tokens(store, tenant):
+    cache = tokens.TokenCache(size=3)
+    with store() as ctx:
+        for n in range(5):
+            query = [("api-version", "2018-02-01"), ("resource", f"https://r{n}.test")]
+            tokens.imds_token(ctx, tenant["app-both"], query, cache=cache)
+    assert len(cache) == 3
+
+
 def test_bodies_imds_with_ext_expires_in_app_service_without_all_strings(store, tenant):
     with store() as ctx:
         imds = tokens.imds_token(ctx, tenant["app-both"], OK)
@@ -158,28 +167,40 @@ def test_bodies_imds_with_ext_expires_in_app_service_without_all_strings(store, 
 @pytest.mark.parametrize("query, status, text", [
     (OK + [("resource", VAULT)], 400, "appears more than once"),
     ([("resource", VAULT)], 400, "api-version was not specified"),
+    ([("api-version", "2099-01-01"), ("resource", VAULT)], 400, "api-version is invalid"),
+    ([("api-version", "2017-12-01"), ("resource", VAULT)], 400, "api-version is invalid"),  # before the identity category
     ([("api-version", "2018-02-01")], 400, "Required query variable 'resource' is missing"),
     ([("api-version", "2018-02-01"), ("resource", "  ")], 400, "Required query variable 'resource' is missing"),
+    ([("api-version", "2018-02-01"), ("resource", "https://x/" + "a" * 100_000)], 400, "100,010 characters long"),
 ])
 def test_imds_refuses_a_bad_query_before_it_looks_for_the_resource(store, tenant, query, status, text):
     with store() as ctx:
         refused = tokens.imds_token(ctx, tenant["app-both"], query)
         assert isinstance(refused, tokens.TokenError) and refused.status == status and text in refused.message
+        assert len(refused.message) < 300
         if "api-version" in text:
             assert refused.newest_versions == tokens.NEWEST_IMDS_VERSIONS
         assert _log(ctx) == []
+
+
+@pytest.mark.parametrize("version", ["2018-02-01", "2019-08-01", "2021-12-13", "2025-04-07"])
+def test_imds_accepts_the_versions_clients_and_docs_send(store, tenant, version):
+    with store() as ctx:
+        assert "access_token" in tokens.imds_token(ctx, tenant["app-both"], [("api-version", version), ("resource", VAULT)])
 
 
 def test_imds_without_a_known_resource_is_identity_not_found(store, tenant):
     with store() as ctx:
         assert "speaks for many resources" in tokens.imds_token(ctx, None, OK).message
         assert tokens.imds_token(ctx, "/subscriptions/nope", OK).message == "Identity not found"
+        assert tokens.imds_token(ctx, "/\ufffd\x00", OK).message == "Identity not found"
 
 
 @pytest.mark.parametrize("secret, query, status, text", [
     ("", [("api-version", "2019-08-01"), ("resource", VAULT)], 400, "X-IDENTITY-HEADER header is required"),
     ("s", [("api-version", "2018-02-01"), ("resource", VAULT)], 400, "must be 2019-08-01"),
     ("s", [("api-version", "2019-08-01")], 400, "resource parameter is required"),
+    ("s", [("api-version", "2019-08-01"), ("resource", "a" * 5000)], 400, "5,000 characters long"),
     ("00000000-0000-0000-0000-000000000000", [("api-version", "2019-08-01"), ("resource", VAULT)], 401, "does not match"),
 ])
 def test_app_service_refusals(store, tenant, secret, query, status, text):
@@ -187,3 +208,15 @@ def test_app_service_refusals(store, tenant, secret, query, status, text):
         refused = tokens.app_service_token(ctx, secret, query)
         assert isinstance(refused, tokens.TokenError) and refused.status == status and text in refused.message
         assert _log(ctx) == []
+
+
+def test_the_log_repeats_a_long_resource_only_in_part(store, tenant):
+    long_resource = "https://long.test/" + "x" * (tokens.MAX_RESOURCE - 18)
+    with store() as ctx:
+        query = [("api-version", "2018-02-01"), ("resource", long_resource)]
+        assert "access_token" in tokens.imds_token(ctx, tenant["app-both"], query)
+        refused = tokens.imds_token(ctx, tenant["vm-multi"], query)
+        assert "Multiple user assigned" in refused.message
+    with store() as ctx:
+        details = [e.detail for e in _log(ctx)]
+    assert len(details) == 2 and all(len(d) < 600 and "(2,048 characters)" in d for d in details)
