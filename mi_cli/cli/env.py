@@ -12,6 +12,8 @@ from mi_cli.cli.options import OutputOpt, QueryOpt, SubscriptionOpt
 from mi_cli.cli.runtime import emit, state, transaction, wants_table
 from mi_cli.errors import MiError
 
+# Services and the store (SQLAlchemy) are imported inside env(), so that `mi --help` does not load them.
+
 # Variables that would send a client to another kind of endpoint (azure-identity checks them in order).
 OTHER_SOURCES = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT",
                  "MSI_SECRET", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_CLIENT_ID")

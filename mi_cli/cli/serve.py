@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Optional
 
@@ -9,6 +10,9 @@ import typer
 
 from mi_cli.cli.runtime import state
 from mi_cli.errors import MiError, UsageError
+
+# The server stack (uvicorn, starlette, its sockets and signals) and the store load inside serve(): only a
+# running server pays for them, never `mi --help` or completion.
 
 
 def serve(
@@ -26,7 +30,6 @@ def serve(
     http://HOST:PORT/msi/token with the resource's IDENTITY_HEADER. 'mi env' prints both.
     The store is read on every request, so changes made with mi take effect at once.
     """
-    import os
     import signal
     import socket
 

@@ -15,6 +15,9 @@ app = typer.Typer(help="Managed-identity tokens: get, decode, verify; the tenant
 keys_app = typer.Typer(help="The tenant's RS256 signing keys (the private parts are never shown).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
+# Services (SQLAlchemy, jwt) and the table renderer (rich) are imported inside each command, so that
+# `mi --help` and completion load none of them.
+
 TokenArg = Annotated[str, typer.Argument(help="The token (a JWT), or - to read it from stdin.")]
 
 
