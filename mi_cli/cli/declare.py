@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
 
 from mi_cli.cli.options import OutputOpt, QueryOpt, YesOpt
 from mi_cli.cli.runtime import confirm, emit, transaction, wants_table
-from mi_cli.errors import MiError
 
 
 @contextmanager
@@ -45,16 +43,7 @@ def apply(
     from mi_cli.services import tenant_file
     from mi_cli.services.apply import Applier
 
-    if file == "-":
-        text, source = sys.stdin.read(), "<stdin>"
-    else:
-        path = Path(file)
-        if not path.is_file():
-            raise MiError("FileNotFound", f"The file '{file}' does not exist or is not a file.")
-        try:
-            text, source = path.read_text(encoding="utf-8"), path.name
-        except UnicodeDecodeError:
-            raise MiError("InvalidDocument", f"{path.name}: not a text file (YAML and JSON are UTF-8).") from None
+    text, source = tenant_file.read_file(file, sys.stdin)
     doc = tenant_file.read_document(text, source)
     tenant_file.check_schema(doc, source)
     with _progress(tenant_file.count_entries(doc), f"applying {source}") as advance:
@@ -90,10 +79,9 @@ def export(
         dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
         text = yaml.dump(doc, Dumper=dumper, default_flow_style=False, sort_keys=False, allow_unicode=True)
     if file:
-        try:
-            Path(file).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise MiError("FileNotWritable", f"Cannot write '{file}': {exc.strerror}.") from None
+        from mi_cli.files import write_atomic
+
+        write_atomic(file, text.encode("utf-8"))
     else:
         sys.stdout.write(text)
 

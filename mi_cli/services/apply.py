@@ -289,6 +289,7 @@ class Applier:
     def _role_assignments(self, entries: list[dict[str, Any]]) -> None:
         existed = set(self.ctx.session.exec(select(RoleAssignment.name)).all())
         self.declared_assignments: set[str] = set()
+        self.declared_scopes: set[str] = set()  # where declared assignments sit: deleting it would take them
         for i, entry in enumerate(entries):
             object_id = bool(entry.get("principalType")) and roles._is_guid(entry["assignee"])
             before = self.ctx.changes
@@ -301,6 +302,7 @@ class Applier:
             if ra.name in self.declared_assignments and (entry.get("name") or "").casefold() != ra.name:
                 raise ApplyError("Conflict", self.source, at("roleAssignments", i, entry), "the role assignment is declared twice.")
             self.declared_assignments.add(ra.name)
+            self.declared_scopes.add(ra.scope_key)
             self.plan.add("create" if ra.name not in existed else "update" if self.ctx.changes > before else "unchanged",
                           "roleAssignment", assignments.assignment_id(ra))
             existed.add(ra.name)
@@ -321,16 +323,16 @@ class Applier:
                     assignments.delete(self.ctx, ids_=[assignments.assignment_id(ra)], sub_id=ra.subscription_id)
             for res in sorted(s.exec(select(Resource)).all(), key=lambda r: -len(r.arm_id)):
                 if res.id_key not in self.declared_resources and s.get(Resource, res.pk) is not None:
-                    self._refuse_cascade(res.arm_id, [k for k in self.declared_resources if k.startswith(res.id_key + "/")])
+                    self._refuse_cascade(res.arm_id, res.id_key, self.declared_resources, self.declared_scopes)
                     resources.delete_resource(self.ctx, res)
             for uami in s.exec(select(UserAssignedIdentity)).all():
                 if uami.id_key not in self.declared_uamis:
                     identities.delete_user_assigned(self.ctx, uami)
             for g in s.exec(select(ResourceGroup)).all():
                 if g.pk not in self.declared_groups:
-                    prefix = ids.key(ids.group_id(g.subscription_id, g.name)) + "/"
-                    self._refuse_cascade(ids.group_id(g.subscription_id, g.name),
-                                         [k for k in (*self.declared_resources, *self.declared_uamis) if k.startswith(prefix)])
+                    group_id = ids.group_id(g.subscription_id, g.name)
+                    self._refuse_cascade(group_id, ids.key(group_id), self.declared_resources, self.declared_uamis,
+                                         self.declared_scopes)
                     groups.delete(self.ctx, g.name, subscription=g.subscription_id)
             for row in s.exec(select(CustomRole)).all():
                 if row.id not in self.declared_roles:
@@ -342,11 +344,14 @@ class Applier:
                 kind = operation.rsplit("/", 1)[0].casefold()
                 self.plan.add("delete", DELETED_KINDS.get(kind, "resource"), target)
 
-    def _refuse_cascade(self, target: str, declared: list[str]) -> None:
-        if declared:
+    def _refuse_cascade(self, target: str, key: str, *declared: set[str]) -> None:
+        """Deleting `target` takes everything at or below it (rules 3 and 9): refused if the file
+        declares any of that, since the apply would end without what the file says."""
+        taken = sorted(k for keys in declared for k in keys if k == key or k.startswith(key + "/"))
+        if taken:
             raise ApplyError("PruneConflict", self.source, "--prune",
-                             f"deleting {target}, which the file does not declare, would also delete {len(declared)} "
-                             f"thing(s) it does declare, such as {_shown(declared[0])}; declare {target} too, or move them.")
+                             f"deleting {target}, which the file does not declare, would also delete {len(taken)} "
+                             f"thing(s) it declares, such as {_shown(taken[0])}; declare {target} too, or drop --prune.")
 
 
 class _Where:
