@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
+from mi_cli.files import write_atomic
 from mi_cli.models import EndpointSecret, Resource
 from mi_cli.services import Ctx
 
@@ -39,11 +40,8 @@ def address_file(store_path: str) -> Path:
 
 
 def write_address(store_path: str, host: str, port: int) -> Path:
-    path = address_file(store_path)
-    fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"host": host, "port": port, "pid": os.getpid()}, f)
-    return path
+    data = json.dumps({"host": host, "port": port, "pid": os.getpid()}).encode()
+    return write_atomic(address_file(store_path), data, mode=0o600)  # a reader never sees half of it
 
 
 def read_address(store_path: str) -> dict | None:
