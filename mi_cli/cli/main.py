@@ -95,13 +95,36 @@ def _usage_line(exc: Exception) -> str:
     return message
 
 
+_command = None
+_FRESH_STATE = dict(state)  # as runtime.py defines it, before any run
+
+
+def command():
+    """The click command tree of `app`, built on first use: building it costs about 70 ms, and a
+    process that runs many commands (the tests, `mi demo`) needs it once. It holds no per-run state:
+    click makes a new context for every run, and `main` resets `state` around each one."""
+    global _command
+    if _command is None:
+        _command = typer.main.get_command(app)
+    return _command
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `mi` with `argv`; return the exit code (0 ok, 1 error, 2 usage, 3 not found)."""
     args = expand_multi_values(list(sys.argv[1:] if argv is None else argv))
-    command = typer.main.get_command(app)
-    state["debug"] = "--debug" in args
+    outer = dict(state)  # `mi demo` runs commands inside a command: give it back its own state after each
+    state.clear()
+    state.update(_FRESH_STATE, debug="--debug" in args)
     try:
-        result = command.main(args=args, prog_name="mi", standalone_mode=False)
+        return _run(args)
+    finally:
+        state.clear()
+        state.update(outer)
+
+
+def _run(args: list[str]) -> int:
+    try:
+        result = command().main(args=args, prog_name="mi", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except MiError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
