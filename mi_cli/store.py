@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import threading
+from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
@@ -16,7 +18,31 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session, SQLModel
 
 from mi_cli import models
-from mi_cli.errors import StoreError
+from mi_cli.errors import StoreError, ValidationError
+
+# How long a writer waits for another one before giving up. One command's write takes milliseconds, but an
+# `mi apply` of 100,000 identities holds the write lock for several seconds, and eight busy processes on a
+# loaded 2-core machine queue behind each other longer still: 5 s proved too short. A writer that waits a
+# minute is still a writer that finishes; MI_BUSY_TIMEOUT (seconds) changes it.
+DEFAULT_BUSY_TIMEOUT = 60.0
+MAX_BUSY_TIMEOUT = 86_400.0
+
+
+def busy_timeout() -> float:
+    """Seconds to wait for the write lock: MI_BUSY_TIMEOUT, else DEFAULT_BUSY_TIMEOUT."""
+    raw = os.environ.get("MI_BUSY_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_BUSY_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_BUSY_TIMEOUT:  # also refuses nan
+        raise ValidationError(
+            "InvalidParameter",
+            f"MI_BUSY_TIMEOUT must be a number of seconds from 0 to {MAX_BUSY_TIMEOUT:g}, not {raw!r}.",
+        )
+    return seconds
 
 
 def default_path() -> Path:
@@ -66,8 +92,31 @@ def _refuse_foreign_database(path: Path) -> None:
         raise StoreError("InvalidStore", f"The file '{path}' is an SQLite database, but not an mi store.")
 
 
-def _sqlite_engine(path: Path) -> Engine:
-    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 5.0})
+# Engines of the files this process opened lately. An engine keeps the compiled form of every statement it
+# ran; a process that runs many commands on one store (`mi demo`, a script calling main(), the tests) would
+# otherwise compile them all again for each command: about half of a small command's time. Only the engine
+# is kept: open_store() starts it on a fresh pool and Store.close() closes every connection, as before.
+_ENGINES: OrderedDict[tuple[str, float], Engine] = OrderedDict()
+_ENGINES_KEPT = 8
+_ENGINES_LOCK = threading.Lock()
+
+
+def _engine_for(path: Path, timeout: float) -> Engine:
+    key = (str(path.absolute()), timeout)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.pop(key, None)
+        if engine is None:
+            engine = _sqlite_engine(Path(key[0]), timeout)
+        else:
+            engine.dispose()  # no connection opened before this open is reused (the file may be a new one)
+        _ENGINES[key] = engine
+        while len(_ENGINES) > _ENGINES_KEPT:
+            _ENGINES.popitem(last=False)  # a store still open keeps its own reference
+    return engine
+
+
+def _sqlite_engine(path: Path, timeout: float) -> Engine:
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": timeout})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # noqa: ANN001
@@ -75,7 +124,7 @@ def _sqlite_engine(path: Path) -> Engine:
         # writers read the same state and lose one update.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA busy_timeout = 5000")
+        cur.execute(f"PRAGMA busy_timeout = {round(timeout * 1000)}")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA journal_mode = WAL")
@@ -91,9 +140,10 @@ def _sqlite_engine(path: Path) -> Engine:
 class Store:
     """One opened store. `transaction()` is the unit of work of a command or a request."""
 
-    def __init__(self, engine: Engine, where: str) -> None:
+    def __init__(self, engine: Engine, where: str, timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.engine = engine
         self.where = where
+        self.timeout = timeout
         # Threads of one process (the token server) queue here for writing: SQLite's busy handler
         # would make them poll with sleeps of up to 100 ms instead.
         self._write_lock = threading.Lock()
@@ -134,14 +184,18 @@ class Store:
                         yield session
                         session.flush()
         except (OperationalError, DatabaseError) as exc:
-            raise _store_error(exc, self.where) from None
+            raise _store_error(exc, self.where, self.timeout) from None
 
 
-def _store_error(exc: Exception, where: str) -> StoreError:
+def _store_error(exc: Exception, where: str, timeout: float) -> StoreError:
     orig = getattr(exc, "orig", exc)
     message = str(orig)
     if isinstance(orig, sqlite3.OperationalError) and "locked" in message:
-        return StoreError("StoreBusy", f"The store '{where}' stayed locked by another process for 5 s; try again.")
+        return StoreError(
+            "StoreBusy",
+            f"The store '{where}' stayed locked by another process for {timeout:g} s; try again, "
+            "or wait longer with MI_BUSY_TIMEOUT (seconds).",
+        )
     if "readonly" in message or "read-only" in message:
         return StoreError("InvalidStore", f"The store '{where}' is read-only.")
     return StoreError("InvalidStore", f"The store '{where}' cannot be used: {message}.")
@@ -214,15 +268,16 @@ def _ensure_schema(engine: Engine, where: str) -> None:
 def open_store(path: str | os.PathLike | None = None) -> Store:
     """Open (creating if new) the SQLite store at `path`, or the default file."""
     p = Path(path).expanduser() if path is not None else default_path()
+    timeout = busy_timeout()
     _prepare_file(p)
-    engine = _sqlite_engine(p)
+    engine = _engine_for(p, timeout)
     where = str(p)
     try:
         _ensure_schema(engine, where)
     except (OperationalError, DatabaseError) as exc:
         engine.dispose()
-        raise _store_error(exc, where) from None
+        raise _store_error(exc, where, timeout) from None
     except StoreError:
         engine.dispose()
         raise
-    return Store(engine, where)
+    return Store(engine, where, timeout)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 
 WORKER = """
 import sys
@@ -17,19 +19,43 @@ for i in range(25):
 """
 
 
+# However loaded the machine, a worker that hangs fails the test after this long instead of hanging it.
+DEADLINE = 600
+
+
+@contextmanager
+def workers(script: str, db, n: int = 8):
+    """n processes running `script` on `db`; yields a function that waits for them all and returns
+    [(exit code, stderr)]. Whatever happens meanwhile, none outlives the test."""
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(db), str(w)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for w in range(n)]
+
+    def results() -> list[tuple[int, str]]:
+        deadline = time.monotonic() + DEADLINE
+        done = []
+        for p in procs:
+            # communicate() drains stderr while waiting: a chatty worker cannot block on a full pipe
+            _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            done.append((p.returncode, err))
+        return done
+
+    try:
+        yield results
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stderr.close()
+
+
 def test_eight_processes_creating_25_identities_each_end_with_200(tmp_path, capfd):
     from mi_cli.cli.main import main
 
     db = tmp_path / "shared.db"
     assert main(["--db", str(db), "group", "create", "-n", "rg", "-l", "westeurope", "-o", "none"]) == 0
-    procs = [
-        subprocess.Popen([sys.executable, "-c", WORKER, str(db), str(w)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for w in range(8)
-    ]
-    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
-    for p in procs:
-        p.stdout.close()
-        p.stderr.close()
+    with workers(WORKER, db) as wait:
+        results = wait()
     assert [code for code, _ in results] == [0] * 8, [err for _, err in results]
     assert all("locked" not in err and "ERROR" not in err for _, err in results)
     capfd.readouterr()
@@ -107,16 +133,13 @@ def test_eight_processes_of_mixed_writes_end_equal_to_the_serial_run(tmp_path, c
     shared, serial = tmp_path / "shared.db", tmp_path / "serial.db"
     _setup(shared)
     _setup(serial)
-    procs = [subprocess.Popen([sys.executable, "-c", MIXED_WORKER, str(shared), str(w)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for w in range(8)]
     namespace: dict = {}
     exec(OPS, namespace)  # the same operations, one after another, in this process
-    for w in range(8):
-        for argv in namespace["ops"](w):
-            assert main(["--db", str(serial), *argv, "-o", "none"]) == 0, argv
-    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
-    for p in procs:
-        p.stderr.close()
+    with workers(MIXED_WORKER, shared) as wait:
+        for w in range(8):
+            for argv in namespace["ops"](w):
+                assert main(["--db", str(serial), *argv, "-o", "none"]) == 0, argv
+        results = wait()
     assert [code for code, _ in results] == [0] * 8, [err for _, err in results]
     assert not any("locked" in err for _, err in results)
     capfd.readouterr()
@@ -131,7 +154,6 @@ def test_killing_apply_midway_leaves_the_store_as_it_was(tmp_path, capfd):
     import os
     import signal
     import sqlite3
-    import time
 
     from mi_cli.cli.main import main
     from tests.conftest import dump
@@ -148,15 +170,21 @@ def test_killing_apply_midway_leaves_the_store_as_it_was(tmp_path, capfd):
     }))
     proc = subprocess.Popen([sys.executable, "-m", "mi_cli", "--db", str(db), "apply", "-f", str(big), "-o", "none"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wal = tmp_path / "store.db-wal"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if wal.exists() and wal.stat().st_size > 4 * 1024 * 1024:  # well into writing its rows
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "apply finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL
+    try:
+        wal = tmp_path / "store.db-wal"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if wal.exists() and wal.stat().st_size > 4 * 1024 * 1024:  # well into writing its rows
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "apply finished before it could be killed"
+        assert wal.exists() and wal.stat().st_size > 4 * 1024 * 1024, "apply wrote nothing in 120 s"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     con = sqlite3.connect(db)
     try:
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import sqlite3
 import stat
 
+import pytest
+
 from mi_cli.cli.main import main
+from mi_cli.errors import ValidationError
 from mi_cli.models import SCHEMA_VERSION
 from mi_cli.store import open_store
+from tests.conftest import dump
 
 
 def test_default_store_is_in_the_user_data_folder_and_private(tmp_path, capsys):
@@ -36,7 +40,7 @@ def test_connections_use_wal_normal_sync_busy_timeout_and_foreign_keys(db):
         conn = session.connection()
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
-        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 60_000  # queue behind a long apply
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     store.close()
 
@@ -71,3 +75,39 @@ def test_bad_stores_give_one_clear_line(tmp_path, capsys):
         if before is not None:
             assert path.read_bytes() == before
 
+
+def test_mi_busy_timeout_sets_how_long_a_writer_waits(db, monkeypatch):
+    monkeypatch.setenv("MI_BUSY_TIMEOUT", "2.5")
+    store = open_store(db)
+    with store.transaction(write=False) as session:
+        assert session.connection().exec_driver_sql("PRAGMA busy_timeout").scalar() == 2500
+    store.close()
+    for wrong in ("soon", "-1", "nan", "inf", "1e9"):
+        monkeypatch.setenv("MI_BUSY_TIMEOUT", wrong)
+        expected = rf"^\(InvalidParameter\) MI_BUSY_TIMEOUT must be a number of seconds from 0 to 86400, not '{wrong}'\.$"
+        with pytest.raises(ValidationError, match=expected):
+            open_store(db)
+
+
+def test_a_bad_mi_busy_timeout_is_one_line(mi, db):
+    r = mi("group", "list", env={"MI_BUSY_TIMEOUT": "a minute"})
+    assert (r.code, r.out) == (1, "")
+    assert r.err == ("ERROR: (InvalidParameter) MI_BUSY_TIMEOUT must be a number of seconds from 0 to 86400, "
+                     "not 'a minute'.\n")
+
+
+def test_a_writer_that_waits_past_the_timeout_is_told_the_store_is_busy(mi, ok, db):
+    ok("group", "create", "-n", "rg", "-l", "westeurope")
+    before = dump(db)
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process in the middle of a long write
+        r = mi("group", "create", "-n", "rg2", "-l", "westeurope", env={"MI_BUSY_TIMEOUT": "0.2"})
+        assert ok("group", "list")[0]["name"] == "rg"  # readers are not held up meanwhile
+    finally:
+        holder.rollback()
+        holder.close()
+    assert (r.code, r.out) == (1, "")
+    assert r.err == (f"ERROR: (StoreBusy) The store '{db}' stayed locked by another process for 0.2 s; try again, "
+                     "or wait longer with MI_BUSY_TIMEOUT (seconds).\n")
+    assert dump(db) == before
