@@ -1,18 +1,27 @@
-"""Shared fixtures: every test gets its own store and a clean environment; `mi(...)` runs the CLI."""
+"""Shared fixtures: every test gets its own store and a clean environment; `mi(...)` runs the CLI.
+
+A tenant that several tests start from is built once per module by a recipe (`prebuilt`) and copied
+into each test's store file: the copy is the same file, ids and GUID counter included, that running the
+recipe's commands in the test would have made."""
 
 from __future__ import annotations
 
+import copy
+import io
 import json
+import os
+import shutil
 import sqlite3
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
 from mi_cli.cli.main import main
 
-MI_VARS = ("MI_DB", "MI_OUTPUT", "MI_SEED", "MI_SUBSCRIPTION")
+MI_VARS = ("MI_DB", "MI_OUTPUT", "MI_SEED", "MI_SUBSCRIPTION", "MI_BUSY_TIMEOUT")
 
 
 @pytest.fixture(autouse=True)
@@ -41,6 +50,21 @@ class Result:
         return json.loads(self.out)
 
 
+def run_mi(db: Path, *args: str) -> Result:
+    """Run `mi` in-process on `db`, capturing what it prints (for code outside a test's capsys)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(["--db", str(db), *args])
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def ok_json(result: Result, args: tuple[str, ...]):
+    """What `ok` checks of a command: success, nothing on stderr; its JSON, if it printed any."""
+    assert result.code == 0, (args, result.err)
+    assert result.err == "", (args, result.err)
+    return result.json if result.out.strip() else None
+
+
 @pytest.fixture
 def mi(db, capsys, monkeypatch):
     """Run `mi` in-process on the test's store: mi("identity", "list", "-o", "json")."""
@@ -63,10 +87,7 @@ def ok(mi):
     """Like `mi`, but the command must succeed with nothing on stderr; returns parsed JSON."""
 
     def run(*args: str):
-        r = mi(*args, "-o", "json")
-        assert r.code == 0, r.err
-        assert r.err == ""
-        return r.json if r.out.strip() else None
+        return ok_json(mi(*args, "-o", "json"), args)
 
     return run
 
@@ -82,10 +103,64 @@ def dump(db: Path) -> str:
         con.close()
 
 
+# A recipe builds a tenant: recipe(ok, mi) runs commands (as the fixtures of the same names do) and
+# returns what the tests need to know of it (ids, ...), as plain JSON data.
+Recipe = Callable[[Callable[..., Any], Callable[..., Result]], Any]
+
+# What a recipe's result depends on besides its commands: the same recipe under another seed or
+# default subscription is another template.
+SHAPING_VARS = ("MI_SEED", "MI_SUBSCRIPTION")
+
+
+@pytest.fixture(scope="module")
+def _templates() -> dict:
+    """(recipe, environment) -> (template file, the recipe's result), for one module."""
+    return {}
+
+
 @pytest.fixture
-def scenario(ok):
+def prebuilt(_templates, tmp_path_factory, db):
+    """prebuilt(recipe): this test's store becomes the tenant `recipe` builds; returns the recipe's
+    result. The recipe runs once per module and environment; each test gets a copy of its file."""
+
+    def use(recipe: Recipe):
+        if db.exists():
+            raise RuntimeError(f"prebuilt({recipe.__name__}) needs a new store, but {db} exists already: "
+                               "request the prebuilt fixture before anything that writes the store")
+        key = (recipe, tuple(os.environ.get(var) for var in SHAPING_VARS))
+        if key not in _templates:
+            _templates[key] = _build(recipe, tmp_path_factory.mktemp(recipe.__name__) / "store.db")
+        template, value = _templates[key]
+        shutil.copy(template, db)  # with its mode: 0600, as mi creates a store
+        return copy.deepcopy(value)
+
+    return use
+
+
+def runners(path: Path):
+    """(ok, mi) on the store at `path`, as the fixtures of the same names are on the test's store."""
+
+    def mi(*args: str) -> Result:
+        return run_mi(path, *args)
+
+    def ok(*args: str):
+        return ok_json(run_mi(path, *args, "-o", "json"), args)
+
+    return ok, mi
+
+
+def _build(recipe: Recipe, path: Path) -> tuple[Path, Any]:
+    value = recipe(*runners(path))
+    json.dumps(value)  # plain data only: every test gets its own deep copy
+    # Every command closed its connections, so the WAL was checkpointed into the file: one file is the store.
+    leftovers = [p.name for p in path.parent.iterdir() if p != path]
+    assert not leftovers, f"the template store left {leftovers} beside it"
+    return path, value
+
+
+def build_scenario(ok, mi):
     """A small tenant: group rg (westeurope) with a VM (system identity on), a web app, and a
-    user-assigned identity 'shared' attached to both."""
+    user-assigned identity 'shared' attached to both. Returns 'shared' as `identity create` printed it."""
     ok("group", "create", "-n", "rg", "-l", "westeurope")
     ok("resource", "create", "-g", "rg", "-n", "vm1", "--type", "vm", "--system-assigned")
     ok("resource", "create", "-g", "rg", "-n", "app1", "--type", "webapp")
@@ -96,16 +171,27 @@ def scenario(ok):
 
 
 @pytest.fixture
+def scenario(prebuilt):
+    """The tenant of `build_scenario` in this test's store; returns 'shared'."""
+    return prebuilt(build_scenario)
+
+
+@pytest.fixture
 def store(db):
-    """Service-level access: `with store() as ctx:` is one committed transaction."""
+    """Service-level access: `with store() as ctx:` is one committed transaction. The store is opened
+    at the first transaction, so fixtures that lay down the store's file may come in any order."""
     from mi_cli.services import Ctx
     from mi_cli.store import open_store
 
-    opened = open_store(db)
+    opened = []
 
     @contextmanager
     def tx():
-        with opened.transaction(write=True) as session:
+        if not opened:
+            opened.append(open_store(db))
+        with opened[0].transaction(write=True) as session:
             yield Ctx(session)
 
-    return tx
+    yield tx
+    for s in opened:
+        s.close()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import tempfile
+
 from mi_cli.cli.main import main
 from tests.conftest import dump
 
 
 def test_demo_runs_every_step_and_leaves_the_users_store_alone(tmp_path, monkeypatch, capsys):
+    scratch = tmp_path / "tmp"  # where the demo makes its temporary store
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     mine = tmp_path / "mine.db"
     assert main(["--db", str(mine), "group", "create", "-n", "keep-me", "-l", "westeurope", "-o", "none"]) == 0
     before = dump(mine)
@@ -23,7 +28,8 @@ def test_demo_runs_every_step_and_leaves_the_users_store_alone(tmp_path, monkeyp
     assert "Allowed: 'Key Vault Secrets User'" in out and "Denied: 'Contributor' has '*' in its actions" in out
     assert "shared-id is on api-app" in out  # after the VM's deletion, only the web app holds it
     assert "In this store" in out
-    assert not list(tmp_path.glob("mi-demo-*"))
+    assert "Run 'mi demo --keep demo.db' to keep this store" in out
+    assert list(scratch.iterdir()) == []  # its temporary store is gone
 
 
 def test_demo_keep_saves_its_store(tmp_path, capsys):

@@ -3,11 +3,16 @@ with MI_SEED set, must print exactly what the README shows. MI_UPDATE_README=1 r
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shlex
+import shutil
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+
+import pytest
 
 from mi_cli.cli.main import main
 
@@ -16,51 +21,68 @@ README = ROOT / "README.md"
 BLOCK = re.compile(r"```console\n(.*?)```", re.S)
 
 
-def _run(argv: list[str], capsys) -> str:
+def _run(argv: list[str]) -> str:
     """What a person at a terminal sees: stdout, then stderr (warnings and errors)."""
-    capsys.readouterr()
-    main(argv)
-    captured = capsys.readouterr()
-    return captured.out + captured.err
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        main(argv)
+    return out.getvalue() + err.getvalue()
 
 
-def _render_block(block: str, capsys) -> str:
+def _render_block(block: str) -> str:
     lines = []
     for line in block.splitlines():
         if line.startswith("$ "):
             argv = shlex.split(line[2:])
             assert argv[0] == "mi"
             lines.append(line)
-            lines.extend(_run(argv[1:], capsys).splitlines())
+            lines.extend(_run(argv[1:]).splitlines())
     return "\n".join(lines) + "\n"
 
 
-def test_readme_console_examples_are_true(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)  # examples that write files write them here
-    monkeypatch.setenv("MI_DB", str(tmp_path / "readme.db"))
-    monkeypatch.setenv("MI_SEED", "readme")
+@pytest.fixture(scope="module")
+def readme(tmp_path_factory):
+    """Every console block of the README run once, in order, on a fresh store with MI_SEED set:
+    (the README's text, each block as it renders now, the store they left)."""
+    from tests.conftest import MI_VARS
+
+    folder = tmp_path_factory.mktemp("readme")
+    db = folder / "readme.db"
     text = README.read_text()
-    rendered = [_render_block(m.group(1), capsys) for m in BLOCK.finditer(text)]
+    with pytest.MonkeyPatch.context() as mp:
+        for var in MI_VARS:
+            mp.delenv(var, raising=False)
+        mp.chdir(folder)  # examples that write files write them here
+        mp.setenv("HOME", str(folder / "home"))
+        mp.setenv("XDG_DATA_HOME", str(folder / "home" / "data"))
+        mp.setenv("COLUMNS", "200")
+        mp.setenv("MI_DB", str(db))
+        mp.setenv("MI_SEED", "readme")
+        rendered = [_render_block(m.group(1)) for m in BLOCK.finditer(text)]
+    assert not Path(f"{db}-wal").exists()  # every command closed the store: the file is all of it
+    return text, rendered, db
+
+
+def test_readme_console_examples_are_true(readme):
+    text, rendered, _ = readme
     assert rendered, "the README has no console examples"
     if os.environ.get("MI_UPDATE_README"):
         blocks = iter(rendered)
         README.write_text(BLOCK.sub(lambda m: "```console\n" + next(blocks) + "```", text))
         return
-    for block, expected in zip(BLOCK.findall(text), rendered):
-        assert block == expected
+    assert BLOCK.findall(text) == rendered
 
 
-def test_the_python_example_gets_a_token_from_a_real_server(tmp_path, monkeypatch, capsys):
-    """Builds the README's store, starts `mi serve`, applies the README's `mi env` line, runs its code."""
+def test_the_python_example_gets_a_token_from_a_real_server(readme, tmp_path, monkeypatch, capsys):
+    """Starts `mi serve` on the README's store, applies the README's `mi env` line, runs its code."""
     from tests.clients.conftest import CLIENT_VARS, start_server
 
+    text, _, built = readme
     db = tmp_path / "readme.db"
+    shutil.copy(built, db)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MI_DB", str(db))
     monkeypatch.setenv("MI_SEED", "readme")
-    text = README.read_text()
-    for block in BLOCK.findall(text):
-        _render_block(block, capsys)
     server = start_server(db)
     try:
         env_line = next(line for line in re.findall(r"```bash\n(.*?)```", text, re.S)[0].splitlines() if "$(mi env" in line)

@@ -3,8 +3,6 @@ the store exactly as it was."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from tests.conftest import dump
@@ -13,26 +11,7 @@ ISSUER = "https://token.actions.githubusercontent.com"
 SYSTEM_ID_SUFFIX = "/providers/Microsoft.ManagedIdentity/identities/default"
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    """The tenant is built once per module; each test gets a copy of the file."""
-    from mi_cli.cli.main import main
-
-    path = tmp_path_factory.mktemp("template") / "store.db"
-
-    def ok(*argv):
-        assert main(["--db", str(path), *argv, "-o", "none"]) == 0, argv
-
-    _build(ok)
-    return path
-
-
-@pytest.fixture
-def tenant(template, db):
-    shutil.copyfile(template, db)
-
-
-def _build(ok):
+def build_tenant(ok, mi):
     ok("group", "create", "-n", "rg", "-l", "westeurope")
     ok("resource", "create", "-g", "rg", "-n", "vm1", "--type", "vm", "--system-assigned")
     ok("resource", "create", "-g", "rg", "-n", "flow", "--type", "logicapp")
@@ -49,45 +28,71 @@ def _build(ok):
        "--issuer", ISSUER, "--subject", "repo:o/r:ref:refs/heads/main")
 
 
+@pytest.fixture
+def tenant(prebuilt):
+    """The tenant is built once per module; each test gets a copy of the file."""
+    prebuilt(build_tenant)
+
+
 def _vm_system_id(ok):
     return ok("resource", "show", "-g", "rg", "-n", "vm1")["id"] + SYSTEM_ID_SUFFIX
 
 
 CASES = [
     # (name, argv, exit code, error code, text that must appear)
-    ("uami name too short", ["identity", "create", "-g", "rg", "-n", "ab"], 1, "InvalidResourceName", "3 to 128"),
-    ("uami name too long", ["identity", "create", "-g", "rg", "-n", "a" * 129], 1, "InvalidResourceName", "3 to 128"),
-    ("uami name bad characters", ["identity", "create", "-g", "rg", "-n", "my identity!"], 1, "InvalidResourceName", "alphanumerics"),
-    ("uami name leading hyphen", ["identity", "create", "-g", "rg", "-n", "-abc"], 1, "InvalidResourceName", ""),
-    ("uami name leading underscore", ["identity", "create", "-g", "rg", "-n", "_abc"], 1, "InvalidResourceName", "start with a letter or number"),
-    ("group name bad characters", ["group", "create", "-n", "bad/rg", "-l", "westeurope"], 1, "InvalidResourceGroup", "cannot end in a period"),
-    ("group name ends with period", ["group", "create", "-n", "rg.", "-l", "westeurope"], 1, "InvalidResourceGroup", ""),
-    ("group name too long", ["group", "create", "-n", "g" * 91, "-l", "westeurope"], 1, "InvalidResourceGroup", "1 to 90"),
+    ("uami name too short", ["identity", "create", "-g", "rg", "-n", "ab"], 1, "InvalidResourceName",
+     "Resource name 'ab' is invalid. A user-assigned identity name must be 3 to 128 characters"),
+    ("uami name too long", ["identity", "create", "-g", "rg", "-n", "a" * 129], 1, "InvalidResourceName",
+     f"Resource name '{'a' * 129}' is invalid. A user-assigned identity name must be 3 to 128 characters"),
+    ("uami name bad characters", ["identity", "create", "-g", "rg", "-n", "my identity!"], 1, "InvalidResourceName",
+     "Resource name 'my identity!' is invalid. A user-assigned identity name must be 3 to 128 characters of alphanumerics"),
+    ("uami name leading hyphen", ["identity", "create", "-g", "rg", "-n", "-abc"], 1, "InvalidResourceName",
+     "Resource name '-abc' is invalid. A user-assigned identity name must be 3 to 128 characters of alphanumerics, "
+     "hyphens and underscores, and start with a letter or number."),
+    ("uami name leading underscore", ["identity", "create", "-g", "rg", "-n", "_abc"], 1, "InvalidResourceName",
+     "Resource name '_abc' is invalid. A user-assigned identity name must be 3 to 128 characters of alphanumerics, "
+     "hyphens and underscores, and start with a letter or number."),
+    ("group name bad characters", ["group", "create", "-n", "bad/rg", "-l", "westeurope"], 1, "InvalidResourceGroup",
+     "The resource group name 'bad/rg' is invalid: it must be 1 to 90 characters of alphanumerics, underscores, "
+     "parentheses, hyphens and periods"),
+    ("group name ends with period", ["group", "create", "-n", "rg.", "-l", "westeurope"], 1, "InvalidResourceGroup",
+     "The resource group name 'rg.' is invalid: it must be 1 to 90 characters of alphanumerics, underscores, "
+     "parentheses, hyphens and periods, and cannot end in a period."),
+    ("group name too long", ["group", "create", "-n", "g" * 91, "-l", "westeurope"], 1, "InvalidResourceGroup",
+     f"The resource group name '{'g' * 91}' is invalid: it must be 1 to 90 characters"),
     ("storage name upper case", ["resource", "create", "-g", "rg", "-n", "MyStorage", "--type", "storage"], 1, "InvalidResourceName", "lowercase"),
     ("key vault double hyphen", ["resource", "create", "-g", "rg", "-n", "kv--x", "--type", "kv"], 1, "InvalidResourceName", "consecutive"),
     ("fic name too short", ["identity", "federated-credential", "create", "-n", "ab", "--identity-name", "second", "-g", "rg",
                             "--issuer", ISSUER, "--subject", "s"], 1, "BadRequest", "Federated Identity Credential name 'ab' is invalid"),
     ("unknown type", ["resource", "create", "-g", "rg", "-n", "x1", "--type", "frobnicator"], 1, "InvalidResourceType", "mi resource types"),
     ("unknown group", ["identity", "create", "-g", "nope", "-n", "abc"], 3, "ResourceGroupNotFound", "Resource group 'nope' could not be found."),
-    ("unknown group show", ["group", "show", "-n", "nope"], 3, "ResourceGroupNotFound", ""),
+    ("unknown group show", ["group", "show", "-n", "nope"], 3, "ResourceGroupNotFound",
+     "Resource group 'nope' could not be found."),
     ("unknown resource", ["resource", "show", "-g", "rg", "-n", "nope"], 3, "ResourceNotFound", "'nope' under resource group 'rg' was not found"),
-    ("unknown resource for assign", ["identity", "assign", "--resource", "nope", "-g", "rg"], 3, "ResourceNotFound", ""),
+    ("unknown resource for assign", ["identity", "assign", "--resource", "nope", "-g", "rg"], 3, "ResourceNotFound",
+     "The Resource 'nope' under resource group 'rg' was not found."),
     ("unknown identity", ["identity", "show", "-n", "nope", "-g", "rg"], 3, "ResourceNotFound",
      "The Resource 'Microsoft.ManagedIdentity/userAssignedIdentities/nope' under resource group 'rg' was not found"),
-    ("unknown identity by id", ["identity", "show", "--ids", "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/x"], 3, "ResourceNotFound", ""),
-    ("unknown principal", ["sp", "show", "--id", "00000000-0000-0000-0000-000000000000"], 3, "Request_ResourceNotFound", ""),
+    ("unknown identity by id", ["identity", "show", "--ids", "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg"
+                                "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/x"], 3, "ResourceNotFound",
+     "The Resource 'Microsoft.ManagedIdentity/userAssignedIdentities/x' under resource group 'rg' was not found."),
+    ("unknown principal", ["sp", "show", "--id", "00000000-0000-0000-0000-000000000000"], 3, "Request_ResourceNotFound",
+     "Resource '00000000-0000-0000-0000-000000000000' does not exist"),
     ("system identity on UA-only type", ["identity", "create", "--system-assigned", "--resource", "mysql-1", "-g", "rg"], 1,
      "InvalidIdentityType", "does not support a system-assigned identity"),
     ("user identity on SA-only type", ["identity", "assign", "--resource", "edge-01", "-g", "rg", "--identities", "first"], 1,
      "InvalidIdentityType", "does not support user-assigned identities"),
     ("user identity on a vault", ["resource", "create", "-g", "rg", "-n", "kv-one", "--type", "kv", "--user-assigned", "first"], 1,
-     "InvalidIdentityType", ""),
+     "InvalidIdentityType",
+     "The resource type 'Microsoft.KeyVault/vaults' does not support user-assigned identities (supported: none)."),
     ("more UAs than the type allows", ["identity", "assign", "--resource", "flow", "-g", "rg", "--identities", "second"], 1,
      "BadRequest", "User Assigned Identities Number '2' Assign exceed limit '1' in one request."),
     ("reference to a missing identity", ["identity", "assign", "--resource", "vm1", "-g", "rg", "--identities", "ghost"], 1,
      "InvalidParameter", "/userAssignedIdentities/ghost' is not a valid reference to a Microsoft.ManagedIdentity identity."),
     ("reference that is not an identity id", ["identity", "assign", "--resource", "vm1", "-g", "rg", "--identities",
-     "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1"], 1, "InvalidParameter", ""),
+     "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1"], 1, "InvalidParameter",
+     "identityId '/subscriptions/x/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1' is not a valid reference "
+     "to a Microsoft.ManagedIdentity identity."),
     ("remove what is not attached", ["identity", "remove", "--resource", "vm1", "-g", "rg", "--identities", "second"], 1,
      "BadRequest", "are not associated with 'vm1'"),
     ("21st federated credential", ["identity", "federated-credential", "create", "-n", "fic-20", "--identity-name", "full", "-g", "rg",
@@ -104,28 +109,40 @@ CASES = [
     ("federated credential on a missing identity", ["identity", "federated-credential", "create", "-n", "orphan", "--identity-name",
                                                     "ghost", "-g", "rg", "--issuer", ISSUER, "--subject", "s"], 3,
      "ParentResourceNotFound", "The parent user-assigned identity doesn't exist."),
-    ("bad query", ["identity", "list", "--query", "[?name=="], 2, "InvalidArgumentValue", "invalid jmespath query"),
-    ("bad output format", ["identity", "list", "-o", "xml"], 2, "InvalidArgumentValue", "xml"),
-    ("bad tag name", ["identity", "update", "-n", "first", "-g", "rg", "--tags", "=value"], 1, "InvalidTagName", ""),
+    ("bad query", ["identity", "list", "--query", "[?name=="], 2, "InvalidArgumentValue", "invalid jmespath query '[?name=='"),
+    ("bad output format", ["identity", "list", "-o", "xml"], 2, "InvalidArgumentValue", "'xml' is not one of 'table', 'json'"),
+    ("bad tag name", ["identity", "update", "-n", "first", "-g", "rg", "--tags", "=value"], 1, "InvalidTagName",
+     "The tag '=value' has an empty name"),
     ("tag name with reserved characters", ["identity", "update", "-n", "first", "-g", "rg", "--tags", "a<b=1"], 1,
-     "InvalidTagNameCharacters", "reserved characters"),
-    ("tag value too long", ["identity", "update", "-n", "first", "-g", "rg", "--tags", "k=" + "v" * 257], 1, "InvalidTagValueLength", ""),
+     "InvalidTagNameCharacters", "The tag names 'a<b' have reserved characters"),
+    ("tag value too long", ["identity", "update", "-n", "first", "-g", "rg", "--tags", "k=" + "v" * 257], 1,
+     "InvalidTagValueLength",
+     "The value of tag 'k' exceeds the maximum length of 256."),
     ("unknown region for a group", ["group", "create", "-n", "rg2", "-l", "narnia"], 1, "LocationNotAvailableForResourceGroup",
      "The provided location 'narnia' is not available for resource group."),
     ("unknown region for an identity", ["identity", "create", "-g", "rg", "-n", "abc", "-l", "mars-north"], 1,
-     "LocationNotAvailableForResourceType", ""),
-    ("group moved to another region", ["group", "create", "-n", "rg", "-l", "eastus"], 1, "InvalidResourceGroupLocation", ""),
+     "LocationNotAvailableForResourceType",
+     "The provided location 'mars-north' is not available for resource type 'Microsoft.ManagedIdentity/userAssignedIdentities'."),
+    ("group moved to another region", ["group", "create", "-n", "rg", "-l", "eastus"], 1, "InvalidResourceGroupLocation",
+     "Invalid resource group location 'eastus'. The Resource group already exists in location 'westeurope'."),
     ("identity moved to another region", ["identity", "create", "-g", "rg", "-n", "first", "-l", "eastus"], 1,
      "InvalidResourceLocation", "already exists in location 'westeurope'"),
-    ("group without location", ["group", "create", "-n", "rg3"], 2, "MissingArgument", ""),
-    ("unknown command", ["identity", "frobnicate"], 2, "UsageError", "No such command"),
-    ("unknown option", ["identity", "list", "--colour"], 2, "UsageError", "No such option"),
-    ("assign without resource", ["identity", "assign", "-g", "rg"], 2, "MissingArgument", ""),
-    ("name without group", ["identity", "show", "-n", "first"], 2, "MissingArgument", ""),
-    ("unknown kind", ["identity", "list", "--kind", "both"], 2, "InvalidArgumentValue", ""),
-    ("unknown subscription", ["group", "list", "--subscription", "nope"], 3, "SubscriptionNotFound", ""),
-    ("child type without parent", ["resource", "create", "-g", "rg", "-n", "staging", "--type", "slot"], 1, "InvalidParameter", "--parent"),
-    ("bad log since", ["log", "--since", "yesterday"], 1, "InvalidParameter", "--since"),
+    ("group without location", ["group", "create", "-n", "rg3"], 2, "MissingArgument",
+     "--location/-l is required to create a resource group."),
+    ("unknown command", ["identity", "frobnicate"], 2, "UsageError", "No such command 'frobnicate'."),
+    ("unknown option", ["identity", "list", "--colour"], 2, "UsageError", "No such option: --colour"),
+    ("assign without resource", ["identity", "assign", "-g", "rg"], 2, "MissingArgument",
+     "--resource NAME (with -g) or --resource ID is required."),
+    ("name without group", ["identity", "show", "-n", "first"], 2, "MissingArgument",
+     "--resource-group/-g is required when the identity is given by name."),
+    ("unknown kind", ["identity", "list", "--kind", "both"], 2, "InvalidArgumentValue",
+     "--kind must be 'system' or 'user', not 'both'."),
+    ("unknown subscription", ["group", "list", "--subscription", "nope"], 3, "SubscriptionNotFound",
+     "The subscription 'nope' could not be found."),
+    ("child type without parent", ["resource", "create", "-g", "rg", "-n", "staging", "--type", "slot"], 1, "InvalidParameter",
+     "The type 'Microsoft.Web/sites/slots' is a child type: name its parent with --parent."),
+    ("bad log since", ["log", "--since", "yesterday"], 1, "InvalidParameter",
+     "--since 'yesterday' is neither an ISO 8601 time nor a duration"),
 ]
 
 
@@ -135,6 +152,7 @@ def test_bad_input_is_one_line_and_changes_nothing(mi, db, tenant, argv, exit_co
     r = mi(*argv)
     assert r.code == exit_code, r.err
     assert r.err.startswith(f"ERROR: ({code}) "), r.err
+    assert text, "every case names the message it expects"
     assert text in r.err
     assert r.err.count("\n") == 1 and "Traceback" not in r.err
     assert r.out == ""
@@ -154,6 +172,7 @@ def test_federated_credential_on_a_system_identity_is_refused(mi, ok, db, tenant
 def test_bad_output_from_the_environment(mi, tenant):
     r = mi("identity", "list", env={"MI_OUTPUT": "xml"})
     assert r.code == 2 and r.err.startswith("ERROR: (InvalidArgumentValue)") and r.err.count("\n") == 1
+    assert "(env var: 'MI_OUTPUT'): 'xml' is not one of 'table', 'json'" in r.err
 
 
 def test_a_failing_command_midway_changes_nothing(mi, ok, db, tenant):
@@ -161,5 +180,6 @@ def test_a_failing_command_midway_changes_nothing(mi, ok, db, tenant):
     before = dump(db)
     r = mi("identity", "assign", "--resource", "vm1", "-g", "rg", "--identities", "first", "ghost")
     assert r.code == 1
+    assert r.err.startswith("ERROR: (InvalidParameter) ") and "/userAssignedIdentities/ghost' is not a valid reference" in r.err
     assert dump(db) == before
     assert "userAssignedIdentities" not in ok("resource", "show", "-g", "rg", "-n", "vm1")["identity"]

@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 
 import pytest
-import typer
 import yaml
 
 from mi_cli import __version__
-from mi_cli.cli.main import app, main
+from mi_cli.cli.main import command, main
 
 
-@pytest.fixture
-def two(ok):
+def build_two(ok, mi):
     ok("group", "create", "-n", "rg", "-l", "westeurope")
     ok("identity", "create", "-g", "rg", "-n", "alpha", "--tags", "team=red", "tier=1")
     ok("identity", "create", "-g", "rg", "-n", "beta")
+
+
+@pytest.fixture
+def two(prebuilt):
+    prebuilt(build_two)
 
 
 def test_json_is_sorted_with_two_space_indent(mi, two):
@@ -49,15 +52,17 @@ def test_tsv_follows_knack_for_whole_objects(mi, two):
 def test_query_runs_on_the_json_form_before_rendering(mi, two):
     r = mi("identity", "list", "--query", "[?tags.team=='red'].name", "-o", "json")
     assert json.loads(r.out) == ["alpha"]
-    r = mi("identity", "list", "--query", "length(@)")
-    assert r.out.split() == ["Result", "-------", "2"] or r.out.split()[-1] == "2"
+    assert mi("identity", "list", "--query", "length(@)", "-o", "json").out == "2\n"
+    table = mi("identity", "list", "--query", "length(@)", "-o", "table").out.splitlines()
+    assert table[0] == "Result" and set(table[1]) == {"-"} and table[2:] == ["2"]
 
 
 def test_mi_output_sets_the_default_format(mi, two):
     r = mi("identity", "show", "-n", "beta", "-g", "rg", env={"MI_OUTPUT": "json"})
     assert json.loads(r.out)["name"] == "beta"
     r = mi("identity", "show", "-n", "beta", "-g", "rg", "-o", "tsv", env={"MI_OUTPUT": "json"})
-    assert not r.out.startswith("{")
+    assert r.out == mi("identity", "show", "-n", "beta", "-g", "rg", "-o", "tsv").out  # -o wins over MI_OUTPUT
+    assert r.out.count("\n") == 1 and r.out.split("\t")[4] == "beta"
 
 
 def test_multi_value_options_take_space_separated_and_repeated_forms(ok, two):
@@ -76,18 +81,38 @@ def test_version_and_bare_mi(capsys):
     assert "Usage: mi" in capsys.readouterr().out
 
 
-def _commands(group: typer.Typer, path: tuple[str, ...] = ()):
-    for info in group.registered_commands:
-        yield (*path, info.name), info.callback
-    for sub in group.registered_groups:
-        yield from _commands(sub.typer_instance, (*path, sub.name))
+def test_the_command_tree_is_built_once_and_a_run_leaves_no_state_behind(tmp_path, capsys):
+    from mi_cli.cli.runtime import state
+
+    before = dict(state)
+    assert command() is command()
+    assert main(["--db", str(tmp_path / "a.db"), "--debug", "group", "list", "-o", "none"]) == 0
+    assert state == before
+    assert main(["--db", str(tmp_path / "b.db"), "group", "nope"]) == 2
+    assert state == before
 
 
-def test_every_command_has_help_text(capsys):
-    found = list(_commands(app))
-    assert len(found) > 25
-    for path, callback in found:
-        assert callback.__doc__, f"'mi {' '.join(path)}' has no help"
-        assert main([*path, "--help"]) == 0, path
-        out = capsys.readouterr().out
-        assert "Usage: mi " + " ".join(path) in out
+def _commands(cmd, path: tuple[str, ...] = ()):
+    """Every command and group of the click tree `mi` runs, with its path."""
+    yield path, cmd
+    for name, sub in getattr(cmd, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_every_command_has_help_text():
+    found = list(_commands(command()))
+    assert len([c for _, c in found if not hasattr(c, "commands")]) > 25
+    assert {"identity", "resource", "group", "role", "token", "apply", "serve"} <= {p[0] for p, _ in found if p}
+    for path, cmd in found:
+        where = f"'mi {' '.join(path)}'"
+        assert (cmd.help or "").strip(), f"{where} has no help"
+        for param in cmd.params:  # options and arguments: Typer gives both a help text
+            assert (getattr(param, "help", None) or "").strip(), f"{where} {param.name} has no help"
+
+
+def test_help_is_printed_for_a_nested_command(capsys):
+    assert main(["identity", "federated-credential", "create", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Usage: mi identity federated-credential create [OPTIONS]")
+    [issuer] = [line for line in out.splitlines() if line.lstrip().startswith("--issuer")]
+    assert issuer.rstrip().endswith("https URL of the token issuer.")

@@ -6,15 +6,33 @@ import json
 
 import pytest
 
-from tests.conftest import dump
+from tests.conftest import build_scenario, dump
 
 SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 GET_SECRET = "Microsoft.KeyVault/vaults/secrets/getSecret/action"
 
 
+def build_vault(ok, mi):
+    """The shared scenario (vm1, app1, 'shared') and a key vault kv-one beside them in rg."""
+    shared = build_scenario(ok, mi)
+    return {"shared": shared, "kv": ok("resource", "create", "-g", "rg", "-n", "kv-one", "--type", "keyvault")["id"]}
+
+
 @pytest.fixture
-def kv(ok, scenario):
-    return ok("resource", "create", "-g", "rg", "-n", "kv-one", "--type", "keyvault")["id"]
+def vault(prebuilt):
+    return prebuilt(build_vault)
+
+
+@pytest.fixture
+def kv(vault):
+    """kv-one's id."""
+    return vault["kv"]
+
+
+@pytest.fixture
+def scenario(vault):
+    """Here the scenario always comes with the vault: 'shared' as `identity create` printed it."""
+    return vault["shared"]
 
 
 def test_built_in_definitions_have_azure_guids_and_shape(ok):
@@ -192,7 +210,7 @@ def test_access_check_with_a_token(ok, mi, kv):
     assert r.code == 1 and "audience 'https://management.azure.com/' is not 'https://vault.azure.net'" in r.err
     # a control-plane action is ARM's to enforce: the ARM token is the right one there
     ok("role", "assignment", "create", "--assignee", "vm1", "--role", "Reader", "--scope", kv)
-    assert ok("access", "check", "--token", arm_token, "--action", "Microsoft.KeyVault/vaults/read", "--scope", kv)["allowed"]
+    assert ok("access", "check", "--token", arm_token, "--action", "Microsoft.KeyVault/vaults/read", "--scope", kv)["allowed"] is True
     r = mi("access", "check", "--token", vault_token, "--action", "Microsoft.Compute/virtualMachines/login/action", "--scope", kv)
     assert r.code == 1 and r.err.startswith("ERROR: (UnknownAudience)")
 
