@@ -166,3 +166,24 @@ def test_the_event_reader_resolves_scalars_as_the_safe_loader_does():
     ours, theirs = tenant_file._load_yaml(TRICKY), yaml.safe_load(TRICKY)
     assert math.isnan(ours["numbers"].pop(8)) and math.isnan(theirs["numbers"].pop(8))
     assert ours == theirs
+
+
+def test_a_dry_run_needs_no_write_lock(ok, mi, db, tmp_path, monkeypatch):
+    import sqlite3
+
+    ok("group", "create", "-n", "rg", "-l", "westeurope")
+    f = tmp_path / "t.yaml"
+    f.write_text("apiVersion: mi/v1\nresourceGroups:\n  - {name: rg, location: westeurope}\n"
+                 "userAssignedIdentities:\n  - {name: planned, resourceGroup: rg}\n")
+    monkeypatch.setenv("MI_BUSY_TIMEOUT", "0.2")
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process is in the middle of a write
+    try:
+        r = mi("apply", "-f", str(f), "--dry-run", "-o", "json")
+        assert r.code == 0, r.err
+        assert ("create", "userAssignedIdentity") in {(c["op"], c["kind"]) for c in json.loads(r.out)}
+        assert "(StoreBusy)" in mi("apply", "-f", str(f)).err  # a real run does wait for it
+    finally:
+        writer.rollback()
+        writer.close()
+    assert mi("identity", "show", "-g", "rg", "-n", "planned").code == 3
