@@ -1,20 +1,77 @@
-"""Domain errors: an Azure error code, a message, and the exit code the CLI gives them."""
+"""Domain errors: an Azure error code, a message, and the exit code the CLI gives them. Also the one
+place where text bound for a terminal is made inert (`inert`) and where echoed values are bounded
+(`shown`, and every MiError's message)."""
 
 from __future__ import annotations
 
+import re
+
+# What a terminal acts on instead of showing: the C0 controls (ESC opens CSI/OSC sequences, CR and BS
+# overwrite what is shown), DEL, the C1 controls (U+009B is a one-character CSI), the line and
+# paragraph separators, the bidirectional embeddings, overrides and isolates (they reorder what is
+# shown), and lone surrogates (bytes of argv that were not UTF-8, which cannot even be written).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+ECHO_LIMIT = 100  # characters of a long value that an error shows
+LONG_RUN = 300  # a run of characters without blanks or quotes longer than this is cut to ECHO_LIMIT
+LINE_LIMIT = 1_000  # an error message longer than this is cut
+_LONG = re.compile(r"""[^\s'"]{%d,}""" % (LONG_RUN + 1))
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def inert(text: str) -> str:
+    """`text` with each character a terminal would act on shown as its escape (`\\x1b`, `\\u202e`);
+    any other text, backslashes included, is returned unchanged."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def has_unsafe(text: str) -> bool:
+    return _UNSAFE.search(text) is not None
+
+
+def _cut(text: str, limit: int) -> str:
+    return f"{inert(text[:limit])}…({len(text):,} characters)"
+
+
+def shown(value: object, limit: int = ECHO_LIMIT) -> str:
+    """A value as an error or a warning echoes it: inert, and beyond `limit` characters cut, with its
+    length (a 50 MB name must not become a 50 MB error line)."""
+    text = str(value)
+    return inert(text) if len(text) <= limit else _cut(text, limit)
+
+
+def bounded(message: str) -> str:
+    """A message fit for one line on a terminal: inert, each very long run of characters without blanks or
+    quotes (an echoed name, id or query result) cut to its first ECHO_LIMIT characters, and the whole cut at
+    LINE_LIMIT. Text of ordinary length is returned unchanged."""
+    message = inert(message)  # first, so that what is measured is what is shown
+    if len(message) > LONG_RUN:
+        message = _LONG.sub(lambda m: _cut(m.group(), ECHO_LIMIT), message)
+    if len(message) > LINE_LIMIT:
+        message = _cut(message, LINE_LIMIT)
+    return message
+
 
 class MiError(Exception):
-    """An error a user can cause; rendered as `ERROR: (Code) message`."""
+    """An error a user can cause; rendered as `ERROR: (Code) message`. The message is bounded and made
+    inert here, once, for every error: the CLI's line, the token server's bodies and the apply plan
+    all show this form. `bound=False` keeps a long message whole (it must then echo user input only
+    through `shown`): for texts whose length is mi's own data, as the list of regions."""
 
     exit_code = 1
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, bound: bool = True) -> None:
+        message = bounded(message) if bound else inert(message)
         super().__init__(message)
         self.code = code
         self.message = message
 
     def __str__(self) -> str:
-        return f"({self.code}) {self.message}"
+        return f"({inert(self.code)}) {self.message}"
 
 
 class ValidationError(MiError):
@@ -42,13 +99,13 @@ class StoreError(MiError):
 
 
 def resource_not_found(type_name: str | None, name: str, group: str) -> NotFoundError:
-    what = f"{type_name}/{name}" if type_name else name
+    what = f"{type_name}/{shown(name, 260)}" if type_name else shown(name, 260)  # names are at most 260
     return NotFoundError(
         "ResourceNotFound",
-        f"The Resource '{what}' under resource group '{group}' was not found. "
+        f"The Resource '{what}' under resource group '{shown(group)}' was not found. "
         "For more details please go to https://aka.ms/ARMResourceNotFoundFix",
     )
 
 
 def group_not_found(name: str) -> NotFoundError:
-    return NotFoundError("ResourceGroupNotFound", f"Resource group '{name}' could not be found.")
+    return NotFoundError("ResourceGroupNotFound", f"Resource group '{shown(name)}' could not be found.")

@@ -1,11 +1,20 @@
-"""Turns command results into table / json / jsonc / yaml / tsv / none, after applying --query."""
+"""Turns command results into table / json / jsonc / yaml / tsv / none, after applying --query.
+
+Text that reaches a terminal is inert in every format, whatever the store holds (a store written by an
+older version may hold anything): tables, tsv and the query's errors show control characters as
+escapes (`\\x1b`); json and jsonc escape the ones JSON does not already escape (DEL, C1, bidi controls,
+line separators) as `\\uXXXX` escapes, and yaml writes strings holding any of them double-quoted, with
+escapes. Ordinary text is printed exactly as before."""
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from typing import Any, Callable, Iterable
+
+from mi_cli.errors import ValidationError, has_unsafe, inert, shown
 
 FORMATS = ("table", "json", "jsonc", "yaml", "tsv", "none")
 # Beyond this many rows a table is printed as plain aligned text: rich costs ~0.5 ms a row.
@@ -29,14 +38,26 @@ def compile_query(text: str):  # noqa: ANN201
     try:
         return jmespath.compile(text)
     except JMESPathError as exc:
-        detail = str(exc).splitlines()[0]
-        raise ValueError(f"argument --query: invalid jmespath query '{text}': {detail}") from None
+        detail = (str(exc).splitlines() or [""])[0]
+        raise ValueError(f"argument --query: invalid jmespath query '{shown(text)}': {shown(detail, 200)}") from None
 
 
 def apply_query(data: Any, query: str | None) -> Any:
+    """The query's result. A query that fails on this data (a function given the wrong type) is az's
+    "Invalid jmespath query supplied for `--query`" (azure-cli core util.handle_exception), exit 1,
+    with the offending value bounded: jmespath's own text would echo the whole result."""
     if not query:
         return data
-    return compile_query(query).search(data)
+    from jmespath.exceptions import JMESPathError, JMESPathTypeError
+
+    try:
+        return compile_query(query).search(data)
+    except JMESPathTypeError as exc:
+        detail = (f"In function {exc.function_name}(), invalid type for value: {shown(repr(exc.current_value))}, "
+                  f"expected one of: {exc.expected_types}, received: \"{exc.actual_type}\"")
+    except JMESPathError as exc:
+        detail = shown(str(exc), 200)
+    raise ValidationError("InvalidArgumentValue", f"Invalid jmespath query supplied for `--query`: {detail}")
 
 
 def to_json(data: Any) -> str:
@@ -47,9 +68,40 @@ def to_json(data: Any) -> str:
 
     options = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
     try:
-        return orjson.dumps(data, option=options, default=str).decode()
-    except TypeError:  # keys orjson refuses (none of mi's own data has them)
-        return json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True, separators=(",", ": "), default=str) + "\n"
+        text = orjson.dumps(data, option=options, default=str).decode()
+    except TypeError:  # keys orjson refuses (none of mi's own data has them), lone surrogates
+        text = json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True, separators=(",", ": "), default=str) + "\n"
+    # JSON escapes C0 controls itself; the rest a terminal acts on can only be inside strings here.
+    return _JSON_UNSAFE.sub(_u_escape, text)
+
+
+# What JSON (and YAML's double quotes) leave raw but a terminal acts on: DEL, C1 controls, line and
+# paragraph separators, bidi embeddings, overrides and isolates, lone surrogates.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def _u_escape(match: re.Match) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def to_yaml(data: Any) -> str:
+    """PyYAML's safe_dump as az writes it; a string holding characters a terminal acts on is written
+    double-quoted, where PyYAML escapes controls and line separators, and bidi controls are escaped
+    here (they are printable to YAML)."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def represent_str(dumper: Dumper, text: str):  # noqa: ANN202
+        if has_unsafe(text):
+            return dumper.represent_scalar("tag:yaml.org,2002:str", text, style='"')
+        return dumper.represent_str(text)
+
+    Dumper.add_representer(str, represent_str)
+    out = yaml.dump(data, Dumper=Dumper, default_flow_style=False, allow_unicode=True, sort_keys=True)
+    return _BIDI.sub(lambda m: f"\\u{ord(m.group()):04X}", out)
 
 
 def render(
@@ -75,13 +127,15 @@ def render(
         out.write(to_json(result))
     elif output == "jsonc":
         from rich.console import Console
-        from rich.json import JSON
+        from rich.highlighter import JSONHighlighter
 
-        Console(file=out).print(JSON(to_json(result), sort_keys=True))
+        # rich's JSON renderable re-encodes the data and would undo to_json's escapes: highlight
+        # to_json's own text instead, as that renderable does.
+        text = JSONHighlighter()(to_json(result).rstrip("\n"))
+        text.no_wrap, text.overflow = True, None
+        Console(file=out).print(text)
     elif output == "yaml":
-        import yaml
-
-        out.write(yaml.safe_dump(result, default_flow_style=False, allow_unicode=True, sort_keys=True))
+        out.write(to_yaml(result))
     elif output == "tsv":
         out.write(to_tsv(result, keep_order=bool(query)))
     else:
@@ -116,18 +170,19 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return str(value).lower()
-    return str(value)
+    return inert(str(value))
 
 
 def write_table(rows: list[dict[str, Any]], out) -> None:  # noqa: ANN001
     if not rows:
         return
-    headers: list[str] = []
+    keys: list[Any] = []
     for row in rows:
         for h in row:
-            if h not in headers:
-                headers.append(h)
-    cells = [[_cell(row.get(h)) for h in headers] for row in rows]
+            if h not in keys:
+                keys.append(h)
+    headers = [inert(str(h)) for h in keys]  # keys can be data too (--query "[].tags")
+    cells = [[_cell(row.get(h)) for h in keys] for row in rows]
     if len(rows) > RICH_ROW_LIMIT:
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
         out.write("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip() + "\n")
@@ -163,7 +218,7 @@ def _tsv_value(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return str(value).lower()
-    return str(value)
+    return inert(str(value))  # a tab or newline in a value would also break the line's columns
 
 
 def to_tsv(result: Any, *, keep_order: bool = False) -> str:

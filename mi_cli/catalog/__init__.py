@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from mi_cli.errors import ValidationError
+from mi_cli.errors import ValidationError, shown
 
 
 @dataclass(frozen=True)
@@ -18,8 +18,12 @@ class NameRule:
     text: str
 
 
-# ARM's generic rule for a resource name where a type documents none of its own.
-GENERIC_NAME_RULE = NameRule(1, 260, r"^[^<>*%&:\\?/+#|]*[^<>*%&:\\?/+#|. ]$", "no <>*%&:\\?/+#| characters, and not ending with a period or space")
+# ARM's generic rule for a resource name where a type documents none of its own: 1-260, none of
+# <>*%&:\?/+#| or control characters, not ending with a period or space (the shape of the "Can't use ...
+# or control characters" rows of resource-name-rules.md). A type's own rule is its catalog entry's
+# `nameRule`, from the same page (ms.date 03/14/2025). Patterns are matched with re.fullmatch.
+GENERIC_NAME_RULE = NameRule(1, 260, r"[^<>*%&:\\?/+#|\x00-\x1f\x7f-\x9f]*[^<>*%&:\\?/+#|\x00-\x1f\x7f-\x9f. ]",
+                             "no <>*%&:\\?/+#| or control characters, and not ending with a period or space")
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ class Catalog:
             return found
         raise ValidationError(
             "InvalidResourceType",
-            f"The resource type '{text}' could not be found in the catalog. "
+            f"The resource type '{shown(text)}' could not be found in the catalog. "
             "See 'mi resource types' for the types and aliases that exist.",
         )
 
@@ -121,6 +125,7 @@ def normalise_location(text: str, *, for_what: str) -> str:
         return wanted
     raise ValidationError(
         "LocationNotAvailableForResourceGroup" if for_what == "resource group" else "LocationNotAvailableForResourceType",
-        f"The provided location '{text}' is not available for {for_what}. "
+        f"The provided location '{shown(text)}' is not available for {for_what}. "
         f"List of available regions is '{','.join(sorted(regions()))}'.",
+        bound=False,  # Azure's text lists every region; only the location given is echoed, through shown()
     )

@@ -10,7 +10,19 @@ import typer
 
 from mi_cli.cli.options import OutputOpt, QueryOpt
 from mi_cli.cli.runtime import emit, transaction
-from mi_cli.errors import MiError
+from mi_cli.errors import MiError, inert
+
+
+def _inert(data):  # noqa: ANN001, ANN202
+    """`data` with every string in it made inert for a terminal: a store written by an older version
+    may hold names with control characters, and these views print them."""
+    if isinstance(data, str):
+        return inert(data)
+    if isinstance(data, dict):
+        return {_inert(k): _inert(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_inert(v) for v in data]
+    return data
 
 
 def tree(
@@ -35,20 +47,21 @@ def _print_tree(data: dict) -> None:
     from rich.tree import Tree
 
     tty = sys.stdout.isatty()
+    data = _inert(data)
 
     def s(text: str, style: str) -> str:  # colour for people, plain text for pipes; names are escaped
         return f"[{style}]{escape(text)}[/]" if tty else escape(text)
 
-    root = Tree(f"{s('tenant', 'bold')} {data['tenantId'] or '(empty store)'}")
+    root = Tree(f"{s('tenant', 'bold')} {escape(data['tenantId'] or '(empty store)')}")
     for sub in data["subscriptions"]:
-        s_node = root.add(f"{s('subscription', 'bold')} {escape(sub['name'])} ({sub['id']})" + (" (default)" if sub["isDefault"] else ""))
+        s_node = root.add(f"{s('subscription', 'bold')} {escape(sub['name'])} ({escape(sub['id'])})" + (" (default)" if sub["isDefault"] else ""))
         for g in sub["resourceGroups"]:
-            g_node = s_node.add(f"{s('group', 'bold cyan')} {escape(g['name'])} ({g['location']})")
+            g_node = s_node.add(f"{s('group', 'bold cyan')} {escape(g['name'])} ({escape(g['location'])})")
             for r in g["resources"]:
                 r_node = g_node.add(f"{s(r['type'].rsplit('/', 1)[-1], 'bold')} {escape(r['name'])}")
                 if r["systemAssigned"]:
                     sa = r["systemAssigned"]
-                    r_node.add(f"{s('system-assigned', 'green')} {sa['principalId']}  {s(sa['lifecycle'], 'dim')}")
+                    r_node.add(f"{s('system-assigned', 'green')} {escape(sa['principalId'])}  {s(sa['lifecycle'], 'dim')}")
                 for ua in r["userAssigned"]:
                     if ua["status"] == "broken":
                         r_node.add(s(f"user-assigned {ua['name']}: BROKEN, the identity was deleted and the reference dangles", "bold red"))
@@ -59,7 +72,7 @@ def _print_tree(data: dict) -> None:
                 u_node = g_node.add(s("user-assigned identities", "bold"))
                 for u in g["userAssignedIdentities"]:
                     where = escape(f"on {', '.join(u['attachedTo'])}") if u["attachedTo"] else s("attached to nothing", "yellow")
-                    u_node.add(f"{escape(u['name'])} ({u['principalId']})  {where}")
+                    u_node.add(f"{escape(u['name'])} ({escape(u['principalId'])})  {where}")
     console = Console(file=sys.stdout, width=None if tty else 10_000, no_color=not tty, highlight=False)
     console.print(root)
 
@@ -79,7 +92,10 @@ def graph(
 
     with transaction(write=False) as ctx:
         g = explore.graph(explore.load(ctx))
-    out = {"mermaid": explore.to_mermaid, "dot": explore.to_dot, "json": to_json}[format_.value](g)
+    if format_.value == "json":  # to_json escapes what a terminal would act on
+        out = to_json(g)
+    else:  # labels are names from the store: inert before they are quoted for Mermaid or DOT
+        out = {"mermaid": explore.to_mermaid, "dot": explore.to_dot}[format_.value](_inert(g))
     sys.stdout.write(out)
 
 
@@ -101,6 +117,7 @@ def doctor(
 
 
 def _print_findings(findings: list[dict]) -> None:
+    findings = _inert(findings)  # messages and fixes quote names from the store
     if not findings:
         print("No findings: every identity is in use, every reference resolves, every assignment has its principal.")
     for f in findings:

@@ -12,6 +12,7 @@ from mi_cli.models import RoleAssignment, ServicePrincipal, Subscription
 from mi_cli.services import Ctx, identities, principals, roles, scopes
 from mi_cli.services.scopes import resolve_scope
 from mi_cli.services.tenancy import default_tenant, subscription_by_id
+from mi_cli.services.validation import no_control
 
 ASSIGNMENT_TYPE = "Microsoft.Authorization/roleAssignments"
 LIMIT_PER_SUBSCRIPTION = 4000  # azure-facts §2.2 (newer tables say 5,000)
@@ -89,6 +90,8 @@ def create(ctx: Ctx, assignee: str, role_ref: str, scope_ref: str, *, descriptio
         principal_id, principal_type = resolve_principal(ctx, assignee).id, "ServicePrincipal"
     if description is not None and len(description) > 2048:
         raise ValidationError("InvalidDescription", "A role assignment description can be at most 2,048 characters.")
+    if description is not None:
+        no_control(description, what="role assignment description", code="InvalidDescription")
     if not _assignable(role, scope.id):
         raise ValidationError("InvalidRoleAssignmentScope",
                               f"The role '{role.role_name}' is not assignable at scope '{scope.id}': its assignable scopes are "

@@ -8,7 +8,7 @@ from mi_cli import ids
 from mi_cli.errors import ConflictError, NotFoundError, ValidationError, resource_not_found
 from mi_cli.models import FederatedCredential, ResourceGroup, UserAssignedIdentity
 from mi_cli.services import Ctx, identities
-from mi_cli.services.validation import fic_name
+from mi_cli.services.validation import fic_name, no_control
 
 MAX_PER_IDENTITY = 20
 MAX_FIELD = 600
@@ -42,7 +42,7 @@ def _check_field(name: str, value: str) -> str:
         raise ValidationError("BadRequest", f"The federated identity credential {name} exceeds {MAX_FIELD} characters.")
     if "*" in value:
         raise ValidationError("BadRequest", "Wildcard characters aren't supported in any federated identity credential property value.")
-    return value
+    return no_control(value, what=f"federated identity credential {name}", code="BadRequest")
 
 
 def validate(name: str, issuer: str, subject: str, audiences: list[str] | None) -> tuple[str, str, list[str]]:
@@ -90,6 +90,10 @@ def create(
     updated (its name cannot change). `current` is the identity's credentials when a bulk caller
     holds them already."""
     issuer, subject, audiences = validate(name, issuer, subject, audiences)
+    if description is not None:  # optional, up to 600 characters (workload identity federation considerations)
+        if len(description) > MAX_FIELD:
+            raise ValidationError("BadRequest", f"The federated identity credential description exceeds {MAX_FIELD} characters.")
+        no_control(description, what="federated identity credential description", code="BadRequest")
     existing = current if current is not None else list_for(ctx, uami)
     same_name = next((f for f in existing if f.name_key == ids.key(name)), None)
     others = [(f.name, f.issuer, f.subject) for f in existing if f is not same_name]

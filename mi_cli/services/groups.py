@@ -10,13 +10,14 @@ from mi_cli.errors import ConflictError, group_not_found
 from mi_cli.models import Resource, ResourceGroup, UserAssignedIdentity
 from mi_cli.services import Ctx, assignments, identities, resources
 from mi_cli.services.tenancy import find_subscription
-from mi_cli.services.validation import group_name
+from mi_cli.services.validation import check_tags, group_name
 
 GROUP_TYPE = "Microsoft.Resources/resourceGroups"
 
 
 def create(ctx: Ctx, name: str, location: str, *, tags: dict | None = None, subscription: str | None = None) -> ResourceGroup:
     group_name(name)
+    tags = check_tags(tags) if tags is not None else None  # a tenant file's tags come here unchecked
     location = normalise_location(location, for_what="resource group")
     sub = find_subscription(ctx, subscription)
     group = _find(ctx, sub.id, name)

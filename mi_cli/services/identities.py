@@ -14,7 +14,7 @@ from mi_cli.errors import ConflictError, NotFoundError, ValidationError, resourc
 from mi_cli.models import Attachment, FederatedCredential, Resource, ResourceGroup, ServicePrincipal, Subscription, UserAssignedIdentity
 from mi_cli.services import Ctx, principals, repeat_put
 from mi_cli.services.tenancy import subscription_by_id
-from mi_cli.services.validation import check_tags, uami_name
+from mi_cli.services.validation import check_tags, no_control, uami_name
 
 SYSTEM = "[system]"
 
@@ -112,7 +112,7 @@ def list_user_assigned(
 
 
 def update_tags(ctx: Ctx, uami: UserAssignedIdentity, tags: dict) -> UserAssignedIdentity:
-    uami.tags = tags
+    uami.tags = check_tags(tags)
     ctx.session.add(uami)
     ctx.log(f"{ids.UAMI_TYPE}/write", uami.arm_id)
     return uami
@@ -301,6 +301,7 @@ def attach(ctx: Ctx, res: Resource, refs: list[str | Reference], *, current: lis
         if att is not None and att.principal_id == ref.principal_id:
             continue  # already attached: a no-op
         if att is None:
+            no_control(ref.arm_id, what="user-assigned identity id")  # a tenant file's dangling reference is stored as given
             ctx.insert(Attachment, {"pk": ctx.writer.next_pk(Attachment), "resource_pk": res.pk, "identity_id": ref.arm_id,
                                     "identity_key": key_, "principal_id": ref.principal_id, "client_id": ref.client_id,
                                     "created_at": ctx.now()})

@@ -8,6 +8,7 @@ from mi_cli import ids
 from mi_cli.errors import ConflictError, NotFoundError, ValidationError
 from mi_cli.models import Subscription, Tenant
 from mi_cli.services import Ctx
+from mi_cli.services.validation import no_control
 
 DEFAULT_SUBSCRIPTION_NAME = "mi-subscription"
 
@@ -25,6 +26,7 @@ def default_tenant(ctx: Ctx, *, create: bool = True) -> Tenant | None:
 
 def create_tenant(ctx: Ctx, *, tenant_id: str | None = None, display_name: str = "mi tenant") -> Tenant:
     """The store's one tenant, made on first use (or with the id and name a tenant file gives)."""
+    no_control(display_name, what="tenant display name")
     tenant = Tenant(id=(tenant_id or ctx.new_guid()).casefold(), display_name=display_name, is_default=True,
                     created_at=ctx.now())
     ctx.session.add(tenant)
@@ -65,6 +67,7 @@ def create_subscription(ctx: Ctx, name: str, *, subscription_id: str | None = No
     name = name.strip()
     if not name or len(name) > 64:
         raise ValidationError("InvalidSubscriptionName", "A subscription name must be 1 to 64 characters.")
+    no_control(name, what="subscription name", code="InvalidSubscriptionName")
     existing = list(ctx.session.exec(select(Subscription)).all())
     match = next((s for s in existing if subscription_id and ids.same(s.id, subscription_id)), None) or \
         next((s for s in existing if ids.same(s.name, name)), None)
