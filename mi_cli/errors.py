@@ -26,6 +26,8 @@ def _escape(match: re.Match) -> str:
 def inert(text: str) -> str:
     """`text` with each character a terminal would act on shown as its escape (`\\x1b`, `\\u202e`);
     any other text, backslashes included, is returned unchanged."""
+    if text.isprintable():  # the common case, decided in C: every character above is unprintable
+        return text
     return _UNSAFE.sub(_escape, text)
 
 

@@ -72,6 +72,9 @@ def to_json(data: Any) -> str:
     except TypeError:  # keys orjson refuses (none of mi's own data has them), lone surrogates
         text = json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True, separators=(",", ": "), default=str) + "\n"
     # JSON escapes C0 controls itself; the rest a terminal acts on can only be inside strings here.
+    # Only DEL of them is ASCII: an ASCII text without it (isascii is a flag) is returned as it is.
+    if text.isascii() and "\x7f" not in text:
+        return text
     return _JSON_UNSAFE.sub(_u_escape, text)
 
 

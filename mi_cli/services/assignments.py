@@ -12,7 +12,7 @@ from mi_cli.models import RoleAssignment, ServicePrincipal, Subscription
 from mi_cli.services import Ctx, identities, principals, roles, scopes
 from mi_cli.services.scopes import resolve_scope
 from mi_cli.services.tenancy import default_tenant, subscription_by_id
-from mi_cli.services.validation import no_control
+from mi_cli.services.validation import is_guid, no_control
 
 ASSIGNMENT_TYPE = "Microsoft.Authorization/roleAssignments"
 LIMIT_PER_SUBSCRIPTION = 4000  # azure-facts §2.2 (newer tables say 5,000)
@@ -83,7 +83,7 @@ def create(ctx: Ctx, assignee: str, role_ref: str, scope_ref: str, *, descriptio
         if principal_type not in PRINCIPAL_TYPES:
             raise ValidationError("InvalidPrincipalType", f"The principal type '{principal_type}' is not one of "
                                   f"{', '.join(PRINCIPAL_TYPES)}.")
-        if not roles._is_guid(assignee.strip()):
+        if not is_guid(assignee.strip()):  # stored as given: the canonical form only
             raise ValidationError("InvalidPrincipalId", f"The principal id '{assignee}' is not a GUID.")
         principal_id = assignee.strip().casefold()
     else:
@@ -96,7 +96,7 @@ def create(ctx: Ctx, assignee: str, role_ref: str, scope_ref: str, *, descriptio
         raise ValidationError("InvalidRoleAssignmentScope",
                               f"The role '{role.role_name}' is not assignable at scope '{scope.id}': its assignable scopes are "
                               f"{', '.join(role.assignable_scopes)}.")
-    if name is not None and not roles._is_guid(name):
+    if name is not None and not is_guid(name):
         raise ValidationError("InvalidRoleAssignmentId", f"The role assignment name '{name}' is not a valid GUID.")
     named = ctx.session.get(RoleAssignment, name.casefold()) if name else None
     same = ctx.session.exec(select(RoleAssignment).where(

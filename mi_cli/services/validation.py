@@ -27,9 +27,16 @@ LETTER_OR_DIGIT = frozenset(("Lu", "Ll", "Lt", "Lm", "Lo", "Nd"))
 # tagValues: 0-256. Azure answers InvalidTagNameCharacters with the text used below.
 TAG_NAME_FORBIDDEN = frozenset("<>%&\\?/")
 MAX_TAGS = 50  # azure-subscription-service-limits: 50 tag name/value pairs per resource
+# A GUID as ARM writes one (8-4-4-4-12 hex digits). uuid.UUID also takes braces, "urn:uuid:", no
+# hyphens and underscores between digits, which would be stored as the name or id they were typed as.
+GUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 # Control characters as .NET's Char.IsControl has them (U+0000-U+001F, U+007F-U+009F), and lone
 # surrogates (bytes of the command line that were not UTF-8: no store or terminal can take them).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def is_guid(text: str) -> bool:
+    return isinstance(text, str) and GUID.fullmatch(text) is not None
 
 
 def control_at(value: str) -> int:

@@ -358,6 +358,17 @@ def test_a_huge_query_is_echoed_bounded(tenant, mi):
       "--issuer", ISSUER, "--subject", ""],
     ["subscription", "create", "-n", "   "],
     ["role", "assignment", "create", "--assignee", "", "--role", "Reader", "-g", "rg"],
+    # GUIDs in forms uuid.UUID reads but ARM never writes would be stored as typed
+    ["role", "assignment", "create", "--assignee", "id1", "--role", "Reader", "-g", "rg",
+     "--name", "{11111111-1111-4111-8111-111111111111}"],
+    ["role", "assignment", "create", "--assignee", "id1", "--role", "Reader", "-g", "rg",
+     "--name", "urn:uuid:11111111-1111-4111-8111-111111111111"],
+    ["role", "assignment", "create", "--assignee", "id1", "--role", "Reader", "-g", "rg",
+     "--name", "1111_111-1111-4111-8111-111111111111"],
+    ["role", "assignment", "create", "--assignee-object-id", "{11111111-1111-4111-8111-111111111111}",
+     "--assignee-principal-type", "ServicePrincipal", "--role", "Reader", "-g", "rg"],
+    ["role", "assignment", "create", "--assignee-object-id", "11111111111141118111111111111111",
+     "--assignee-principal-type", "ServicePrincipal", "--role", "Reader", "-g", "rg"],
 ])
 def test_empty_blank_and_look_alike_values_are_refused(tenant, mi, db, argv):
     before = dump(db)
