@@ -37,6 +37,11 @@ class ResourceType:
     system_always_on: bool = False
     audience: str | None = None
     name_rule: NameRule = GENERIC_NAME_RULE
+    # identity.type with both identities, as the provider's API spells it (Compute and Web with a space,
+    # common-types' ManagedServiceIdentity without); None where the API has no such value, so the type
+    # takes one kind of identity at a time (AKS, Logic Apps workflows, SignalR, ...)
+    identity_type_both: str | None = "SystemAssigned,UserAssigned"
+    identity_type_source: str | None = None
 
     @property
     def namespace(self) -> str:
@@ -106,6 +111,8 @@ def catalog() -> Catalog:
             system_always_on=t.get("systemAlwaysOn", False),
             audience=t.get("audience"),
             name_rule=NameRule(**t["nameRule"]) if "nameRule" in t else GENERIC_NAME_RULE,
+            identity_type_both=t.get("identityTypeBoth", "SystemAssigned,UserAssigned"),
+            identity_type_source=t.get("identityTypeSource"),
         )
         for t in data["types"]
     )

@@ -6,7 +6,7 @@ import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from mi_cli.errors import MiError, UsageError
+from mi_cli.errors import MiError, UsageError, bounded
 from mi_cli.render import wants_table  # noqa: F401  (light: the one table-or-data decision, for commands)
 
 state: dict[str, Any] = {"db": None, "debug": False}
@@ -34,7 +34,7 @@ def transaction(*, write: bool, dry_run: bool = False) -> Iterator[Any]:
         work.close()
         store.close()
     for message in ctx.warnings:
-        print(f"WARNING: {message}", file=sys.stderr)
+        print(f"WARNING: {bounded(message)}", file=sys.stderr)  # names from the store, made inert
 
 
 def emit(data: Any, output: Any, query: str | None = None, table=None, *, view=None) -> None:  # noqa: ANN001

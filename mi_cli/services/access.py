@@ -26,11 +26,11 @@ def _pattern(pattern: str) -> re.Pattern[str]:
     'userAssignedIdentities/assign/action'. Matching ignores case."""
     parts = re.split(r"(/\*/|\*)", pattern)
     regex = "".join("/(?:.*/)?" if p == "/*/" else ".*" if p == "*" else re.escape(p) for p in parts)
-    return re.compile(f"^{regex}$", re.IGNORECASE)
+    return re.compile(f"{regex}", re.IGNORECASE)
 
 
 def matches(pattern: str, action: str) -> bool:
-    return _pattern(pattern).match(action) is not None
+    return _pattern(pattern).fullmatch(action) is not None  # the whole name: no trailing newline slips through
 
 
 def _first(patterns: tuple[str, ...], action: str) -> str | None:

@@ -23,10 +23,11 @@ SYSTEM = "[system]"
 
 
 def identity_type(rt: ResourceType, *, system: bool, user: bool) -> str:
-    """`None`, `SystemAssigned`, `UserAssigned` or both; Microsoft.Compute writes the pair with a
-    space ("SystemAssigned, UserAssigned"), the common ARM types without one."""
+    """`None`, `SystemAssigned`, `UserAssigned` or both, spelled as the type's API spells the pair
+    (the catalog has it per type, from each provider's spec: "SystemAssigned, UserAssigned" for
+    Compute, Web and others, "SystemAssigned,UserAssigned" for common-types' ManagedServiceIdentity)."""
     if system and user:
-        return "SystemAssigned, UserAssigned" if rt.namespace.casefold() == "microsoft.compute" else "SystemAssigned,UserAssigned"
+        return rt.identity_type_both or "SystemAssigned,UserAssigned"
     if system:
         return "SystemAssigned"
     if user:
@@ -165,6 +166,16 @@ def check_system_supported(rt: ResourceType) -> None:
         )
 
 
+def check_one_kind(rt: ResourceType, *, system: bool, user: bool) -> None:
+    """A type whose API has no 'SystemAssigned, UserAssigned' value holds one kind at a time."""
+    if system and user and rt.identity_type_both is None:
+        raise ValidationError(
+            "InvalidIdentityType",
+            f"The resource type '{rt.type}' takes either a system-assigned identity or user-assigned ones, not both: its API "
+            "has no identity type for the two together. Remove one kind first.",
+        )
+
+
 def check_user_assigned(rt: ResourceType, total: int) -> None:
     """Rule 7: the type must support user-assigned identities, up to its limit."""
     if not rt.user_assigned:
@@ -188,6 +199,8 @@ def enable_system(ctx: Ctx, res: Resource, *, principal_id: str | None = None, c
     check_system_supported(rt)
     if res.system_principal_id:
         return res
+    if rt.identity_type_both is None:
+        check_one_kind(rt, system=True, user=bool(attachments(ctx, res)))
     sp = principals.create(ctx, display_name=system_display_name(res.type, res.name), explicit=False, mi_resource_id=res.arm_id,
                            principal_id=principal_id, client_id=client_id, in_use=in_use)
     res = _loaded(ctx, res)
@@ -295,6 +308,7 @@ def attach(ctx: Ctx, res: Resource, refs: list[str | Reference], *, current: lis
             ref = reference(ctx, ref, group)
         wanted[ref.key] = ref
     check_user_assigned(rt, len(set(have) | set(wanted)))
+    check_one_kind(rt, system=bool(res.system_principal_id), user=bool(wanted))
     changed = False
     for key_, ref in wanted.items():
         att = have.get(key_)
@@ -362,11 +376,13 @@ def set_identities(ctx: Ctx, res: Resource, *, system: bool | None, user_assigne
     if extra:
         detach(ctx, res, [a.identity_id for a in extra], current=have)
         have = [a for a in have if a.identity_key in wanted]
+    if not system:
+        res = disable_system(ctx, res)  # first: a type that takes one kind may be switching to the other
     if user_assigned:
         attach(ctx, res, user_assigned, current=have)
     if system:
         return enable_system(ctx, res, principal_id=principal_id, client_id=client_id, in_use=in_use)
-    return disable_system(ctx, res)
+    return res
 
 
 def assign(ctx: Ctx, res: Resource, refs: list[str]) -> Resource:

@@ -53,6 +53,7 @@ def create(
         identities.check_system_supported(rt)
     if user_assigned:
         identities.check_user_assigned(rt, 0)
+    identities.check_one_kind(rt, system=system, user=bool(user_assigned))
     if existing is identities.LOOKUP:
         existing = by_id(ctx, arm_id)
     if existing is not None:

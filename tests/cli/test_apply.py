@@ -78,7 +78,7 @@ def test_apply_creates_everything_and_again_changes_nothing(ok, mi, db, tenant_f
     assert r.err.startswith("applied: ")
     web = ok("resource", "show", "-g", "rg-app", "-n", "web")
     deployer = ok("identity", "show", "-g", "rg-app", "-n", "deployer")
-    assert web["kind"] == "app" and web["identity"]["type"] == "SystemAssigned,UserAssigned"
+    assert web["kind"] == "app" and web["identity"]["type"] == "SystemAssigned, UserAssigned"  # web CommonDefinitions.json
     assert list(web["identity"]["userAssignedIdentities"]) == [deployer["id"]]
     assert ok("resource", "show", "-g", "rg-app", "-n", "web/staging")["identity"]["type"] == "SystemAssigned"
     assert ok("identity", "federated-credential", "list", "--identity-name", "deployer", "-g", "rg-app")[0]["name"] == "main-branch"

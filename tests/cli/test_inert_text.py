@@ -252,7 +252,6 @@ def test_errors_that_quote_stored_names_are_inert(tenant, mi, db):
     one_error_line(mi("identity", "show", "-g", "rg", "-n", "id1" + EVIL), "ResourceNotFound", 3)
 
 
-@pytest.mark.xfail(reason="cli/runtime.py prints ctx.warnings as they are; it should print errors.inert(message)")
 def test_warnings_that_quote_stored_names_are_inert(tenant, mi, db):
     _poison(db)
     result = mi("identity", "delete", "-g", "rg", "-n", "id1")

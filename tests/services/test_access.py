@@ -152,3 +152,9 @@ def test_an_assignment_grants_the_same_at_every_descendant_scope(tenant, role, l
         scopes = chain + [kv_below]
         answers = {s: access.check(ctx, ids["principal"], action, s).allowed for s in scopes}
     assert len(set(answers.values())) == 1, answers
+
+
+def test_a_pattern_matches_the_whole_action_name_only():
+    assert access.matches("Microsoft.KeyVault/vaults/read", "microsoft.keyvault/VAULTS/read")
+    assert not access.matches("Microsoft.KeyVault/vaults/read", "Microsoft.KeyVault/vaults/read\n")
+    assert not access.matches("Microsoft.KeyVault/*/read", "Microsoft.KeyVault/vaults/read\n")

@@ -202,13 +202,36 @@ def test_rule8_removing_the_last_user_identity_moves_the_type(store, rg):
         assert views.identity_block_or_none(ctx, app) == {"type": "None"}
 
 
-def test_rule8_web_apps_spell_the_pair_without_a_space(store, rg):
+@pytest.mark.parametrize("type_, name, spelling", [
+    # web CommonDefinitions.json ManagedServiceIdentity.type; azure-cli recording test_webapp_assign_user_identity.yaml
+    ("webapp", "app1", "SystemAssigned, UserAssigned"),
+    # Microsoft.App ContainerApps openapi.json uses common-types v3+ managedidentity.json
+    ("containerapp", "app1", "SystemAssigned,UserAssigned"),
+    # Microsoft.Storage storage.json uses common-types too
+    ("storage", "stapp1", "SystemAssigned,UserAssigned"),
+])
+def test_rule8_each_provider_spells_the_pair_as_its_api_does(store, rg, type_, name, spelling):
     with store() as ctx:
         g = _group(ctx)
-        app = resources.create(ctx, g, "app1", "webapp")
+        res = resources.create(ctx, g, name, type_)
         identities.create_user_assigned(ctx, g, "uid-1")
-        identities.assign(ctx, app, ["[system]", "uid-1"])
-        assert views.identity_block(ctx, app)["type"] == "SystemAssigned,UserAssigned"
+        identities.assign(ctx, res, ["[system]", "uid-1"])
+        assert views.identity_block(ctx, res)["type"] == spelling
+
+
+def test_a_type_whose_api_has_no_combined_value_takes_one_kind_at_a_time(store, rg):
+    # AKS managedClusters' ManagedClusterIdentity.type is SystemAssigned | UserAssigned | None
+    with store() as ctx:
+        g = _group(ctx)
+        identities.create_user_assigned(ctx, g, "uid-1")
+        aks = resources.create(ctx, g, "aks1", "aks", system_assigned=True)
+        with pytest.raises(ValidationError, match="takes either a system-assigned identity or user-assigned ones, not both"):
+            identities.attach(ctx, aks, ["uid-1"])
+        identities.disable_system(ctx, aks)
+        identities.attach(ctx, aks, ["uid-1"])
+        with pytest.raises(ValidationError, match="not both"):
+            identities.enable_system(ctx, aks)
+        assert views.identity_block(ctx, aks)["type"] == "UserAssigned"
 
 
 def test_rule9_deleting_a_group_deletes_everything_in_it_and_leaves_outside_references_dangling(store, rg):
