@@ -10,7 +10,7 @@ import typer
 from mi_cli import __version__
 from mi_cli.cli import access, account, compare, declare, demo, env, explore, group, identity, log, resource, role, serve, sp, token
 from mi_cli.cli.runtime import configure, state
-from mi_cli.errors import MiError
+from mi_cli.errors import MiError, bounded
 
 app = typer.Typer(
     name="mi",
@@ -139,7 +139,7 @@ def _run(args: list[str]) -> int:
             print(exc.format_message())
             return 0
         code = "InvalidArgumentValue" if type(exc).__name__ == "BadParameter" else "UsageError"
-        print(f"ERROR: ({code}) {_usage_line(exc)}", file=sys.stderr)
+        print(f"ERROR: ({code}) {bounded(_usage_line(exc))}", file=sys.stderr)
         return getattr(exc, "exit_code", 2) or 2
     except KeyboardInterrupt:
         print("ERROR: (OperationCancelled) Interrupted; nothing was changed.", file=sys.stderr)
@@ -151,7 +151,7 @@ def _run(args: list[str]) -> int:
             import traceback
 
             traceback.print_exc()
-        print(f"ERROR: (InternalError) {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        print(f"ERROR: (InternalError) {bounded(f'{type(exc).__name__}: {exc}')} (run with --debug for details)", file=sys.stderr)
         return 1
 
 

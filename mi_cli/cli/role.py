@@ -70,8 +70,12 @@ def _read_document(text: str):  # noqa: ANN202
     raw = text[1:] if text.startswith("@") else text
     if text == "-":
         raw = sys.stdin.read()
-    elif Path(raw).is_file():
-        raw = Path(raw).read_text()
+    else:
+        try:
+            if Path(raw).is_file():
+                raw = Path(raw).read_text()
+        except (OSError, ValueError, UnicodeDecodeError):  # too long or not a path: it is the JSON itself
+            pass
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:

@@ -17,6 +17,7 @@ from mi_cli.models import CustomRole, RoleAssignment
 from mi_cli.services import Ctx
 from mi_cli.services.operations import is_data_action, known_operation
 from mi_cli.services.scopes import resolve_scope
+from mi_cli.services.validation import no_control
 
 ROLE_DEFINITION_TYPE = "Microsoft.Authorization/roleDefinitions"
 
@@ -138,7 +139,10 @@ def _validated(ctx: Ctx, document: Any) -> tuple[str, str, list[dict], list[str]
             raise ValidationError("InvalidAssignableScope", "The root scope '/' is for built-in roles only.")
         resolve_scope(ctx, scope)
     _check_permissions(perms)
-    return name.strip(), str(lower.get("description") or ""), perms, [s.strip().rstrip("/") for s in scopes]
+    description = str(lower.get("description") or "")
+    no_control(name, what="role name", code="InvalidRoleDefinition")
+    no_control(description, what="role description", code="InvalidRoleDefinition")
+    return name.strip(), description, perms, [s.strip().rstrip("/") for s in scopes]
 
 
 def create_custom(ctx: Ctx, document: dict[str, Any], *, role_id: str | None = None) -> RoleDefinition:

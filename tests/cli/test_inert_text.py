@@ -382,3 +382,24 @@ def test_fifty_tags_are_fine_and_fifty_one_are_not(tenant, ok, mi):
     line = one_error_line(mi("identity", "update", "-g", "rg", "-n", "id1", "--tags", *[f"t{i}=v" for i in range(51)]),
                           "InvalidTagCount")
     assert "51" in line
+
+
+def test_custom_roles_refuse_control_characters_and_huge_definitions(tenant, mi, db, ok):
+    group = ok("group", "show", "-n", "rg")["id"]
+    before = dump(db)
+    role = {"Name": f"Reader{ESC}[2J", "Actions": ["Microsoft.Resources/subscriptions/resourceGroups/read"],
+            "AssignableScopes": [group]}
+    r = mi("role", "definition", "create", "--role-definition", json.dumps(role))
+    assert "(InvalidRoleDefinition) The role name contains a control character ('\\x1b' at position 7)" in one_error_line(r)
+    role["Name"], role["Description"] = "Reader Plus", f"reads{CSI}"
+    assert "role description contains a control character" in one_error_line(mi("role", "definition", "create",
+                                                                                 "--role-definition", json.dumps(role)))
+    # a value far longer than any file name is the JSON itself, not a path that cannot be opened
+    r = mi("role", "definition", "create", "--role-definition", "{" * 100_000)
+    assert "(InvalidRoleDefinition) The role definition is not valid JSON" in one_error_line(r)
+    assert dump(db) == before
+
+
+def test_usage_errors_are_bounded_too(tenant, mi):
+    r = mi("group", "list", "-o", BIG)
+    assert r.code == 2 and len(r.err) < SHORT_LINE and r.err.count("\n") == 1 and "1,000,000 characters" in r.err
