@@ -60,8 +60,10 @@ def check(
 
 
 def _print_decision(decision: dict) -> None:
-    print(decision["reason"])
-    print(f"{decision['actionType']} {decision['action']} at {decision['scope']}")
+    from mi_cli.errors import inert
+
+    print(inert(decision["reason"]))  # it quotes role names and scopes from the store
+    print(inert(f"{decision['actionType']} {decision['action']} at {decision['scope']}"))
     if decision["trace"]:
         from mi_cli.render import write_table
 
