@@ -8,7 +8,8 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 3  # 2: signing keys and token-endpoint secrets; 3: custom roles and role assignments
+SCHEMA_VERSION = 4  # 2: signing keys and token-endpoint secrets; 3: custom roles and role assignments;
+# 4: role assignment conditions and updates
 
 
 def _fk(target: str) -> Any:
@@ -194,5 +195,8 @@ class RoleAssignment(SQLModel, table=True):
     principal_type: str = "ServicePrincipal"
     role_definition_id: str  # the role's GUID
     description: Optional[str] = None
+    condition: Optional[str] = None  # ABAC condition, with its conditionVersion ('2.0')
+    condition_version: Optional[str] = None
     created_at: datetime
-    created_by: str
+    created_by: str  # the object id of who created it (stores before version 4 hold a login name)
+    updated_at: Optional[datetime] = None  # set when a PUT at its name changed it

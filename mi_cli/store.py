@@ -233,7 +233,16 @@ def _v2_to_v3(conn) -> None:  # noqa: ANN001
     SQLModel.metadata.create_all(conn)
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(conn) -> None:  # noqa: ANN001
+    # Role assignments gain their condition and an update time. A store that was at version 2 a step ago
+    # got the table with today's columns from create_all: add only what is missing.
+    have = {c["name"] for c in inspect(conn).get_columns("role_assignment")}
+    for column, sql_type in (("condition", "VARCHAR"), ("condition_version", "VARCHAR"), ("updated_at", "DATETIME")):
+        if column not in have:
+            conn.exec_driver_sql(f"ALTER TABLE role_assignment ADD COLUMN {column} {sql_type}")
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def _has_meta(conn) -> bool:  # noqa: ANN001

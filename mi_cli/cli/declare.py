@@ -8,7 +8,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from mi_cli.cli.options import OutputOpt, QueryOpt, YesOpt
+from mi_cli.cli.options import OutputOpt, QueryOpt
 from mi_cli.cli.runtime import confirm, emit, transaction, wants_table
 
 
@@ -86,8 +86,11 @@ def export(
         sys.stdout.write(text)
 
 
-def reset(yes: YesOpt = False) -> None:
-    """Empty the store: every object, the tenant and its keys, and the activity log."""
+def reset(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not prompt for confirmation (required without a terminal).")] = False,
+) -> None:
+    """Empty the store: every object, the tenant and its keys, and the activity log. It asks first:
+    at a terminal, a question; without one, it refuses unless --yes is given (as az's deletes)."""
     from mi_cli.services import export as exporting
 
     confirm("Delete everything in this store?", yes)

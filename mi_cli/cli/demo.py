@@ -27,7 +27,7 @@ STEPS: list[tuple[str, list[str]]] = [
     ("Share it: attach the same user-assigned identity to both resources.",
      ["identity", "assign", "--resource", "web-vm", "-g", RG, "--identities", "shared-id"]),
     (None, ["identity", "assign", "--resource", "api-app", "-g", RG, "--identities", "shared-id", "[system]"]),
-    ("Both kinds of identity, and the service principals behind them.", ["identity", "list", "-g", RG]),
+    ("Both kinds of identity, and the service principals behind them.", ["identity", "list", "-g", RG, "--kind", "all"]),
     (None, ["sp", "list"]),
     ("A Key Vault: a target that identities reach, with no identity of its own.",
      ["resource", "create", "-g", RG, "-n", "kv-demo-01", "--type", "keyvault"]),

@@ -6,11 +6,12 @@ from typing import Annotated
 
 import typer
 
-from mi_cli.cli.options import LocationOpt, OutputOpt, QueryOpt, SubscriptionOpt, TagsOpt, YesOpt
+from mi_cli.cli.options import LocationOpt, OutputOpt, QueryOpt, SubscriptionOpt, TagsOpt
 from mi_cli.cli.runtime import confirm, emit, transaction
 
 app = typer.Typer(help="Resource groups.", no_args_is_help=True)
 NameOpt = Annotated[str, typer.Option("--name", "-n", "--resource-group", "-g", help="Name of the resource group.")]
+ConfirmOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not prompt for confirmation (required without a terminal).")]
 
 
 def _row(g: dict) -> dict:
@@ -60,13 +61,14 @@ def show(name: NameOpt, subscription: SubscriptionOpt = None, output: OutputOpt 
 
 @app.command("delete")
 def delete(
-    name: NameOpt, yes: YesOpt = False, subscription: SubscriptionOpt = None,
+    name: NameOpt, yes: ConfirmOpt = False, subscription: SubscriptionOpt = None,
     output: OutputOpt = "table", query: QueryOpt = None,  # accepted on every command, as az does; deletes print nothing
 ) -> None:
     """Delete a resource group and everything in it, in one transaction.
 
     Resources lose their system identities; user-assigned identities in the group are deleted,
     and references to them from resources elsewhere stay behind, dangling (a warning lists them).
+    As az, it asks first: at a terminal, a question; without one, it refuses unless --yes is given.
     """
     from mi_cli.services import groups
 

@@ -3,6 +3,7 @@ them, and their federated credentials."""
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Optional
 
 import typer
@@ -23,6 +24,9 @@ ResourceOpt = Annotated[Optional[str], typer.Option("--resource", help="Name or 
 TypeOpt = Annotated[Optional[str], typer.Option("--type", "-t", help="Resource type or alias, when several resources share the name.")]
 RoleOpt = Annotated[Optional[str], typer.Option("--role", help="With --scope: a role for the system-assigned identity, granted in the same step.")]
 RoleScopeOpt = Annotated[Optional[str], typer.Option("--scope", help="With --role: where the system-assigned identity gets the role.")]
+# az's enum arguments: matched case-insensitively; another value is the parser's error (exit 2).
+IsolationScope = Enum("IsolationScope", {"None": "None", "Regional": "Regional"}, type=str)
+ConfirmOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not prompt for confirmation (required without a terminal).")]
 IdentitiesOpt = Annotated[
     Optional[list[str]],
     typer.Option("--identities", help="Space-separated identities: '[system]' for the system-assigned one, names or ids of user-assigned ones."),
@@ -37,7 +41,9 @@ def _ua_row(i: dict) -> dict:
 
 
 def _list_row(i: dict) -> dict:
-    return {"Kind": i["kind"], "Name": i["name"], "ResourceGroup": i["resourceGroup"], "Location": i["location"],
+    # mi's --kind system|all (az has no such listing): a first column says which kind each row is
+    kind = "UserAssigned" if i.get("type") == ids.UAMI_TYPE else "SystemAssigned"
+    return {"Kind": kind, "Name": i["name"], "ResourceGroup": i["resourceGroup"], "Location": i["location"],
             "PrincipalId": i["principalId"], "ClientId": i["clientId"]}
 
 
@@ -85,6 +91,10 @@ def create(
     type_: TypeOpt = None,
     location: LocationOpt = None,
     tags: TagsOpt = None,
+    isolation_scope: Annotated[Optional[IsolationScope], typer.Option(
+        "--isolation-scope", case_sensitive=False,
+        help="With --user-assigned: None (default) or Regional, whether the identity may be assigned only to "
+             "resources in its own region.")] = None,
     role: RoleOpt = None,
     scope: RoleScopeOpt = None,
     subscription: SubscriptionOpt = None,
@@ -113,11 +123,14 @@ def create(
         return
     if role or scope:
         raise UsageError("InvalidArgumentValue", "--role and --scope go with --system-assigned (or 'identity assign').")
+    if isolation_scope is not None and system_assigned:
+        raise UsageError("InvalidArgumentValue", "--isolation-scope goes with --user-assigned.")
     if not name or not group:
         raise UsageError("MissingArgument", "A user-assigned identity needs --name/-n and --resource-group/-g.")
     with transaction(write=True) as ctx:
         g = groups.get(ctx, group, subscription=subscription)
-        uami = identities.create_user_assigned(ctx, g, name, location=location, tags=parse_tags(tags))
+        uami = identities.create_user_assigned(ctx, g, name, location=location, tags=parse_tags(tags),
+                                               isolation_scope=isolation_scope and isolation_scope.value)
         data = views.user_assigned(uami, tenancy.default_tenant(ctx).id)
     emit(data, output, query, _ua_row)
 
@@ -153,24 +166,27 @@ def show(
 def list_(
     group: GroupOpt = None,
     kind: Annotated[
-        Optional[str], typer.Option("--kind", help="Only 'system' (system-assigned) or 'user' (user-assigned) identities.")
-    ] = None,
+        str, typer.Option("--kind", help="user (the default, as az identity list): user-assigned identities; "
+                                         "system: the system-assigned identities of resources; all: both.")
+    ] = "user",
     subscription: SubscriptionOpt = None,
     output: OutputOpt = "table",
     query: QueryOpt = None,
 ) -> None:
-    """List identities of both kinds, each with its `kind`: SystemAssigned or UserAssigned."""
+    """List user-assigned identities, as `az identity list` does; --kind system or all lists the
+    system-assigned ones of resources (their type: Microsoft.ManagedIdentity/identities)."""
     from mi_cli.services import groups, tenancy, views
 
-    if kind is not None and kind.casefold() not in ("system", "user"):
-        raise UsageError("InvalidArgumentValue", f"--kind must be 'system' or 'user', not '{kind}'.")
+    if kind.casefold() not in views.IDENTITY_KINDS:
+        raise UsageError("InvalidArgumentValue", f"--kind must be user, system or all, not '{kind}'.")
+    kind = kind.casefold()
     with transaction(write=False) as ctx:
         if group:
-            data = views.identity_listing(ctx, group=groups.get(ctx, group, subscription=subscription), kind=kind and kind.casefold())
+            data = views.identity_listing(ctx, group=groups.get(ctx, group, subscription=subscription), kind=kind)
         else:
             sub = tenancy.find_subscription(ctx, subscription, create=False)
-            data = views.identity_listing(ctx, sub_id=sub.id, kind=kind and kind.casefold()) if sub else []
-    emit(data, output, query, _list_row)
+            data = views.identity_listing(ctx, sub_id=sub.id, kind=kind) if sub else []
+    emit(data, output, query, _ua_row if kind == "user" else _list_row)
 
 
 @app.command("list-resources")
@@ -325,6 +341,30 @@ def fic_create(
     emit(data, output, query, _fic_row)
 
 
+@fic_app.command("update")
+def fic_update(
+    name: FicNameOpt,
+    identity_name: IdentityNameOpt,
+    group: GroupOpt = None,
+    issuer: Annotated[Optional[str], typer.Option("--issuer", help="https URL of the token issuer.")] = None,
+    subject: Annotated[Optional[str], typer.Option("--subject", help="The subject of the external tokens.")] = None,
+    audiences: Annotated[Optional[list[str]], typer.Option("--audiences", help="Exactly one audience.")] = None,
+    description: Annotated[Optional[str], typer.Option("--description", help="Free text.")] = None,
+    subscription: SubscriptionOpt = None,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Update an existing federated credential: what is given replaces its value, the rest stays.
+    A credential that does not exist is not created (use create)."""
+    from mi_cli.services import federated, views
+
+    with transaction(write=True) as ctx:
+        uami = _fic_parent(ctx, identity_name, group, subscription)
+        fic = federated.update(ctx, uami, name, issuer=issuer, subject=subject, audiences=audiences, description=description)
+        data = views.federated_credential(uami, fic)
+    emit(data, output, query, _fic_row)
+
+
 def _fic_parent(ctx, identity_name: str, group: str | None, subscription: str | None):  # noqa: ANN001, ANN202
     from mi_cli.services import federated, groups
 
@@ -375,12 +415,13 @@ def fic_delete(
     name: FicNameOpt,
     identity_name: IdentityNameOpt,
     group: GroupOpt = None,
-    yes: YesOpt = False,
+    yes: ConfirmOpt = False,
     subscription: SubscriptionOpt = None,
     output: OutputOpt = "table",  # accepted on every command, as az does; deletes print nothing
     query: QueryOpt = None,
 ) -> None:
-    """Delete a federated credential (deleting one that is gone succeeds)."""
+    """Delete a federated credential (deleting one that is gone succeeds). As az, it asks first: at a
+    terminal, a question; without one, it refuses unless --yes is given."""
     from mi_cli.services import federated
 
     confirm(f"Delete the federated credential '{name}'?", yes)

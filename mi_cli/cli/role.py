@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from mi_cli.cli.options import OutputOpt, QueryOpt, SubscriptionOpt, YesOpt
-from mi_cli.cli.runtime import emit, transaction
+from mi_cli.cli.runtime import confirm, emit, transaction
 from mi_cli.errors import UsageError, ValidationError
 
 app = typer.Typer(help="Azure RBAC: role definitions and role assignments.", no_args_is_help=True)
@@ -142,6 +143,10 @@ def _ra_row(r: dict) -> dict:
     return {"Principal": principal, "Role": r.get("roleDefinitionName", r["roleDefinitionId"].rsplit("/", 1)[-1]), "Scope": r["scope"]}
 
 
+# az's --assignee-principal-type (role/_params.py): the API's types but Device, matched case-insensitively.
+PrincipalType = Enum("PrincipalType", {t: t for t in ("User", "Group", "ServicePrincipal", "ForeignGroup")}, type=str)
+
+
 @assignment_app.command("create")
 def assignment_create(
     assignee: AssigneeOpt = None,
@@ -149,29 +154,45 @@ def assignment_create(
     scope: ScopeOpt = None,
     group: GroupOpt = None,
     assignee_object_id: Annotated[Optional[str], typer.Option(
-        "--assignee-object-id", help="The principal's object id, taken as is (no directory lookup), as az's.")] = None,
-    assignee_principal_type: Annotated[Optional[str], typer.Option(
-        "--assignee-principal-type", help="With --assignee-object-id: ServicePrincipal (default), User, Group, ForeignGroup, Device.")] = None,
+        "--assignee-object-id", help="The principal's object id, taken as is (no lookup by name), as az's.")] = None,
+    assignee_principal_type: Annotated[Optional[PrincipalType], typer.Option(
+        "--assignee-principal-type", case_sensitive=False,
+        help="With --assignee-object-id: the principal's type (User, Group, ServicePrincipal or ForeignGroup), so "
+             "that the directory is not asked.")] = None,
     description: Annotated[Optional[str], typer.Option("--description", help="Free text, up to 2,048 characters.")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="A GUID for the assignment (default: a new one).")] = None,
+    condition: Annotated[Optional[str], typer.Option(
+        "--condition", help="Condition under which the principal is granted the permission (ABAC).")] = None,
+    condition_version: Annotated[Optional[str], typer.Option(
+        "--condition-version", help="Version of the condition syntax (default 2.0 when --condition is given).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="A GUID for the assignment (default: a new one).")] = None,
     subscription: SubscriptionOpt = None,
     output: OutputOpt = "table",
     query: QueryOpt = None,
 ) -> None:
-    """Grant a role to a principal at a scope."""
+    """Grant a role to a principal at a scope. Granted already, it prints the existing assignment, as
+    az does (with principalName and roleDefinitionName, as az's list shows them)."""
     from mi_cli.services import assignments, roles, scopes
 
-    if bool(assignee) == bool(assignee_object_id) or not role:
-        raise UsageError("MissingArgument", "--role and one of --assignee and --assignee-object-id are required.")
+    if not role:
+        raise UsageError("MissingArgument", "the following arguments are required: --role")
+    # az's checks (role/custom.py create_role_assignment): CLIErrors, exit 1
+    if bool(assignee) == bool(assignee_object_id):
+        raise ValidationError("InvalidArgument", "usage error: --assignee STRING | --assignee-object-id GUID")
     if assignee_principal_type and not assignee_object_id:
-        raise UsageError("InvalidArgumentValue", "--assignee-principal-type goes with --assignee-object-id.")
+        raise ValidationError("InvalidArgument", "usage error: --assignee-object-id GUID --assignee-principal-type TYPE")
+    if assignee_object_id and not assignee_principal_type:
+        print("WARNING: RBAC service might reject creating role assignment without --assignee-principal-type in the "
+              "future. Better to specify --assignee-principal-type manually.", file=sys.stderr)
     with transaction(write=True) as ctx:
         target = scopes.from_options(ctx, scope=scope, group=group, subscription=subscription, default_subscription=True)
-        ra = assignments.create(ctx, assignee or assignee_object_id, role, target, description=description, name=name,
-                                principal_type=(assignee_principal_type or "ServicePrincipal") if assignee_object_id else None)
-        data = assignments.view(ctx, ra)
+        ra, outcome = assignments.put(
+            ctx, assignee or assignee_object_id, role, target, description=description, condition=condition,
+            condition_version=condition_version, name=name, object_id=bool(assignee_object_id),
+            principal_type=assignee_principal_type and assignee_principal_type.value)
+        existed = outcome == "exists"
+        data = assignments.view(ctx, ra, fill_names=existed, written=not existed)
         role_name = roles.find(ctx, ra.role_definition_id).role_name
-    # az's create output names neither principal nor role; the table names the role for people
+    # a new assignment's output names neither principal nor role; the table names the role for people
     emit(data, output, query, lambda r: {**_ra_row(r), "Role": role_name})
 
 
@@ -210,15 +231,20 @@ def assignment_delete(
     role: RoleOpt = None,
     scope: ScopeOpt = None,
     group: GroupOpt = None,
-    yes: YesOpt = False,
+    include_inherited: Annotated[bool, typer.Option("--include-inherited", help="Also assignments at the scope's ancestors.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="With no filter at all: delete every assignment made at the "
+                                                             "subscription without asking.")] = False,
     subscription: SubscriptionOpt = None,
     output: OutputOpt = "table",  # accepted on every command, as az does; deletes print nothing
     query: QueryOpt = None,
 ) -> None:
-    """Delete role assignments by id, or every one matching --assignee, --role and --scope."""
+    """Delete role assignments by id, or those that `list` shows for the same --assignee, --role and
+    --scope (without --scope: the ones made at the subscription itself). Matching none is an error."""
     from mi_cli.services import assignments, scopes, tenancy
 
+    if not (ids_ or assignee or role or scope or group):  # as az: every assignment of the subscription, after asking
+        confirm("This will delete all role assignments under the subscription.", yes)
     with transaction(write=True) as ctx:
         sub = tenancy.find_subscription(ctx, subscription)
-        assignments.delete(ctx, ids_=ids_, assignee=assignee, role_ref=role,
+        assignments.delete(ctx, ids_=ids_, assignee=assignee, role_ref=role, include_inherited=include_inherited,
                            scope_ref=scopes.from_options(ctx, scope=scope, group=group, subscription=subscription), sub_id=sub.id)

@@ -46,13 +46,19 @@ def emit(data: Any, output: Any, query: str | None = None, table=None, *, view=N
 
 
 def confirm(question: str, yes: bool) -> None:
-    """Ask only a person at a terminal; scripts (stdin not a terminal) never wait for an answer."""
-    if yes or not sys.stdin.isatty():
+    """As az confirms a command registered with confirmation=True (knack CLICommand._user_confirmed):
+    --yes skips the question; a person at a terminal is asked; without a terminal nothing is asked and
+    nothing is done: knack's prompt raises NoTTYException, logged as the warning below, and the command
+    fails with CLIError('Operation cancelled.'), exit 1. A "no" at the terminal fails the same way."""
+    if yes:
         return
+    if not sys.stdin.isatty():
+        print("WARNING: Unable to prompt for confirmation as no tty available. Use --yes.", file=sys.stderr)
+        raise MiError("OperationCancelled", "Operation cancelled.")
     import typer
 
     if not typer.confirm(f"{question}\nAre you sure you want to perform this operation?", err=True):
-        raise MiError("OperationCancelled", "The operation was cancelled; nothing was changed.")
+        raise MiError("OperationCancelled", "Operation cancelled.")
 
 
 

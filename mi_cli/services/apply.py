@@ -204,7 +204,8 @@ class Applier:
                 before = self.ctx.changes
                 uami = identities.create_user_assigned(
                     self.ctx, group, entry["name"], location=entry.get("location"), tags=entry.get("tags") or {},
-                    principal_id=entry.get("principalId"), client_id=entry.get("clientId"), existing=existing, in_use=self._in_use)
+                    principal_id=entry.get("principalId"), client_id=entry.get("clientId"), existing=existing, in_use=self._in_use,
+                    isolation_scope=entry.get("isolationScope"))
                 self.uamis[key] = uami
                 self._credentials(uami, entry.get("federatedCredentials") or [], credentials.get(uami.pk, []) if existing else [])
                 self.plan.add("create" if existing is None else "update" if self.ctx.changes > before else "unchanged",
@@ -296,7 +297,8 @@ class Applier:
             try:
                 ra = assignments.create(self.ctx, entry["assignee"], entry["role"], entry["scope"],
                                         description=entry.get("description"), name=entry.get("name"),
-                                        principal_type=entry["principalType"] if object_id else None)
+                                        condition=entry.get("condition"), condition_version=entry.get("conditionVersion"),
+                                        principal_type=entry["principalType"] if object_id else None, declared=True)
             except MiError as exc:
                 raise self._fail(at("roleAssignments", i, entry), exc) from None
             if ra.name in self.declared_assignments and (entry.get("name") or "").casefold() != ra.name:

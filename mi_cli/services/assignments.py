@@ -71,21 +71,49 @@ def _assignable(role: roles.RoleDefinition, scope: str) -> bool:
     return any(s == "/" or ids.is_within(scope, s) for s in role.assignable_scopes)
 
 
-def create(ctx: Ctx, assignee: str, role_ref: str, scope_ref: str, *, description: str | None = None,
-           name: str | None = None, principal_type: str | None = None) -> RoleAssignment:
-    """A role for a principal at a scope. With `principal_type` the assignee is an object id taken as
-    is (az's --assignee-object-id: no directory lookup, so an identity still replicating can be
-    granted). The same principal, role and scope again returns the existing assignment, as az does
-    with RoleAssignmentExists; a description given then replaces the old one (a PUT of it)."""
+CONDITION_VERSION = "2.0"  # "Currently the only accepted value is '2.0'" (Authorization RoleAssignmentProperties)
+
+
+def create(ctx: Ctx, assignee: str, role_ref: str, scope_ref: str, **options: Any) -> RoleAssignment:
+    """`put`, for callers that need the assignment only."""
+    return put(ctx, assignee, role_ref, scope_ref, **options)[0]
+
+
+def put(ctx: Ctx, assignee: str, role_ref: str, scope_ref: str, *, description: str | None = None,
+        condition: str | None = None, condition_version: str | None = None, name: str | None = None,
+        principal_type: str | None = None, object_id: bool = False, declared: bool = False) -> tuple[RoleAssignment, str]:
+    """A role for a principal at a scope, and what the PUT did: "created"; "put" (at the existing
+    assignment's own name); "exists" (RoleAssignmentExists, answered with the existing assignment).
+
+    With `object_id` the assignee is a principal (object) id, not looked up by name (az's
+    --assignee-object-id); with a `principal_type` too, the directory is not asked at all, so an
+    identity still replicating can be granted. A condition without a version gets '2.0', as az sends.
+
+    As ARM's PUT: at an existing assignment's own name it updates the description and condition; a new
+    name for a principal, role and scope that are assigned already is RoleAssignmentExists, which az
+    answers with the existing assignment, unchanged. A tenant file (`declared`) states the assignment
+    itself: it updates the existing one whatever name the entry leaves out."""
+    if condition_version and not condition:
+        raise ValidationError("InvalidArgument", "usage error: When --condition-version is set, --condition must be set as well.")
+    if condition and not condition_version:
+        condition_version = CONDITION_VERSION
+    if condition_version is not None and condition_version != CONDITION_VERSION:
+        raise ValidationError("InvalidConditionVersion",
+                              f"The condition version '{condition_version}' is not supported: the only accepted value is "
+                              f"'{CONDITION_VERSION}'.")
     role = roles.find(ctx, role_ref)
     scope = resolve_scope(ctx, scope_ref)
-    if principal_type is not None:
-        if principal_type not in PRINCIPAL_TYPES:
+    if object_id or principal_type is not None:
+        if principal_type is not None and principal_type not in PRINCIPAL_TYPES:
             raise ValidationError("InvalidPrincipalType", f"The principal type '{principal_type}' is not one of "
                                   f"{', '.join(PRINCIPAL_TYPES)}.")
         if not is_guid(assignee.strip()):  # stored as given: the canonical form only
             raise ValidationError("InvalidPrincipalId", f"The principal id '{assignee}' is not a GUID.")
         principal_id = assignee.strip().casefold()
+        if principal_type is None:  # ARM looks the principal up when it is not told its type
+            principal_type = principals.principal_type(ctx, principal_id)
+            if principal_type is None:
+                raise principal_not_found(principal_id, default_tenant(ctx).id)
     else:
         principal_id, principal_type = resolve_principal(ctx, assignee).id, "ServicePrincipal"
     if description is not None and len(description) > 2048:
@@ -106,20 +134,38 @@ def create(ctx: Ctx, assignee: str, role_ref: str, scope_ref: str, *, descriptio
         raise ConflictError("RoleAssignmentUpdateNotPermitted",
                             "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.")
     if same is not None:
-        if name and same.name != name.casefold():
+        at_its_name = named is same or (declared and not name)
+        if declared and not at_its_name:
             raise ConflictError("RoleAssignmentExists", "The role assignment already exists.")
-        if description is not None and description != same.description:
-            same.description = description
-            ctx.session.add(same)
-            ctx.log(f"{ASSIGNMENT_TYPE}/write", assignment_id(same), detail="description")
-        return same
+        if not at_its_name:
+            return same, "exists"
+        _update(ctx, same, description=description, condition=condition, condition_version=condition_version)
+        return same, "put"
     _limit_check(ctx, scope.subscription.id)
     ra = ctx.insert(RoleAssignment, {
         "name": (name or ctx.new_guid()).casefold(), "scope": scope.id, "scope_key": ids.key(scope.id),
         "subscription_id": scope.subscription.id, "principal_id": principal_id, "principal_type": principal_type,
-        "role_definition_id": role.guid, "description": description, "created_at": ctx.now(), "created_by": ctx.caller})
+        "role_definition_id": role.guid, "description": description, "condition": condition or None,
+        "condition_version": condition_version if condition else None, "created_at": ctx.now(),
+        "created_by": principals.signed_in_user_id(default_tenant(ctx).id)})
     ctx.log(f"{ASSIGNMENT_TYPE}/write", assignment_id(ra), detail=f"{role.role_name} for {principal_id}")
-    return ra
+    return ra, "created"
+
+
+def _update(ctx: Ctx, ra: RoleAssignment, *, description: str | None, condition: str | None,
+            condition_version: str | None) -> None:
+    """A PUT at an assignment's name: what it gives of description and condition replaces the old."""
+    changed = []
+    if description is not None and description != ra.description:
+        ra.description = description
+        changed.append("description")
+    if condition is not None and (condition, condition_version) != (ra.condition, ra.condition_version):
+        ra.condition, ra.condition_version = condition or None, condition_version if condition else None
+        changed.append("condition")
+    if changed:
+        ra.updated_at = ctx.now()
+        ctx.session.add(ra)
+        ctx.log(f"{ASSIGNMENT_TYPE}/write", assignment_id(ra), detail=", ".join(changed))
 
 
 def assignment_id(ra: RoleAssignment) -> str:
@@ -132,9 +178,12 @@ def for_principal(ctx: Ctx, principal_id: str) -> list[RoleAssignment]:
 
 def listing(ctx: Ctx, *, sub_id: str, assignee: str | None = None, role_ref: str | None = None, scope_ref: str | None = None,
             include_inherited: bool = False, all_: bool = False) -> list[RoleAssignment]:
-    """az's rules: --scope lists that scope (and its ancestors with --include-inherited); without a
-    scope, --all, --assignee or --role list the whole subscription, and nothing lists only
-    assignments made at the subscription itself."""
+    """az's rules (role/custom.py _search_role_assignments): the scope is --scope, or the group, or
+    else the subscription itself, and only assignments made at exactly that scope are listed (with
+    --include-inherited, those at its ancestors too), whatever --assignee and --role filter; --all
+    lists every scope of the subscription and takes no scope."""
+    if all_ and scope_ref:
+        raise ValidationError("InvalidArgument", "group or scope are not required when --all is used")
     stmt = select(RoleAssignment).where(RoleAssignment.subscription_id == sub_id)
     if assignee:
         principal_id = _assignee_id(ctx, assignee)
@@ -142,12 +191,10 @@ def listing(ctx: Ctx, *, sub_id: str, assignee: str | None = None, role_ref: str
     if role_ref:
         stmt = stmt.where(RoleAssignment.role_definition_id == roles.find(ctx, role_ref).guid)
     items = list(ctx.session.exec(stmt.order_by(RoleAssignment.scope_key, RoleAssignment.created_at)).all())
-    if scope_ref:
-        scope = resolve_scope(ctx, scope_ref).id
-        return [ra for ra in items if ids.same(ra.scope, scope) or (include_inherited and ids.is_within(scope, ra.scope))]
-    if all_ or assignee or role_ref:
+    if all_:
         return items
-    return [ra for ra in items if ids.same(ra.scope, ids.subscription_id(sub_id))]
+    scope = resolve_scope(ctx, scope_ref).id if scope_ref else ids.subscription_id(sub_id)
+    return [ra for ra in items if ids.same(ra.scope, scope) or (include_inherited and ids.is_within(scope, ra.scope))]
 
 
 def _assignee_id(ctx: Ctx, assignee: str) -> str:
@@ -161,7 +208,7 @@ def _assignee_id(ctx: Ctx, assignee: str) -> str:
 
 
 def delete(ctx: Ctx, *, ids_: list[str] | None = None, assignee: str | None = None, role_ref: str | None = None,
-           scope_ref: str | None = None, sub_id: str) -> list[RoleAssignment]:
+           scope_ref: str | None = None, sub_id: str, include_inherited: bool = False) -> list[RoleAssignment]:
     if ids_:
         gone = []
         for ra_id in ids_:
@@ -169,11 +216,12 @@ def delete(ctx: Ctx, *, ids_: list[str] | None = None, assignee: str | None = No
             if ra is not None:  # DELETE of an assignment that is gone succeeds (204)
                 gone.append(ra)
     else:
-        if not (assignee or role_ref or scope_ref):
-            raise ValidationError("MissingArgument", "Give --ids, or at least one of --assignee, --role and --scope.")
-        gone = listing(ctx, sub_id=sub_id, assignee=assignee, role_ref=role_ref, scope_ref=scope_ref, all_=True)
+        # az's delete_role_assignments searches as `list` does without --all (the scope given, else the
+        # subscription itself); a search that matches nothing is an error, exit 1
+        gone = listing(ctx, sub_id=sub_id, assignee=assignee, role_ref=role_ref, scope_ref=scope_ref,
+                       include_inherited=include_inherited)
         if not gone:
-            raise NotFoundError("RoleAssignmentNotFound", "No matched assignments were found to delete.")
+            raise ValidationError("RoleAssignmentNotFound", "No matched assignments were found to delete")
     for ra in gone:
         ctx.session.delete(ra)
         ctx.log(f"{ASSIGNMENT_TYPE}/delete", assignment_id(ra))
@@ -195,11 +243,16 @@ def delete_within(ctx: Ctx, scope: str) -> int:
     return len(gone)
 
 
-def view(ctx: Ctx, ra: RoleAssignment, *, fill_names: bool = False, role_names: dict | None = None) -> dict[str, Any]:
+def view(ctx: Ctx, ra: RoleAssignment, *, fill_names: bool = False, role_names: dict | None = None,
+         written: bool = False) -> dict[str, Any]:
+    """ARM's roleAssignment, flattened as az prints it. `written`: the answer to the PUT that made it,
+    where ARM leaves createdBy null (a GET fills it in); `fill_names`: what `list` adds."""
+    tenant_id = default_tenant(ctx).id
+    by = ra.created_by if is_guid(ra.created_by or "") else principals.signed_in_user_id(tenant_id)
     data: dict[str, Any] = {
-        "condition": None,
-        "conditionVersion": None,
-        "createdBy": None,
+        "condition": ra.condition,
+        "conditionVersion": ra.condition_version,
+        "createdBy": None if written else by,
         "createdOn": ra.created_at.isoformat(),
         "delegatedManagedIdentityResourceId": None,
         "description": ra.description,
@@ -210,8 +263,8 @@ def view(ctx: Ctx, ra: RoleAssignment, *, fill_names: bool = False, role_names: 
         "roleDefinitionId": f"/subscriptions/{ra.subscription_id}/providers/Microsoft.Authorization/roleDefinitions/{ra.role_definition_id}",
         "scope": ra.scope,
         "type": ASSIGNMENT_TYPE,
-        "updatedBy": ra.created_by,
-        "updatedOn": ra.created_at.isoformat(),
+        "updatedBy": by,
+        "updatedOn": (ra.updated_at or ra.created_at).isoformat(),
     }
     parsed = ids.parse(ra.scope)
     if parsed is not None and parsed.group:
@@ -219,10 +272,12 @@ def view(ctx: Ctx, ra: RoleAssignment, *, fill_names: bool = False, role_names: 
     if fill_names:
         names = role_names if role_names is not None else roles.by_guid(ctx)
         sp = principals.get(ctx, ra.principal_id)
-        # a deleted principal shows as "Identity not found" in the portal and "" here (rule 6)
-        data["principalName"] = sp.app_id if sp is not None else ""
+        # a service principal's first servicePrincipalName, a user's userPrincipalName; a deleted
+        # principal shows as "Identity not found" in the portal and "" here (rule 6)
+        data["principalName"] = sp.app_id if sp is not None else \
+            principals.SIGNED_IN_USER_NAME if ra.principal_id == principals.signed_in_user_id(tenant_id) else ""
         role = names.get(ra.role_definition_id)
-        data["roleDefinitionName"] = role.role_name if role else ""
+        data["roleDefinitionName"] = role.role_name if role else None  # az: "might have been deleted"
     return data
 
 

@@ -42,6 +42,8 @@ def export(ctx: Ctx) -> dict[str, Any]:
     def uami_entry(u: UserAssignedIdentity) -> dict[str, Any]:
         entry = {"name": u.name, **placed(u.group_pk), "location": u.location, "tags": u.tags,
                  "principalId": u.principal_id, "clientId": u.client_id}
+        if u.isolation_scope and u.isolation_scope != "None":  # the default is left out
+            entry["isolationScope"] = u.isolation_scope
         if fics.get(u.pk):
             entry["federatedCredentials"] = [
                 {"name": f.name, "issuer": f.issuer, "subject": f.subject, "audiences": list(f.audiences),
@@ -85,7 +87,8 @@ def export(ctx: Ctx) -> dict[str, Any]:
         "roleAssignments": [
             {"name": ra.name, "assignee": ra.principal_id, "principalType": ra.principal_type,
              "role": role_names[ra.role_definition_id].role_name if ra.role_definition_id in role_names else ra.role_definition_id,
-             "scope": ra.scope, **({"description": ra.description} if ra.description else {})}
+             "scope": ra.scope, **({"description": ra.description} if ra.description else {}),
+             **({"condition": ra.condition, "conditionVersion": ra.condition_version} if ra.condition else {})}
             for ra in s.exec(select(RoleAssignment).order_by(RoleAssignment.scope_key, RoleAssignment.name)).all()],
     }
 

@@ -114,6 +114,16 @@ def create(
     return fic
 
 
+def update(ctx: Ctx, uami: UserAssignedIdentity, name: str, *, issuer: str | None = None, subject: str | None = None,
+           audiences: list[str] | None = None, description: str | None = None) -> FederatedCredential:
+    """`az identity federated-credential update`: a GET, then a PUT of what it returned with the values
+    given replaced. A credential that does not exist is the GET's not-found error, not a new one."""
+    fic = get(ctx, uami, name)
+    return create(ctx, uami, fic.name, issuer=fic.issuer if issuer is None else issuer,
+                  subject=fic.subject if subject is None else subject,
+                  audiences=list(fic.audiences) if audiences is None else audiences, description=description)
+
+
 def fic_id(uami: UserAssignedIdentity, fic: FederatedCredential) -> str:
     return f"{uami.arm_id}/federatedIdentityCredentials/{fic.name}"
 

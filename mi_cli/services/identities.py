@@ -48,12 +48,13 @@ LOOKUP = object()  # `existing=LOOKUP`: the service finds it; a bulk caller pass
 def create_user_assigned(
     ctx: Ctx, group: ResourceGroup, name: str, *, location: str | None = None, tags: dict | None = None,
     principal_id: str | None = None, client_id: str | None = None, existing: Any = LOOKUP,
-    in_use: Callable[[str, str], bool] | None = None,
+    in_use: Callable[[str, str], bool] | None = None, isolation_scope: str | None = None,
 ) -> UserAssignedIdentity:
     """Rule 4: the identity and its service principal. Repeating the create is ARM's PUT: the same
-    ids back, tags replaced, a move to another region refused. Ids a tenant file carries are adopted
-    for a new identity and must match an existing one."""
+    ids back, tags and an isolation scope given replaced, a move to another region refused. Ids a
+    tenant file carries are adopted for a new identity and must match an existing one."""
     uami_name(name)
+    isolation_scope = check_isolation_scope(isolation_scope) if isolation_scope is not None else None
     location = (
         normalise_location(location, for_what=f"resource type '{ids.UAMI_TYPE}'") if location else group.location
     )
@@ -64,6 +65,10 @@ def create_user_assigned(
         for field_, declared in (("principalId", principal_id), ("clientId", client_id)):
             if declared and not ids.same(getattr(existing, "principal_id" if field_ == "principalId" else "client_id"), declared):
                 raise ConflictError("Conflict", f"The identity '{existing.name}' exists with another {field_}; ids cannot change.")
+        if isolation_scope is not None and isolation_scope != existing.isolation_scope:
+            existing.isolation_scope = isolation_scope
+            ctx.session.add(existing)
+            ctx.log(f"{ids.UAMI_TYPE}/write", existing.arm_id, detail=f"isolationScope {isolation_scope}")
         return repeat_put(ctx, existing, location=location, tags=tags, group_name=group.name, operation=f"{ids.UAMI_TYPE}/write")
     arm_id = ids.uami_id(group.subscription_id, group.name, name)
     sp = principals.create(ctx, display_name=name, explicit=True, mi_resource_id=arm_id, principal_id=principal_id,
@@ -71,9 +76,21 @@ def create_user_assigned(
     uami = ctx.insert(UserAssignedIdentity, {
         "pk": ctx.writer.next_pk(UserAssignedIdentity), "group_pk": group.pk, "name": name, "name_key": ids.key(name),
         "location": location, "tags": tags or {}, "arm_id": arm_id, "id_key": ids.key(arm_id), "principal_id": sp.id,
-        "client_id": sp.app_id, "isolation_scope": "None", "created_at": ctx.now()})
+        "client_id": sp.app_id, "isolation_scope": isolation_scope or "None", "created_at": ctx.now()})
     ctx.log(f"{ids.UAMI_TYPE}/write", arm_id)
     return uami
+
+
+ISOLATION_SCOPES = ("None", "Regional")  # UserAssignedIdentityProperties.isolationScope, api 2024-11-30
+
+
+def check_isolation_scope(value: str) -> str:
+    """ARM's enum, matched case-insensitively as az's --isolation-scope is, in its canonical spelling."""
+    found = next((v for v in ISOLATION_SCOPES if v.casefold() == value.strip().casefold()), None)
+    if found is None:
+        raise ValidationError("InvalidParameter", f"The isolation scope '{value}' is not one of: "
+                              f"{', '.join(ISOLATION_SCOPES)}.")
+    return found
 
 
 def _in_group(ctx: Ctx, group: ResourceGroup, name: str) -> UserAssignedIdentity | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Callable
 
 from sqlmodel import select
@@ -27,6 +28,30 @@ def create(ctx: Ctx, *, display_name: str, explicit: bool, mi_resource_id: str, 
                                        "is_explicit": explicit, "mi_resource_id": mi_resource_id, "created_at": ctx.now()})
     ctx.log("Microsoft.Directory/servicePrincipals/create", pid, detail=mi_resource_id)
     return sp
+
+
+# The person who runs mi: one user per tenant, never stored. Its object id is derived from the tenant id,
+# so it is the same on every run and after an export is applied to a new store (which keeps the tenant
+# id). Azure writes the caller's object id into a role assignment's createdBy/updatedBy.
+_SIGNED_IN_USER = uuid.UUID("6f1c9a52-3b7e-4d0a-9c55-1e0b2d7f8a31")
+SIGNED_IN_USER_NAME = "user@mi.local"  # its userPrincipalName, as `mi account show` names the user
+
+
+def signed_in_user_id(tenant_id: str) -> str:
+    """The object id of the tenant's signed-in user (the CLI's caller)."""
+    return str(uuid.uuid5(_SIGNED_IN_USER, tenant_id.casefold()))
+
+
+def principal_type(ctx: Ctx, object_id: str) -> str | None:
+    """What the directory says an object id is, as ARM's principalType: a managed identity's service
+    principal, the signed-in user, or None when the directory has no such object."""
+    oid = object_id.strip().casefold()
+    if ctx.session.get(ServicePrincipal, oid) is not None:
+        return "ServicePrincipal"
+    tenant = default_tenant(ctx, create=False)
+    if tenant is not None and oid == signed_in_user_id(tenant.id):
+        return "User"
+    return None
 
 
 def delete(ctx: Ctx, principal_id: str | None) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import uuid
+from datetime import timedelta
 from typing import Any
 
 from sqlmodel import select
@@ -21,7 +23,7 @@ from mi_cli.models import (
     Tenant,
     UserAssignedIdentity,
 )
-from mi_cli.services import Ctx, identities
+from mi_cli.services import Ctx, identities, principals
 from mi_cli.services.tenancy import default_tenant, subscription_by_id
 
 PROVISIONED = {"provisioningState": "Succeeded"}
@@ -43,7 +45,7 @@ def account(sub: Subscription, tenant: Tenant) -> dict[str, Any]:
         "state": "Enabled",
         "tenantDisplayName": tenant.display_name,
         "tenantId": tenant.id,
-        "user": {"name": "user@mi.local", "type": "user"},
+        "user": {"name": principals.SIGNED_IN_USER_NAME, "type": "user"},
     }
 
 
@@ -150,10 +152,6 @@ def system_assigned(si: identities.SystemIdentity, tenant_id: str) -> dict[str, 
     }
 
 
-def with_kind(data: dict[str, Any], kind: str) -> dict[str, Any]:
-    return {**data, "kind": kind}
-
-
 def associated_resources(ctx: Ctx, uami: UserAssignedIdentity) -> list[dict[str, Any]]:
     """`az identity list-resources`: the resources this very identity is attached to (not those that
     list a deleted one of the same id), in the associated-resources shape, type in lowercase as ARM
@@ -168,20 +166,27 @@ def associated_resources(ctx: Ctx, uami: UserAssignedIdentity) -> list[dict[str,
     return out
 
 
+IDENTITY_KINDS = ("user", "system", "all")
+
+
 def identity_listing(ctx: Ctx, *, group: ResourceGroup | None = None, sub_id: str | None = None,
-                     kind: str | None = None) -> list[dict[str, Any]]:
-    """`identity list`: the system-assigned identities of the resources in scope, then the
-    user-assigned ones, each with its `kind`; `kind` 'system' or 'user' keeps one of them."""
+                     kind: str = "user") -> list[dict[str, Any]]:
+    """`identity list`: as `az identity list`, the user-assigned identities in scope, in az's shape;
+    `kind` 'system' lists the system-assigned identities of the resources in scope instead, 'all' both
+    (system ones first). Each says what it is by its `type`: Microsoft.ManagedIdentity/identities
+    (the system-assigned identity GET's type) or .../userAssignedIdentities."""
+    if kind not in IDENTITY_KINDS:
+        raise ValueError(kind)
     tenant = default_tenant(ctx, create=False)
     if tenant is None:
         return []
     scope = {"group": group} if group is not None else {"sub_id": sub_id}
     data: list[dict[str, Any]] = []
-    if kind in (None, "system"):
+    if kind in ("system", "all"):
         from_resources = ctx.session.exec(_resources_in(**scope)).all()
-        data += [with_kind(system_assigned(si, tenant.id), "SystemAssigned") for si in identities.list_system(ctx, from_resources)]
-    if kind in (None, "user"):
-        data += [with_kind(user_assigned(u, tenant.id), "UserAssigned") for u in identities.list_user_assigned(ctx, **scope)]
+        data += [system_assigned(si, tenant.id) for si in identities.list_system(ctx, from_resources)]
+    if kind in ("user", "all"):
+        data += [user_assigned(u, tenant.id) for u in identities.list_user_assigned(ctx, **scope)]
     return data
 
 
@@ -193,16 +198,43 @@ def _resources_in(*, group: ResourceGroup | None = None, sub_id: str | None = No
         ResourceGroup.subscription_id == sub_id).order_by(Resource.id_key)
 
 
+KEY_CREDENTIAL_DAYS = 90  # a managed identity's certificate: about 90 days (azure-facts §7)
+_KEY_ID = uuid.UUID("0b7d3c4e-58a1-4f6b-9e2d-7a3c5b1f9e84")
+
+
+def _graph_time(value) -> str:  # noqa: ANN001
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def service_principal(sp: ServicePrincipal) -> dict[str, Any]:
-    # Graph's servicePrincipal, as it stands for a managed identity.
+    # Graph's servicePrincipal, as it stands for a managed identity. The resource id in alternativeNames
+    # has a lowercase `resourcegroups` segment, as Entra writes it for both kinds (azure-facts §7).
     digest = base64.b64encode(hashlib.sha256(f"{sp.id}:{sp.mi_resource_id}".encode()).digest()).decode()
+    parts = sp.mi_resource_id.split("/")
+    if len(parts) > 4 and parts[1].casefold() == "subscriptions" and parts[3].casefold() == "resourcegroups":
+        parts[3] = "resourcegroups"
+    resource_id = "/".join(parts)
+    # The certificate the managed identity authenticates with: Graph lists its public part only (key
+    # null); stable values derived from the principal, valid from its creation.
+    thumbprint = hashlib.sha1(f"{sp.id}:{_graph_time(sp.created_at)}".encode()).hexdigest().upper()
+    key_credential = {
+        "customKeyIdentifier": thumbprint,
+        "displayName": None,
+        "endDateTime": _graph_time(sp.created_at + timedelta(days=KEY_CREDENTIAL_DAYS)),
+        "key": None,
+        "keyId": str(uuid.uuid5(_KEY_ID, sp.id)),
+        "startDateTime": _graph_time(sp.created_at),
+        "type": "AsymmetricX509Cert",
+        "usage": "Verify",
+    }
     return {
         "accountEnabled": True,
-        "alternativeNames": [f"isExplicit={'True' if sp.is_explicit else 'False'}", sp.mi_resource_id],
+        "alternativeNames": [f"isExplicit={'True' if sp.is_explicit else 'False'}", resource_id],
         "appId": sp.app_id,
         "appOwnerOrganizationId": sp.tenant_id,
         "displayName": sp.display_name,
         "id": sp.id,
+        "keyCredentials": [key_credential],
         "servicePrincipalNames": [sp.app_id, f"https://identity.azure.net/{digest}"],
         "servicePrincipalType": "ManagedIdentity",
     }

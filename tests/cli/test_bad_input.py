@@ -136,7 +136,7 @@ CASES = [
     ("name without group", ["identity", "show", "-n", "first"], 2, "MissingArgument",
      "--resource-group/-g is required when the identity is given by name."),
     ("unknown kind", ["identity", "list", "--kind", "both"], 2, "InvalidArgumentValue",
-     "--kind must be 'system' or 'user', not 'both'."),
+     "--kind must be user, system or all, not 'both'."),
     ("unknown subscription", ["group", "list", "--subscription", "nope"], 3, "SubscriptionNotFound",
      "The subscription 'nope' could not be found."),
     ("child type without parent", ["resource", "create", "-g", "rg", "-n", "staging", "--type", "slot"], 1, "InvalidParameter",

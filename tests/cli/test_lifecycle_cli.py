@@ -42,8 +42,8 @@ def test_rule3_deleting_the_vm_removes_its_system_identity_but_leaves_the_shared
 def test_rule4_a_user_identity_survives_the_deletion_of_every_resource_it_was_on(ok, scenario):
     ok("resource", "delete", "-g", "rg", "-n", "vm1", "-y")
     ok("resource", "delete", "-g", "rg", "-n", "app1", "-y")
-    listed = ok("identity", "list", "-g", "rg")
-    assert [(i["kind"], i["name"]) for i in listed] == [("UserAssigned", "shared")]
+    listed = ok("identity", "list", "-g", "rg", "--kind", "all")
+    assert [(i["type"], i["name"]) for i in listed] == [("Microsoft.ManagedIdentity/userAssignedIdentities", "shared")]
     assert ok("identity", "list-resources", "-n", "shared", "-g", "rg") == []
 
 
@@ -105,9 +105,11 @@ def test_rule11_names_in_any_case_find_the_same_objects(ok, scenario):
     assert ok("resource", "show", "-g", "Rg", "-n", "VM1")["name"] == "vm1"
 
 
-def test_identity_list_shows_both_kinds_and_filters(ok, scenario):
-    everything = ok("identity", "list")
-    assert sorted((i["kind"], i["name"]) for i in everything) == [("SystemAssigned", "vm1"), ("UserAssigned", "shared")]
+def test_identity_list_shows_user_assigned_ones_and_kind_adds_system_ones(ok, scenario):
+    assert [i["name"] for i in ok("identity", "list")] == ["shared"]  # az identity list: user-assigned only
+    everything = ok("identity", "list", "--kind", "all")
+    assert sorted((i["type"], i["name"]) for i in everything) == [
+        ("Microsoft.ManagedIdentity/identities", "vm1"), ("Microsoft.ManagedIdentity/userAssignedIdentities", "shared")]
     system = ok("identity", "list", "--kind", "system")
     assert [i["id"].endswith("/virtualMachines/vm1/providers/Microsoft.ManagedIdentity/identities/default") for i in system] == [True]
     assert [i["name"] for i in ok("identity", "list", "--kind", "user")] == ["shared"]

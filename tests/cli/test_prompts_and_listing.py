@@ -1,4 +1,5 @@
-"""Confirmation only for a person at a terminal; resource listing and the type catalog."""
+"""Confirmation as az asks it (a question at a terminal, a refusal without one); resource listing and
+the type catalog."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ import sys
 from tests.conftest import dump
 
 
-def test_group_delete_never_prompts_when_stdin_is_not_a_terminal(ok, mi, scenario):
-    r = mi("group", "delete", "-n", "rg")  # no --yes, stdin is not a terminal: it just runs
-    assert r.code == 0
+def test_group_delete_without_a_terminal_needs_yes(ok, mi, db, scenario):
+    # knack: no tty -> "Unable to prompt for confirmation as no tty available. Use --yes." and
+    # CLIError('Operation cancelled.'), exit 1 (knack/commands.py CLICommand._user_confirmed)
+    before = dump(db)
+    r = mi("group", "delete", "-n", "rg")
+    assert r.code == 1 and "Unable to prompt for confirmation as no tty available. Use --yes." in r.err
+    assert dump(db) == before
+    assert mi("group", "delete", "-n", "rg", "--yes").code == 0
     assert ok("group", "list") == []
 
 

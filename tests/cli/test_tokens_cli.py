@@ -126,7 +126,7 @@ def test_a_version_1_store_is_migrated_to_the_current_schema(tmp_path, capsys):
     assert main(["--db", str(db), "resource", "create", "-g", "rg", "-n", "vm1", "--type", "vm", "--system-assigned", "-o", "none"]) == 0
     assert main(["--db", str(db), "token", "get", "--resource", "vm1", "-g", "rg", "--audience", VAULT, "-o", "none"]) == 0
     con = sqlite3.connect(db)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
     con.close()
 
 
