@@ -123,7 +123,8 @@ def keys_rotate(output: OutputOpt = "table", query: QueryOpt = None) -> None:
 
     with transaction(write=True) as ctx:
         tenant = tenancy.default_tenant(ctx)
-        keys.active(ctx, tenant)  # a first key exists before the rotation
+        if keys.active(ctx, tenant, create=False) is None:
+            keys.active(ctx, tenant)  # a first key exists before the rotation
         data = keys.view(keys.rotate(ctx, tenant))
     emit(data, output, query, _key_row)
 

@@ -28,6 +28,8 @@ def _route(request: Request, state: ServerState) -> tuple[ModuleType, Callable[[
     # IMDS, optionally behind a resource-id prefix (@azure/identity lowercases the whole path)
     if low.endswith(imds.PATH):
         return imds, lambda: imds.token(request, state, path.rstrip("/")[: -len(imds.PATH)])
+    if low.endswith(imds.INFO_PATH):
+        return imds, lambda: imds.info(request, state, path.rstrip("/")[: -len(imds.INFO_PATH)])
     if low == appservice.PATH:
         return appservice, lambda: appservice.token(request, state)
     parts = [p for p in path.split("/") if p]
@@ -35,8 +37,10 @@ def _route(request: Request, state: ServerState) -> tuple[ModuleType, Callable[[
         return entra, lambda: entra.openid(request, state, parts[0], v2=False)
     if len(parts) == 4 and parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
         return entra, lambda: entra.openid(request, state, parts[0], v2=True)
-    if len(parts) >= 3 and parts[1:] in (["discovery", "keys"], ["discovery", "v2.0", "keys"]):
-        return entra, lambda: entra.jwks(request, state, parts[0])
+    if len(parts) == 3 and parts[1:] == ["discovery", "keys"]:
+        return entra, lambda: entra.jwks(request, state, parts[0], v2=False)
+    if len(parts) == 4 and parts[1:] == ["discovery", "v2.0", "keys"]:
+        return entra, lambda: entra.jwks(request, state, parts[0], v2=True)
     return imds, lambda: imds.error(f"No endpoint at {clip(path)}.", error="not_found", status=404)
 
 

@@ -4,8 +4,9 @@ the token service, answer in App Service's shapes."""
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from mi_cli.server.responses import AzureJSON as JSONResponse
 from mi_cli.server.state import ServerState
 from mi_cli.services import Ctx, tokens
 

@@ -65,10 +65,12 @@ def openid(request: Request, state: ServerState, tenant: str, v2: bool) -> Respo
     return JSONResponse(body)
 
 
-def jwks(request: Request, state: ServerState, tenant: str) -> Response:
+def jwks(request: Request, state: ServerState, tenant: str, v2: bool) -> Response:
+    """The keys document: each key with the issuer of the endpoint's version (the v2.0 document names
+    https://login.microsoftonline.com/{tid}/v2.0, as Entra's keys of one tenant do)."""
     with state.store.transaction(write=False) as session:
         ctx = Ctx.from_env(session)
         known = default_tenant(ctx, create=False)
         if ids.key(tenant) in ("common", "organizations") or (known and ids.key(tenant) == ids.key(known.id)):
-            return JSONResponse(keys.jwks(ctx))
+            return JSONResponse(keys.jwks(ctx, v2=v2))
     return _unknown_tenant(tenant)

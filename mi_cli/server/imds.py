@@ -1,16 +1,18 @@
-"""IMDS's token endpoint (/metadata/identity/oauth2/token): parse the request, call the token service,
-answer in IMDS's shapes."""
+"""IMDS's identity endpoints (/metadata/identity/oauth2/token and /metadata/identity/info): parse the
+request, call the token service, answer in IMDS's shapes."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from mi_cli import ids
+from mi_cli.server.responses import AzureJSON as JSONResponse
 from mi_cli.server.state import ServerState
 from mi_cli.services import Ctx, tokens
 
 PATH = "/metadata/identity/oauth2/token"
+INFO_PATH = "/metadata/identity/info"
 
 
 def error(description: str, *, error: str = "invalid_request", status: int = 400,
@@ -28,12 +30,8 @@ def unavailable(description: str, status: int, headers: dict[str, str]) -> JSONR
     return error(description, error="service_unavailable" if status == 503 else "unknown", status=status, headers=headers)
 
 
-def token(request: Request, state: ServerState, prefix: str) -> Response:
-    """`prefix` is the path before IMDS's: the resource id the request speaks for, if any."""
-    fault = state.next_fault()
-    if fault:
-        return error(f"Injected fault: HTTP {fault.status}", status=fault.status, headers=fault.headers,
-                     error="too_many_requests" if fault.status == 429 else "service_unavailable")
+def _refused_headers(request: Request) -> Response | None:
+    """What IMDS refuses before reading anything: another method, no Metadata: true, a forwarded request."""
     if request.method != "GET":
         return error("The request method is not supported.", error="method_not_allowed", status=405)
     # Headers are checked before the store is touched: DefaultAzureCredential's probe (no Metadata
@@ -42,6 +40,18 @@ def token(request: Request, state: ServerState, prefix: str) -> Response:
         return error("Required metadata header not specified")
     if "x-forwarded-for" in request.headers:
         return error("The request was made through a proxy (X-Forwarded-For); IMDS refuses forwarded requests.")
+    return None
+
+
+def token(request: Request, state: ServerState, prefix: str) -> Response:
+    """`prefix` is the path before IMDS's: the resource id the request speaks for, if any."""
+    fault = state.next_fault()
+    if fault:
+        return error(f"Injected fault: HTTP {fault.status}", status=fault.status, headers=fault.headers,
+                     error="too_many_requests" if fault.status == 429 else "service_unavailable")
+    refused = _refused_headers(request)
+    if refused is not None:
+        return refused
     target = prefix or state.default_resource
     query = request.query_params.multi_items()
 
@@ -52,3 +62,15 @@ def token(request: Request, state: ServerState, prefix: str) -> Response:
 
     response = state.throttled(ids.key(target or ""), respond)
     return response if response is not None else error("Too many requests", error="too_many_requests", status=429)
+
+
+def info(request: Request, state: ServerState, prefix: str) -> Response:
+    """GET /metadata/identity/info: the tenant of the resource's identity. Not a token request: no
+    fault injection, no throttling."""
+    refused = _refused_headers(request)
+    if refused is not None:
+        return refused
+    target = prefix or state.default_resource
+    with state.store.transaction(write=False) as session:
+        outcome = tokens.imds_info(Ctx.from_env(session), target, request.query_params.multi_items())
+    return refusal(outcome) if isinstance(outcome, tokens.TokenError) else JSONResponse(outcome)

@@ -18,7 +18,19 @@ from mi_cli.models import Resource
 from mi_cli.services import Ctx, endpoints, identities, keys, principals, resources
 from mi_cli.services.tenancy import default_tenant
 
-LIFETIME = 24 * 3600  # MI tokens live about a day; the lifetime of MI tokens is not configurable
+# How long a managed-identity token lives, as real ones show it (the lifetime of MI tokens is not
+# configurable). Entra stamps iat and nbf five minutes before it issues a token (openid/AppAuth-iOS#264,
+# keycloakify/oidc-spa#162) and exp 24 h after: in every recorded IMDS body expires_on - not_before is
+# 86,700 (azure-sdk-for-python sdk/identity/azure-identity/tests/recordings/
+# test_imds_credential.pyTestImdstest_system_assigned.json: 1643312761 - 1643226061), as in a decoded VM
+# token (exp - iat = 86,700, reference/azure-facts.md section 6).
+LIFETIME = 24 * 3600  # from issuance to exp
+BACKDATE = 300  # iat = nbf = issuance - 5 minutes
+# Entra answers a fresh 24 h token with expires_in and ext_expires_in "86399"; IMDS then counts
+# expires_in down from expires_on while ext_expires_in stays "86399" (the same recording: expires_in
+# "86311", ext_expires_in "86399"; azure-cli's azure/cli/core/adal_authentication.py, the sample in
+# MSIAuthenticationWrapper: expires_in "86386", ext_expires_in "86399", expires_on - not_before 86,700).
+EXT_EXPIRES_IN = LIFETIME - 1
 REFRESH_MARGIN = 300  # MSAL treats a token with under 5 minutes left as expired
 MULTIPLE_UA = ("Multiple user assigned identities exist, please specify the clientId / resourceId of the identity "
                "in the token request")
@@ -67,17 +79,16 @@ class TokenEndpoint:
     name: str  # how the activity log names requests to it
     selectors: Mapping[str, str]  # query name -> what it names: client_id, object_id or mi_res_id
     system_only_default: bool  # without a selector: the system identity only, or IMDS's default rules
-    ext_expires_in: bool  # IMDS's body carries ext_expires_in, App Service's does not
 
 
 # IMDS documents msi_res_id; async azure-identity sends resource_id; mi_res_id is App Service's name
 # that some scripts send to IMDS too. App Service takes principal_id (Go sends it) for object_id.
 IMDS = TokenEndpoint("imds", {"client_id": "client_id", "object_id": "object_id", "msi_res_id": "mi_res_id",
                               "mi_res_id": "mi_res_id", "resource_id": "mi_res_id"},
-                     system_only_default=False, ext_expires_in=True)
+                     system_only_default=False)
 APP_SERVICE = TokenEndpoint("appservice", {"client_id": "client_id", "object_id": "object_id", "principal_id": "object_id",
                                            "mi_res_id": "mi_res_id", "resource_id": "mi_res_id"},
-                            system_only_default=True, ext_expires_in=False)
+                            system_only_default=True)
 
 
 @dataclass(frozen=True)
@@ -164,6 +175,12 @@ class Issued:
     def not_before(self) -> int:
         return self.claims["nbf"]
 
+    def expires_in(self, now: float | None = None) -> int:
+        """Whole seconds left at `now` (epoch seconds; without it, when the token was issued), as
+        Entra counts them: 86399 for a token just issued, then down to 0."""
+        at = self.expires_on - LIFETIME if now is None else int(now)
+        return max(self.expires_on - at - 1, 0)
+
 
 def check_resource(audience: str | None) -> str:
     """The requested resource (the token's `aud`): present, and of a length a resource can have."""
@@ -183,12 +200,12 @@ def issue(ctx: Ctx, chosen: Chosen, audience: str) -> Issued:
     tenant = default_tenant(ctx)
     key = keys.active(ctx, tenant)
     now = int(ctx.now().timestamp())
-    issuer = f"https://sts.windows.net/{tenant.id}/"
+    issuer = keys.issuer_of(tenant.id)
     claims: dict[str, Any] = {
         "aud": audience,
         "iss": issuer,
-        "iat": now,
-        "nbf": now,
+        "iat": now - BACKDATE,
+        "nbf": now - BACKDATE,
         "exp": now + LIFETIME,
         "aio": _opaque(48),
         "appid": chosen.client_id,
@@ -205,7 +222,8 @@ def issue(ctx: Ctx, chosen: Chosen, audience: str) -> Issued:
     }
     if chosen.kind == "UserAssigned":
         claims["xms_az_rid"] = _claim_id(chosen.resource_id)
-    token = jwt.encode(claims, keys.private_key(key), algorithm="RS256", headers={"kid": key.kid, "x5t": key.kid, "typ": "JWT"})
+    # Header as Entra's v1 tokens: typ, alg, x5t, kid (access-tokens doc, "Validate the signature").
+    token = jwt.encode(claims, keys.private_key(key), algorithm="RS256", headers={"typ": "JWT", **keys.token_header(key)})
     return Issued(token, claims, chosen)
 
 
@@ -282,26 +300,69 @@ def get_token(ctx: Ctx, res: Resource, audience: str, selector: Mapping[str, str
     return issued
 
 
-def token_body(issued: Issued, *, endpoint: TokenEndpoint = IMDS, now: int | None = None) -> dict[str, str]:
-    """The success body, every value a string as the endpoints send them. `now` is when it is served
-    (a cached token has less time left); without it, the token was just issued."""
-    left = issued.expires_on - (issued.claims["iat"] if now is None else now)
-    body = {
+def token_body(issued: Issued, *, endpoint: TokenEndpoint = IMDS, now: float | None = None) -> dict[str, str]:
+    """The success body of `endpoint`, every value a string as the endpoints send them. `now` is when
+    it is served (a cached token has less time left); without it, the token was just issued."""
+    if endpoint is APP_SERVICE:
+        # api-version 2019-08-01 answers these five, in this order, expires_on in epoch seconds as a
+        # string, and no expires_in or not_before (azure-sdk-for-python#11346; azure-docs
+        # app-service/overview-managed-identity.md, "REST endpoint reference" sample). azure-identity
+        # (through msal's _obtain_token_on_app_service) and msal-node need expires_on, async
+        # azure-identity expires_on and resource.
+        return {"access_token": issued.access_token, "expires_on": str(issued.expires_on),
+                "resource": issued.claims["aud"], "token_type": "Bearer", "client_id": issued.chosen.client_id}
+    # IMDS (imds.json IdentityTokenResponse; the order of the recorded bodies)
+    return {
         "access_token": issued.access_token,
         "client_id": issued.chosen.client_id,
-        "expires_in": str(max(left, 0)),
+        "expires_in": str(issued.expires_in(now)),
         "expires_on": str(issued.expires_on),
+        "ext_expires_in": str(EXT_EXPIRES_IN),
+        "not_before": str(issued.not_before),
+        "resource": issued.claims["aud"],
+        "token_type": "Bearer",
     }
-    if endpoint.ext_expires_in:
-        body["ext_expires_in"] = body["expires_in"]
-    body.update({"not_before": str(issued.not_before), "resource": issued.claims["aud"], "token_type": "Bearer"})
-    return body
 
 
 def _served(ctx: Ctx, outcome: Issued | TokenError, endpoint: TokenEndpoint) -> dict[str, str] | TokenError:
     if isinstance(outcome, TokenError):
         return outcome
-    return token_body(outcome, endpoint=endpoint, now=int(ctx.now().timestamp()))
+    return token_body(outcome, endpoint=endpoint, now=ctx.now().timestamp())
+
+
+def _imds_query(query: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """The parameters of a request to IMDS, each once, with an api-version IMDS knows."""
+    params = dict(query)
+    if len(params) != len(query):
+        raise TokenError("Bad request: a query parameter appears more than once.")
+    version = params.get("api-version")
+    # The missing version keeps the older docs' wording; the current docs give the second for both.
+    if not version:
+        raise TokenError("Bad request. api-version was not specified in the request. For more information refer "
+                         "to aka.ms/azureimds", newest_versions=NEWEST_IMDS_VERSIONS)
+    if version not in IMDS_API_VERSIONS:
+        raise TokenError("Bad request. api-version is invalid or was not specified in the request. For more "
+                         "information refer to aka.ms/azureimds", newest_versions=NEWEST_IMDS_VERSIONS)
+    return params
+
+
+def imds_info(ctx: Ctx, resource_id: str | None, query: Sequence[tuple[str, str]]) -> dict[str, str] | TokenError:
+    """IMDS's GET /metadata/identity/info (Identity_GetInfo in azure-rest-api-specs
+    specification/imds/data-plane/InstanceMetadataService/stable/2023-07-01/imds.json, defined since
+    2018-04-02): the Metadata header and api-version are required, and the answer is
+    {"tenantId": ...}, "the AAD tenantId of the identity of the system assigned managed identity"
+    (examples/GetIdentityInfo.json). One store is one tenant, so every resource answers it; a path
+    naming no resource in the store is refused as a token request for it would be."""
+    try:
+        _imds_query(query)
+        if resource_id and resources.by_id(ctx, resource_id) is None:
+            raise TokenError("Identity not found")
+        tenant = default_tenant(ctx, create=False)
+        if tenant is None:
+            raise TokenError("Identity not found")
+    except TokenError as exc:
+        return exc
+    return {"tenantId": tenant.id}
 
 
 def imds_token(ctx: Ctx, resource_id: str | None, query: Sequence[tuple[str, str]], *,
@@ -309,18 +370,8 @@ def imds_token(ctx: Ctx, resource_id: str | None, query: Sequence[tuple[str, str
     """A request to IMDS's token endpoint whose headers passed (Metadata: true, not forwarded): the
     query's parameters in order, and the resource the request speaks for. IMDS's body, or its refusal
     (returned, as `get_token` does; refusals before a resource is known are not logged)."""
-    params = dict(query)
     try:
-        if len(params) != len(query):
-            raise TokenError("Bad request: a query parameter appears more than once.")
-        version = params.get("api-version")
-        # The missing version keeps the older docs' wording; the current docs give the second for both.
-        if not version:
-            raise TokenError("Bad request. api-version was not specified in the request. For more information refer "
-                             "to aka.ms/azureimds", newest_versions=NEWEST_IMDS_VERSIONS)
-        if version not in IMDS_API_VERSIONS:
-            raise TokenError("Bad request. api-version is invalid or was not specified in the request. For more "
-                             "information refer to aka.ms/azureimds", newest_versions=NEWEST_IMDS_VERSIONS)
+        params = _imds_query(query)
         audience = check_resource(params.get("resource"))
         if not resource_id:
             raise TokenError("Identity not found: this server speaks for many resources; put the resource id in the "

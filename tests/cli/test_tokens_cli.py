@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from mi_cli.cli.main import main
+from mi_cli.models import SCHEMA_VERSION
 from tests.conftest import dump
 
 VAULT = "https://vault.azure.net"
@@ -21,7 +22,7 @@ def _token(ok, resource="vm1", *extra):
 
 def test_token_get_verify_and_decode(ok, mi, scenario):
     body = ok("token", "get", "--resource", "vm1", "-g", "rg", "--audience", f"{VAULT}/.default")
-    assert body["resource"] == VAULT and body["token_type"] == "Bearer" and body["expires_in"] == "86400"
+    assert body["resource"] == VAULT and body["token_type"] == "Bearer" and body["expires_in"] == "86399"
     verified = ok("token", "verify", body["access_token"], "--audience", VAULT + "/")  # a trailing slash is the same audience
     assert verified["valid"] is True
     vm = ok("resource", "show", "-g", "rg", "-n", "vm1")
@@ -126,7 +127,7 @@ def test_a_version_1_store_is_migrated_to_the_current_schema(tmp_path, capsys):
     assert main(["--db", str(db), "resource", "create", "-g", "rg", "-n", "vm1", "--type", "vm", "--system-assigned", "-o", "none"]) == 0
     assert main(["--db", str(db), "token", "get", "--resource", "vm1", "-g", "rg", "--audience", VAULT, "-o", "none"]) == 0
     con = sqlite3.connect(db)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
     con.close()
 
 

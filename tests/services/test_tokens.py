@@ -40,7 +40,26 @@ def test_claims_of_a_user_assigned_token(vm):
     assert (c["oid"], c["sub"], c["appid"]) == (uami.principal_id, uami.principal_id, uami.client_id)
     assert c["xms_mirid"] == uami.arm_id and "/resourcegroups/rg/" in c["xms_az_rid"]
     assert c["iss"] == c["idp"] == f"https://sts.windows.net/{c['tid']}/"
-    assert c["exp"] - c["iat"] == tokens.LIFETIME and c["aud"] == "https://storage.azure.com/"
+    assert c["aud"] == "https://storage.azure.com/"
+    # A real VM token: exp - iat = 86,700, iat = nbf (reference/azure-facts.md section 6; every recorded
+    # IMDS body has expires_on - not_before = 86,700)
+    assert c["exp"] - c["iat"] == 86_700 and c["nbf"] == c["iat"]
+
+
+def test_a_token_is_stamped_five_minutes_back_and_lives_a_day_from_issuance(vm):
+    """Entra stamps iat and nbf 5 minutes before issuance (openid/AppAuth-iOS#264, keycloakify/oidc-spa#162)
+    and exp 24 h after it; the body says 86399 seconds left, as Entra's and IMDS's fresh bodies do."""
+    from datetime import datetime, timezone
+
+    at = datetime(2025, 3, 1, 12, 0, 0, 250_000, tzinfo=timezone.utc)
+    with vm() as ctx:
+        ctx.clock = lambda: at
+        issued = tokens.issue(ctx, tokens.choose(ctx, resources.get(ctx, groups.get(ctx, "rg"), "vm1")), "https://vault.azure.net")
+    second = int(at.timestamp())
+    assert (issued.claims["iat"], issued.claims["nbf"], issued.claims["exp"]) == (second - 300, second - 300, second + 86_400)
+    body = tokens.token_body(issued)
+    assert (body["expires_in"], body["ext_expires_in"]) == ("86399", "86399")
+    assert (body["expires_on"], body["not_before"]) == (str(second + 86_400), str(second - 300))
 
 
 def test_app_service_without_a_selector_means_the_system_identity_only(vm):

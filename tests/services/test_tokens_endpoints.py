@@ -120,17 +120,24 @@ def test_the_cache_serves_the_same_token_until_bypassed_and_logs_each_request(st
 
 
 def test_a_cached_token_counts_down_and_is_renewed_near_expiry(store, tenant):
+    """IMDS counts expires_in down for a cached token while ext_expires_in stays Entra's 86399
+    (azure-sdk-for-python tests/recordings/test_imds_credential.pyTestImdstest_system_assigned.json:
+    expires_in "86311", ext_expires_in "86399")."""
     cache = tokens.TokenCache()
     start = datetime.now(timezone.utc)
     with store() as ctx:
         ctx.clock = lambda: start
-        first = tokens.app_service_token(ctx, tenant["secret"], APP_OK, cache=cache)
+        first = tokens.imds_token(ctx, tenant["app-both"], OK, cache=cache)
         ctx.clock = lambda: start + timedelta(hours=1)
-        later = tokens.app_service_token(ctx, tenant["secret"], APP_OK, cache=cache)
+        later = tokens.imds_token(ctx, tenant["app-both"], OK, cache=cache)
+        app_later = tokens.app_service_token(ctx, tenant["secret"], APP_OK, cache=cache)
         ctx.clock = lambda: start + timedelta(seconds=tokens.LIFETIME - tokens.REFRESH_MARGIN + 1)
-        renewed = tokens.app_service_token(ctx, tenant["secret"], APP_OK, cache=cache)
-    assert later["access_token"] == first["access_token"] and int(later["expires_in"]) == tokens.LIFETIME - 3600
-    assert renewed["access_token"] != first["access_token"] and int(renewed["expires_in"]) == tokens.LIFETIME
+        renewed = tokens.imds_token(ctx, tenant["app-both"], OK, cache=cache)
+    assert first["expires_in"] == "86399"
+    assert later["access_token"] == first["access_token"] and later["expires_in"] == str(86399 - 3600)
+    assert later["ext_expires_in"] == first["ext_expires_in"] == "86399"
+    assert app_later["access_token"] == first["access_token"] and app_later["expires_on"] == first["expires_on"]
+    assert renewed["access_token"] != first["access_token"] and renewed["expires_in"] == "86399"
 
 
 def test_a_cli_request_is_never_cached(store, tenant):
@@ -150,18 +157,23 @@ def test_the_cache_keeps_only_the_most_recently_used_tokens(store, tenant):
     assert len(cache) == 3
 
 
-def test_bodies_imds_with_ext_expires_in_app_service_without_all_strings(store, tenant):
+def test_bodies_imds_with_ext_expires_in_app_service_with_five_members_all_strings(store, tenant):
+    """IMDS: imds.json's IdentityTokenResponse as recorded bodies carry it (azure-rest-api-specs
+    specification/imds/.../stable/2023-07-01; azure-sdk-for-python tests/recordings/test_imds_credential.*).
+    App Service 2019-08-01: access_token, expires_on (epoch seconds, a string), resource, token_type,
+    client_id and nothing else (azure-sdk-for-python#11346, azure-docs overview-managed-identity.md)."""
     with store() as ctx:
         imds = tokens.imds_token(ctx, tenant["app-both"], OK)
         app = tokens.app_service_token(ctx, tenant["secret"], APP_OK)
         issued = tokens.get_token(ctx, _res(ctx, tenant["app-both"]), VAULT)
     assert list(imds) == ["access_token", "client_id", "expires_in", "expires_on", "ext_expires_in", "not_before",
                           "resource", "token_type"]
-    assert list(app) == ["access_token", "client_id", "expires_in", "expires_on", "not_before", "resource", "token_type"]
+    assert list(app) == ["access_token", "expires_on", "resource", "token_type", "client_id"]
     assert all(isinstance(v, str) for v in [*imds.values(), *app.values()])
-    assert imds["resource"] == app["resource"] == VAULT and imds["ext_expires_in"] == imds["expires_in"]
+    assert imds["resource"] == app["resource"] == VAULT and imds["ext_expires_in"] == "86399"
+    assert int(imds["expires_on"]) - int(imds["not_before"]) == 86_700
     just_issued = tokens.token_body(issued, endpoint=tokens.IMDS)
-    assert just_issued["expires_in"] == str(tokens.LIFETIME) and just_issued["expires_on"] == str(issued.claims["exp"])
+    assert just_issued["expires_in"] == "86399" and just_issued["expires_on"] == str(issued.claims["exp"])
 
 
 @pytest.mark.parametrize("query, status, text", [
