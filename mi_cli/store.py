@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import shutil
 import sqlite3
+import stat
 import threading
+import time
 from collections import OrderedDict
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote
 
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import URL, create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.exc import DatabaseError, OperationalError
@@ -51,42 +56,187 @@ def default_path() -> Path:
     return user_data_path("mi", appauthor=False) / "mi.db"
 
 
-def _prepare_file(path: Path) -> None:
-    """Refuse what cannot be a store; create a new file (and its folder) private to the user."""
-    if path.is_dir():
-        raise StoreError("InvalidStore", f"The store path '{path}' is a directory, not an SQLite file.")
-    if path.exists():
-        if not os.access(path, os.R_OK | os.W_OK):
-            raise StoreError("InvalidStore", f"The store '{path}' is not readable and writable by this user.")
-        with open(path, "rb") as f:
-            head = f.read(16)
-        if head and head != b"SQLite format 3\x00":
-            raise StoreError("InvalidStore", f"The file '{path}' is not an mi store (not an SQLite database).")
-        if head:
-            _refuse_foreign_database(path)
-        return
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+# The longest path SQLite's unix VFS opens (MAX_PATHNAME, 512 bytes with its terminating NUL); a longer one
+# fails with "unable to open database file", after mi made the file and its folders.
+SQLITE_MAX_PATH = 511
+
+# SQLite's primary result codes (the low byte of an extended code) that name a condition of the store.
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR = 5, 6, 8, 10
+SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 11, 13, 14, 26
+SQLITE_IOERR_SHMSIZE = SQLITE_IOERR | 19 << 8
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFSOCK: "a socket"}
+
+
+def _uri(path: Path, mode: str) -> str:
+    """An SQLite URI for the file at `path`: every character of the path taken literally (a '?' or '#' in
+    it would otherwise start the URI's query), and `mode` rw or ro, never rwc: only mi creates a store file,
+    private to the user, and SQLite never makes one anywhere else."""
+    return f"file:{quote(os.fsencode(path.absolute()), safe='/')}?mode={mode}"
+
+
+def _prepare_file(path: Path, timeout: float) -> None:
+    """Refuse what cannot be a store, before anything opens it; create a new file (and its folder)
+    private to the user."""
+    if "\x00" in str(path):
+        raise StoreError("InvalidStore", f"The store path '{path}' contains a NUL character.")
     try:
-        # O_EXCL: another process may be creating it at the same moment; either wins.
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.stat(path)  # follows links: what SQLite would open
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise StoreError("InvalidStore", f"The store path '{path}' is a symbolic link to '{os.readlink(path)}', "
+                             "which does not exist: give that path to --db, or remove the link.") from None
+        _create(path, timeout)
+        _check_companions(path)
+        return
+    except OSError as exc:
+        raise _path_error(path, exc) from None
+    _check_companions(path)
+    _check_existing(path, timeout)
+
+
+def _check_companions(path: Path) -> None:
+    """SQLite opens files beside the store by name (its WAL, its shared-memory index, a rollback journal):
+    one that is a FIFO would hang it, one that is a folder or a device fail it with an I/O error."""
+    for suffix in ("-wal", "-shm", "-journal"):
+        companion = Path(f"{path}{suffix}")
+        try:
+            st = os.stat(companion)
+        except OSError:
+            continue  # absent (SQLite makes it), or unreachable as the store itself is
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else _KINDS.get(stat.S_IFMT(st.st_mode), "a special file")
+            raise StoreError("InvalidStore", f"The file '{companion}' beside the store is {kind}, not a regular "
+                             f"file: SQLite keeps the store's {suffix[1:]} file there. Remove it.")
+
+
+def _path_error(path: Path, exc: OSError) -> StoreError:
+    if exc.errno == errno.ENAMETOOLONG:
+        return StoreError("InvalidStore", f"The store path '{path}' is too long: {exc.strerror}.")
+    if exc.errno == errno.ENOTDIR:
+        return StoreError("InvalidStore", f"The store '{path}' cannot be created: a folder on its path is a file.")
+    return StoreError("InvalidStore", f"The store '{path}' cannot be used: {exc.strerror}.")
+
+
+def _check_length(path: Path) -> None:
+    full = os.fsencode(os.path.realpath(path))
+    if len(full) > SQLITE_MAX_PATH:
+        raise StoreError("InvalidStore", f"The store path '{path}' is too long for SQLite: {len(full):,} bytes as a full "
+                         f"path, at most {SQLITE_MAX_PATH}.")
+
+
+def _create(path: Path, timeout: float) -> None:
+    _check_length(path)
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise _path_error(path, exc) from None
+        reason = "a folder on its path is a file" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+        raise StoreError("InvalidStore", f"The folder '{folder}' for the store cannot be created: {reason}.") from None
+    try:
+        # O_EXCL: another process may be creating it at the same moment; either wins, and the other looks
+        # at what is there as at any existing file. O_NOFOLLOW: a link made meanwhile is not followed.
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         os.close(fd)
     except FileExistsError:
-        pass
+        _prepare_file(path, timeout)
     except OSError as exc:
+        if exc.errno == errno.EROFS:
+            raise StoreError("StoreReadOnly", f"The store '{path}' cannot be created: its folder is on a read-only "
+                             "file system.") from None
+        if exc.errno in (errno.EACCES, errno.EPERM) and not os.access(folder, os.W_OK | os.X_OK):
+            raise StoreError("StoreReadOnly", f"The store '{path}' cannot be created: its folder '{folder}' is "
+                             "read-only.") from None
         raise StoreError("InvalidStore", f"The store '{path}' cannot be created: {exc.strerror}.") from None
 
 
-def _refuse_foreign_database(path: Path) -> None:
+def _check_existing(path: Path, timeout: float) -> None:
+    """An existing path: a regular file (or a link to one) that is an mi store, or empty. Looked at by
+    name and through SQLite only: closing a descriptor of our own on the file would drop the POSIX locks
+    that SQLite connections of this process hold on it (a token server's, say)."""
+    st = os.stat(path)
+    if stat.S_ISDIR(st.st_mode):
+        raise StoreError("InvalidStore", f"The store path '{path}' is a directory, not an SQLite file.")
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(path, st)
+    _check_length(path)
+    if not os.access(path, os.R_OK | os.W_OK):
+        read_only = _read_only_message(path) if os.access(path, os.R_OK) else None
+        raise StoreError("StoreReadOnly", read_only) if read_only else StoreError(
+            "InvalidStore", f"The store '{path}' is not readable and writable by this user.")
+    if st.st_size == 0:
+        _make_private(path, st)
+        return
+    _refuse_foreign_database(path, timeout)
+
+
+def _not_regular(path: Path, st: os.stat_result) -> StoreError:
+    link = f" (a link to '{os.path.realpath(path)}')" if os.path.islink(path) else ""
+    kind = _KINDS.get(stat.S_IFMT(st.st_mode), "a special file")
+    return StoreError("InvalidStore", f"The store path '{path}'{link} is {kind}, not a regular file: give the path of "
+                      "a store file (or of one to create).")
+
+
+def _make_private(path: Path, st: os.stat_result) -> None:
+    """An empty file becomes the store, signing keys and all: only its owner may read it."""
+    if not st.st_mode & 0o077:
+        return
+    try:
+        os.chmod(path, 0o600)
+    except OSError:
+        raise StoreError("InvalidStore", f"The store '{path}' is an empty file that other users can read (mode "
+                         f"{stat.S_IMODE(st.st_mode):04o}), and mi cannot make it private: remove it, or give another "
+                         "path.") from None
+
+
+def _read_only_message(path: Path) -> str | None:
+    """Why SQLite may not write the store at `path`, with what to do, if the file system says so."""
+    folder = path.absolute().parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return (f"The store '{path}' is on a read-only file system; mi writes to its store: copy it somewhere "
+                    "writable, or mount the file system read-write.")
+    except OSError:
+        pass
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return (f"The store '{path}' is read-only; mi writes to its store: make the file writable, or copy it "
+                "somewhere writable.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return (f"The store '{path}' is in the read-only folder '{folder}', and SQLite keeps the store's -wal and "
+                "-shm files beside it: make the folder writable, or move the store.")
+    return None
+
+
+def _is_sqlite_file(path: Path) -> bool:
+    """Whether the file starts as every SQLite database does. Read only once SQLite has refused it: then
+    no connection of this process can hold locks on it that closing this descriptor would drop."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return True  # unreadable now: let SQLite's own words stand
+
+
+def _refuse_foreign_database(path: Path, timeout: float) -> None:
     """Look, read-only and before any pragma, whether an existing database is ours: switching
     someone else's database to WAL would already change it."""
+    where = str(path)
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        con = sqlite3.connect(_uri(path, "ro"), uri=True, timeout=timeout)
         try:
+            con.execute("PRAGMA cell_size_check = ON")
             tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:
             con.close()
     except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorcode", None) == SQLITE_NOTADB and not _is_sqlite_file(path):
+            raise StoreError("InvalidStore", f"The file '{path}' is not an mi store (not an SQLite database).") from None
+        known = _known_store_error(exc, where, timeout)
+        if known is not None:
+            raise known from None
         raise StoreError("InvalidStore", f"The file '{path}' cannot be read as an SQLite database: {exc}.") from None
     if tables and "meta" not in tables:
         raise StoreError("InvalidStore", f"The file '{path}' is an SQLite database, but not an mi store.")
@@ -116,15 +266,21 @@ def _engine_for(path: Path, timeout: float) -> Engine:
 
 
 def _sqlite_engine(path: Path, timeout: float) -> Engine:
-    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": timeout})
+    url = URL.create("sqlite", database=_uri(path, "rw"), query={"uri": "true"})
+    engine = create_engine(url, connect_args={"timeout": timeout})
+    full_ms = math.floor(timeout * 1000)
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+    def _on_connect(dbapi_conn, record):  # noqa: ANN001
         # Leave transactions to us: pysqlite's implicit BEGIN is DEFERRED, which lets two
         # writers read the same state and lose one update.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {round(timeout * 1000)}")
+        cur.execute(f"PRAGMA busy_timeout = {full_ms}")
+        record.info["busy_ms"] = full_ms
+        # SQLite checks each b-tree page as it reads it: a damaged page is an error before anything is
+        # written over it, not a write into a malformed file.
+        cur.execute("PRAGMA cell_size_check = ON")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA journal_mode = WAL")
@@ -132,6 +288,13 @@ def _sqlite_engine(path: Path, timeout: float) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # noqa: ANN001
+        # A writer that waited for the process's own write lock has only what is left of its timeout
+        # to wait for other processes: one timeout bounds the whole wait.
+        deadline = conn.info.get("deadline")
+        busy_ms = full_ms if deadline is None else max(0, math.floor((deadline - time.monotonic()) * 1000))
+        if conn.info.get("busy_ms") != busy_ms:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout = {busy_ms}")
+            conn.info["busy_ms"] = busy_ms
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
 
     return engine
@@ -140,13 +303,29 @@ def _sqlite_engine(path: Path, timeout: float) -> Engine:
 class Store:
     """One opened store. `transaction()` is the unit of work of a command or a request."""
 
-    def __init__(self, engine: Engine, where: str, timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+    def __init__(self, engine: Engine, where: str, timeout: float = DEFAULT_BUSY_TIMEOUT,
+                 file: tuple[Path, int, int] | None = None) -> None:
         self.engine = engine
         self.where = where
         self.timeout = timeout
+        self._file = file  # (absolute path, device, inode) of the file opened
         # Threads of one process (the token server) queue here for writing: SQLite's busy handler
         # would make them poll with sleeps of up to 100 ms instead.
         self._write_lock = threading.Lock()
+
+    def _check_same_file(self) -> None:
+        """The file opened is still the one at the store's path. SQLite goes on using a deleted or replaced
+        file through the connections it has: a token server would answer from it, and write where no
+        later command looks."""
+        path, device, inode = self._file
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise StoreError("InvalidStore", f"The store '{self.where}' no longer exists: it was deleted or moved "
+                             "while mi was using it.") from None
+        if (st.st_dev, st.st_ino) != (device, inode):
+            raise StoreError("InvalidStore", f"The store '{self.where}' was replaced by another file while mi was "
+                             "using it; open it again (restart mi serve).")
 
     def close(self) -> None:
         """Close pooled connections; the last one to close checkpoints the WAL into the file."""
@@ -156,28 +335,52 @@ class Store:
         """An in-memory copy of the store, taken under a read transaction: a dry run does the real
         work there, so its plan is exactly a real run's, and the file is only read (no write lock)."""
         copy = sqlite3.connect(":memory:", check_same_thread=False)
-        source = self.engine.raw_connection()
         try:
-            source.driver_connection.backup(copy)
-        finally:
-            source.close()
+            source = self.engine.raw_connection()
+            try:
+                source.driver_connection.backup(copy)
+            finally:
+                source.close()
+        except (OperationalError, DatabaseError, sqlite3.Error) as exc:
+            copy.close()
+            raise _store_error(exc, self.where, self.timeout) from None
         copy.isolation_level = None
+        copy.execute("PRAGMA cell_size_check = ON")  # the copy has the file's pages, damaged ones too
         copy.execute("PRAGMA foreign_keys = ON")
         engine = create_engine("sqlite://", creator=lambda: copy, poolclass=StaticPool)
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
-        return Store(engine, self.where)
+        return Store(engine, self.where, self.timeout)
 
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[Session]:
-        with self._write_lock if write else nullcontext():
-            with self._transaction(write) as session:
+        if not write:
+            with self._transaction(False, None) as session:
                 yield session
+            return
+        deadline = time.monotonic() + self.timeout
+        self._acquire_write_lock()
+        try:
+            with self._transaction(True, deadline) as session:
+                yield session
+        finally:
+            self._write_lock.release()
+
+    def _acquire_write_lock(self) -> None:
+        if not self._write_lock.acquire(timeout=self.timeout):
+            raise StoreError(
+                "StoreBusy",
+                f"The store '{self.where}' stayed locked by another writer for {self.timeout:g} s; try again, "
+                "or wait longer with MI_BUSY_TIMEOUT (seconds).",
+            )
 
     @contextmanager
-    def _transaction(self, write: bool) -> Iterator[Session]:
+    def _transaction(self, write: bool, deadline: float | None) -> Iterator[Session]:
+        if self._file is not None:
+            self._check_same_file()
         try:
             with self.engine.connect() as conn:
                 conn.info["write"] = write
+                conn.info["deadline"] = deadline
                 with Session(bind=conn, expire_on_commit=False, autoflush=True) as session:
                     with conn.begin():
                         _check_schema(conn, self.where)
@@ -185,20 +388,88 @@ class Store:
                         session.flush()
         except (OperationalError, DatabaseError) as exc:
             raise _store_error(exc, self.where, self.timeout) from None
+        except sqlite3.Error as exc:  # from the driver's own cursor (the bulk writer's)
+            known = _known_store_error(exc, self.where, self.timeout)
+            if known is None:
+                raise
+            raise known from None
 
 
 def _store_error(exc: Exception, where: str, timeout: float) -> StoreError:
+    known = _known_store_error(exc, where, timeout)
+    if known is not None:
+        return known
+    return StoreError("InvalidStore", f"The store '{where}' cannot be used: {getattr(exc, 'orig', exc)}.")
+
+
+def _known_store_error(exc: Exception, where: str, timeout: float) -> StoreError | None:
+    """The store error an SQLite error stands for, by SQLite's result code, each with its cause and what
+    to do; None for an error that says nothing about the store (a failed constraint: a bug of mi's)."""
     orig = getattr(exc, "orig", exc)
     message = str(orig)
-    if isinstance(orig, sqlite3.OperationalError) and "locked" in message:
+    code = getattr(orig, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    path = Path(where)
+    if primary in (SQLITE_BUSY, SQLITE_LOCKED) or (primary is None and "locked" in message):
         return StoreError(
             "StoreBusy",
             f"The store '{where}' stayed locked by another process for {timeout:g} s; try again, "
             "or wait longer with MI_BUSY_TIMEOUT (seconds).",
         )
-    if "readonly" in message or "read-only" in message:
-        return StoreError("InvalidStore", f"The store '{where}' is read-only.")
-    return StoreError("InvalidStore", f"The store '{where}' cannot be used: {message}.")
+    # Text that is not UTF-8 was never written by mi: the bytes under a row changed.
+    if primary in (SQLITE_CORRUPT, SQLITE_NOTADB) or (primary is None and message.startswith("Could not decode to UTF-8")):
+        return StoreError(
+            "StoreCorrupt",
+            f"The store '{where}' is damaged (SQLite: {message}); nothing was changed. Restore it from a backup or "
+            f"from an `mi export` file (mi apply -f), or salvage what can still be read: "
+            f"sqlite3 '{where}' .recover | sqlite3 recovered.db",
+        )
+    if primary in (SQLITE_READONLY, SQLITE_CANTOPEN) or (primary is None and "readonly" in message):
+        if primary == SQLITE_CANTOPEN and not os.path.exists(path):
+            return StoreError("InvalidStore", f"The store '{where}' no longer exists: was it deleted or moved while "
+                              "mi was using it?")
+        read_only = _read_only_message(path)
+        if read_only is not None:
+            return StoreError("StoreReadOnly", read_only)
+        if primary == SQLITE_READONLY:
+            return StoreError("StoreReadOnly", f"The store '{where}' is read-only (SQLite: {message}).")
+        return StoreError("InvalidStore", f"The store '{where}' cannot be opened (SQLite: {message}).")
+    if primary == SQLITE_FULL:
+        return _disk_full(where)
+    if primary == SQLITE_IOERR:
+        return _io_error(path, message, code)
+    return None
+
+
+def _disk_full(where: str) -> StoreError:
+    return StoreError("StoreFull", f"The disk holding the store '{where}' is full; nothing was changed. Free some "
+                      "space and run the command again.")
+
+
+def _io_error(path: Path, message: str, code: int) -> StoreError:
+    """SQLite says "disk I/O error" for a failed read, write or sync, whatever the system's reason: name
+    the likely one, from what can be seen."""
+    import resource  # POSIX only, and only for this rare error
+
+    where = str(path)
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY:  # a write past `ulimit -f` fails with EFBIG: SQLite's I/O error
+        sizes = []
+        for name in (where, where + "-wal", where + "-shm"):
+            try:
+                sizes.append(os.path.getsize(name))
+            except OSError:
+                pass
+        if code == SQLITE_IOERR_SHMSIZE or max(sizes, default=0) + 65536 >= soft:
+            return StoreError("StoreIOError", f"Writing the store '{where}' failed: this process may not write files "
+                              f"larger than {soft:,} bytes (ulimit -f); raise that limit and run the command again.")
+    try:
+        if shutil.disk_usage(path.absolute().parent).free < 1 << 20:  # ENOSPC on a write SQLite split up
+            return _disk_full(where)
+    except OSError:
+        pass
+    return StoreError("StoreIOError", f"Reading or writing the store '{where}' failed (SQLite: {message}); check "
+                      "the disk it is on.")
 
 
 def _schema_version(conn) -> int | None:  # noqa: ANN001
@@ -253,6 +524,7 @@ def _ensure_schema(engine: Engine, where: str) -> None:
     """Create the tables of a new store once; concurrent first opens serialise on BEGIN IMMEDIATE."""
     with engine.connect() as conn:
         conn.info["write"] = False
+        conn.info["deadline"] = None
         with conn.begin():
             version = _schema_version(conn)
         if version is not None and version >= models.SCHEMA_VERSION:
@@ -276,17 +548,30 @@ def _ensure_schema(engine: Engine, where: str) -> None:
 
 def open_store(path: str | os.PathLike | None = None) -> Store:
     """Open (creating if new) the SQLite store at `path`, or the default file."""
-    p = Path(path).expanduser() if path is not None else default_path()
     timeout = busy_timeout()
-    _prepare_file(p)
+    if path is not None and not os.fspath(path):
+        raise StoreError("InvalidStore", "The store path is empty: give a file with --db or MI_DB, or neither for the "
+                         "default store.")
+    try:
+        p = Path(path).expanduser() if path is not None else default_path()
+    except RuntimeError:  # ~user of no user
+        raise StoreError("InvalidStore", f"The store path '{path}' names the home folder of no user.") from None
+    _prepare_file(p, timeout)
     engine = _engine_for(p, timeout)
     where = str(p)
     try:
         _ensure_schema(engine, where)
-    except (OperationalError, DatabaseError) as exc:
+    except (OperationalError, DatabaseError, sqlite3.Error) as exc:
         engine.dispose()
         raise _store_error(exc, where, timeout) from None
     except StoreError:
         engine.dispose()
         raise
-    return Store(engine, where, timeout)
+    full = p.absolute()
+    try:
+        st = os.stat(full)
+    except OSError:
+        engine.dispose()
+        raise StoreError("InvalidStore", f"The store '{where}' no longer exists: it was deleted or moved while mi "
+                         "was opening it.") from None
+    return Store(engine, where, timeout, (full, st.st_dev, st.st_ino))

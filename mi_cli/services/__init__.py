@@ -81,7 +81,10 @@ class Ctx:
         first = int(counter.value) + 1
         counter.value = str(first + n - 1)
         self.session.add(counter)
-        return [str(uuid.UUID(bytes=hashlib.sha256(f"{self.seed}:{i}".encode()).digest()[:16], version=4))
+        # The seed's own bytes: a seed is only a name for a sequence, so one that is not UTF-8 (its bytes come
+        # back from os.environ's surrogate escapes) is as good as any, and a UTF-8 one hashes as it always did.
+        prefix = self.seed.encode("utf-8", "surrogateescape") + b":"
+        return [str(uuid.UUID(bytes=hashlib.sha256(prefix + str(i).encode()).digest()[:16], version=4))
                 for i in range(first, first + n)]
 
     def log(self, operation: str, target: str, *, status: str = "Succeeded", detail: str | None = None,
