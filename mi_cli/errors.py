@@ -65,6 +65,9 @@ class MiError(Exception):
     through `shown`): for texts whose length is mi's own data, as the list of regions."""
 
     exit_code = 1
+    # An error Azure's service would answer (ARM's error body): az prints it in three lines, `ERROR:
+    # (Code) Message`, `Code: ...`, `Message: ...`. mi's own errors (files, the store, prompts) are one line.
+    service = False
 
     def __init__(self, code: str, message: str, *, bound: bool = True) -> None:
         message = bounded(message) if bound else inert(message)
@@ -79,15 +82,26 @@ class MiError(Exception):
 class ValidationError(MiError):
     """Bad input that Azure would refuse with 400 (InvalidParameter, BadRequest, ...)."""
 
+    service = True
+
 
 class ConflictError(MiError):
     """The request conflicts with the current state (409 in Azure)."""
+
+    service = True
+
+
+class ForbiddenError(MiError):
+    """The caller may not do this (403 in Azure: AuthorizationFailed)."""
+
+    service = True
 
 
 class NotFoundError(MiError):
     """Something named does not exist (404 in Azure; exit 3 as in az)."""
 
     exit_code = 3
+    service = True
 
 
 class UsageError(MiError):

@@ -8,7 +8,6 @@ escapes. Ordinary text is printed exactly as before."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import sys
@@ -142,11 +141,11 @@ def render(
     elif output == "tsv":
         out.write(to_tsv(result, keep_order=bool(query)))
     else:
-        rows = _table_rows(result, table if wants_table(output, query) else None)
+        rows = _table_rows(result, table if wants_table(output, query) else None, keep_order=bool(query))
         write_table(rows, out)
 
 
-def _table_rows(result: Any, table: TableFn | None) -> list[dict[str, Any]]:
+def _table_rows(result: Any, table: TableFn | None, *, keep_order: bool = False) -> list[dict[str, Any]]:
     items = result if isinstance(result, list) else [result]
     if result is None:
         return []
@@ -155,11 +154,12 @@ def _table_rows(result: Any, table: TableFn | None) -> list[dict[str, Any]]:
     rows = []
     for item in items:
         if isinstance(item, dict):
-            # knack's auto-table: sorted keys, no id/type/etag, scalar values only.
+            # knack's auto-table: keys sorted (in the query's order when one is active), no id/type/etag,
+            # scalar values only
             rows.append(
                 {
                     k[:1].upper() + k[1:]: v
-                    for k, v in sorted(item.items())
+                    for k, v in (item.items() if keep_order else sorted(item.items()))
                     if k not in ("id", "type", "etag") and not isinstance(v, (dict, list, set)) and v is not None
                 }
             )
@@ -171,9 +171,7 @@ def _table_rows(result: Any, table: TableFn | None) -> list[dict[str, Any]]:
 def _cell(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, bool):
-        return str(value).lower()
-    return inert(str(value))
+    return inert(str(value))  # True/False as knack's tabulate prints them
 
 
 def write_table(rows: list[dict[str, Any]], out) -> None:  # noqa: ANN001
@@ -186,7 +184,9 @@ def write_table(rows: list[dict[str, Any]], out) -> None:  # noqa: ANN001
                 keys.append(h)
     headers = [inert(str(h)) for h in keys]  # keys can be data too (--query "[].tags")
     cells = [[_cell(row.get(h)) for h in keys] for row in rows]
-    if len(rows) > RICH_ROW_LIMIT:
+    if len(rows) > RICH_ROW_LIMIT or not out.isatty():
+        # az's layout (knack: tabulate, "simple"): two spaces between columns, a dash under every
+        # character of each column, lines without trailing blanks
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
         out.write("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip() + "\n")
         out.write("  ".join("-" * w for w in widths) + "\n")
@@ -197,36 +197,30 @@ def write_table(rows: list[dict[str, Any]], out) -> None:  # noqa: ANN001
     from rich.console import Console
     from rich.table import Table
 
-    tty = out.isatty()
-    # az's plain look off a terminal: a row of dashes under the header, nothing else.
-    PLAIN_HEAD = box.Box("    \n    \n -  \n    \n    \n    \n    \n    \n", ascii=True)
-    t = Table(box=box.SIMPLE_HEAD if tty else PLAIN_HEAD, show_edge=False, pad_edge=False, header_style="bold" if tty else "")
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     for h in headers:
         t.add_column(h, overflow="fold")
     for c in cells:
         t.add_row(*c, style=None)
-    if tty:
-        Console(file=out, highlight=False).print(t, markup=False)
-        return
-    # Off a terminal: no colour, no wrapping, no trailing padding, so scripts and tests see stable text.
-    buffer = io.StringIO()
-    Console(file=buffer, width=100_000, no_color=True, highlight=False).print(t, markup=False)
-    out.write("".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines()))
+    Console(file=out, highlight=False).print(t, markup=False)
 
 
 def _tsv_value(value: Any) -> str:
+    # knack's _TsvOutput._dump_obj: a list as its length, an object as nothing, anything else as str()
+    # (None as "None", True as "True")
     if isinstance(value, list):
         return str(len(value))
-    if isinstance(value, dict) or value is None:
+    if isinstance(value, dict):
         return ""
-    if isinstance(value, bool):
-        return str(value).lower()
     return inert(str(value))  # a tab or newline in a value would also break the line's columns
 
 
 def to_tsv(result: Any, *, keep_order: bool = False) -> str:
     """knack's tsv: a line per item; dict values in key order (in --query's order when one shaped
-    them); nested lists as their length, nested objects empty."""
+    them); nested lists as their length, nested objects empty; a bare boolean item in lowercase.
+    A null result prints nothing, as az prints nothing for it."""
+    if result is None:
+        return ""
     items: Iterable[Any] = result if isinstance(result, list) else [result]
     lines = []
     for item in items:
@@ -235,6 +229,8 @@ def to_tsv(result: Any, *, keep_order: bool = False) -> str:
             lines.append("\t".join(_tsv_value(v) for _, v in pairs))
         elif isinstance(item, list):
             lines.append("\t".join(_tsv_value(v) for v in item))
-        elif item is not None:
+        elif isinstance(item, bool):
+            lines.append(str(item).lower())
+        else:
             lines.append(_tsv_value(item))
     return "".join(line + "\n" for line in lines)

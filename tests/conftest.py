@@ -50,6 +50,25 @@ class Result:
         return json.loads(self.out)
 
 
+def az_error(code: str, message: str) -> str:
+    """stderr of a failed command, as az prints a service's error: the line, then Code and Message."""
+    return f"ERROR: ({code}) {message}\nCode: {code}\nMessage: {message}\n"
+
+
+def one_error(err: str) -> bool:
+    """True when stderr is exactly one error in az's form: `ERROR: (Code) Message`, followed (for a
+    service's error, not a usage error) by `Code: Code` and `Message: Message` that repeat it."""
+    lines = err.split("\n")
+    if lines[-1] != "" or not lines[0].startswith("ERROR: "):
+        return False
+    if len(lines) == 2:
+        return True
+    if len(lines) != 4 or not lines[0].startswith("ERROR: (") or ") " not in lines[0]:
+        return False
+    code, message = lines[0][len("ERROR: ("):].split(") ", 1)
+    return lines[1] == f"Code: {code}" and lines[2] == f"Message: {message}"
+
+
 def run_mi(db: Path, *args: str) -> Result:
     """Run `mi` in-process on `db`, capturing what it prints (for code outside a test's capsys)."""
     out, err = io.StringIO(), io.StringIO()

@@ -66,5 +66,5 @@ def test_a_command_with_its_own_people_view(mi):
 
 
 def test_doctor_people_view_and_data(mi):
-    assert mi("doctor").out.startswith("No findings:")
+    assert mi("doctor", "-o", "table").out.startswith("No findings:")
     assert mi("doctor", "-o", "json").json == []

@@ -58,6 +58,9 @@ def readme(tmp_path_factory):
         mp.setenv("COLUMNS", "200")
         mp.setenv("MI_DB", str(db))
         mp.setenv("MI_SEED", "readme")
+        # the examples' stdout is captured, where mi (as az) defaults to JSON: show the table a person at
+        # a terminal gets by default
+        mp.setenv("MI_OUTPUT", "table")
         rendered = [_render_block(m.group(1)) for m in BLOCK.finditer(text)]
     assert not Path(f"{db}-wal").exists()  # every command closed the store: the file is all of it
     return text, rendered, db

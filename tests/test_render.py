@@ -18,7 +18,9 @@ def test_a_big_table_is_printed_as_plain_aligned_rows():
 
 
 def test_tsv_values():
-    assert to_tsv([{"b": True, "a": None, "c": [1, 2, 3], "d": {"x": 1}}]) == "\ttrue\t3\t\n"
+    # knack's _TsvOutput: str() of a value in an object (None, True), a bare boolean in lowercase
+    assert to_tsv([{"b": True, "a": None, "c": [1, 2, 3], "d": {"x": 1}}]) == "None\tTrue\t3\t\n"
+    assert to_tsv([True, None, "x"]) == "true\nNone\nx\n" and to_tsv(None) == ""
     assert to_tsv("plain") == "plain\n"
     assert to_tsv({"z": 1, "a": 2}, keep_order=True) == "1\t2\n"
 

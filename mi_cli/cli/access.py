@@ -9,7 +9,7 @@ import typer
 
 from mi_cli.cli.options import OutputOpt, QueryOpt
 from mi_cli.cli.runtime import emit, transaction
-from mi_cli.errors import MiError, UsageError
+from mi_cli.errors import ForbiddenError, UsageError
 
 app = typer.Typer(help="Evaluate Azure RBAC: who may do what, where, and why.", no_args_is_help=True)
 
@@ -56,7 +56,7 @@ def check(
             decision = access.check(ctx, assignments.resolve_principal(ctx, principal).id, action, scope, data=plane).view()
     emit(decision, output, query, view=_print_decision)
     if require and not decision["allowed"]:
-        raise MiError("AuthorizationFailed", decision["reason"])
+        raise ForbiddenError("AuthorizationFailed", decision["reason"])
 
 
 def _print_decision(decision: dict) -> None:

@@ -66,7 +66,8 @@ def demo(
         raise MiError("InvalidParameter", f"'{keep}' exists already; --keep needs a new file name.")
     folder = Path(tempfile.mkdtemp(prefix="mi-demo-"))
     db = str(keep) if keep is not None else str(folder / "demo.db")
-    env_output = os.environ.pop("MI_OUTPUT", None)  # the demo is for people: tables
+    env_output = os.environ.get("MI_OUTPUT")
+    os.environ["MI_OUTPUT"] = "table"  # the demo is for people: tables, even when piped to a pager
     try:
         known: dict[str, str] = {}
         for number, (say, template) in enumerate(STEPS, 1):
@@ -88,6 +89,8 @@ def demo(
     finally:
         if env_output is not None:
             os.environ["MI_OUTPUT"] = env_output
+        else:
+            os.environ.pop("MI_OUTPUT", None)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -10,7 +10,7 @@ import typer
 from mi_cli import __version__
 from mi_cli.cli import access, account, compare, declare, demo, env, explore, group, identity, log, resource, role, serve, sp, token
 from mi_cli.cli.runtime import configure, state
-from mi_cli.errors import MiError, bounded
+from mi_cli.errors import MiError, bounded, inert
 
 app = typer.Typer(
     name="mi",
@@ -122,12 +122,20 @@ def main(argv: list[str] | None = None) -> int:
         state.update(outer)
 
 
+def error_text(exc: MiError) -> str:
+    """As az prints a service's error (azure-core's ODataV4Format): `ERROR: (Code) Message`, then
+    `Code: ...` and `Message: ...`. mi's own errors (usage, files, the store) are one line."""
+    if not exc.service:
+        return f"ERROR: {exc}"
+    return f"ERROR: {exc}\nCode: {inert(exc.code)}\nMessage: {exc.message}"
+
+
 def _run(args: list[str]) -> int:
     try:
         result = command().main(args=args, prog_name="mi", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except MiError as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
+        print(error_text(exc), file=sys.stderr)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code

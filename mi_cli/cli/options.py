@@ -28,11 +28,22 @@ def _check_query(value: Optional[str]) -> Optional[str]:
     return value
 
 
+def _default_output(ctx: typer.Context, value: Output) -> Output:
+    """az's default is JSON; people at a terminal read tables. So: -o, else MI_OUTPUT, else a table
+    when stdout is a terminal and JSON when it is not (`x=$(mi ... --query clientId)` gets az's "...")."""
+    import sys
+
+    source = ctx.get_parameter_source("output")
+    if source is not None and source.name == "DEFAULT":
+        value = Output.table if sys.stdout.isatty() else Output.json
+    return getattr(value, "value", value)  # Typer turns the returned text into the enum member
+
+
 OutputOpt = Annotated[
     Output,
     typer.Option(
-        "--output", "-o", envvar="MI_OUTPUT", case_sensitive=False, show_default=True,
-        help="Output format (default from MI_OUTPUT).",
+        "--output", "-o", envvar="MI_OUTPUT", case_sensitive=False, show_default=False, callback=_default_output,
+        help="Output format: table, json, jsonc, yaml, tsv or none (default: MI_OUTPUT, else table at a terminal and json otherwise).",
     ),
 ]
 QueryOpt = Annotated[
@@ -52,5 +63,5 @@ LocationOpt = Annotated[
     Optional[str], typer.Option("--location", "-l", help="Azure region, e.g. westeurope (default: the group's).")
 ]
 YesOpt = Annotated[
-    bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (only 'group delete' asks, and only at a terminal).")
+    bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (commands that ask refuse without a terminal unless given --yes).")
 ]

@@ -237,7 +237,7 @@ def test_identity_list_is_az_identity_list_and_kind_adds_system_ones(ok, mi, sce
     both = ok("identity", "list", "--kind", "all", "-g", "rg")
     assert [i["type"] for i in both] == ["Microsoft.ManagedIdentity/identities", "Microsoft.ManagedIdentity/userAssignedIdentities"]
     assert all("kind" not in i for i in both)
-    assert mi("identity", "list", "--kind", "all").out.splitlines()[0].split()[0] == "Kind"
+    assert mi("identity", "list", "--kind", "all", "-o", "table").out.splitlines()[0].split()[0] == "Kind"
 
 
 # --- confirmation without a terminal --------------------------------------------------------------------

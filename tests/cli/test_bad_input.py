@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import dump
+from tests.conftest import az_error, dump, one_error
 
 ISSUER = "https://token.actions.githubusercontent.com"
 SYSTEM_ID_SUFFIX = "/providers/Microsoft.ManagedIdentity/identities/default"
@@ -154,7 +154,7 @@ def test_bad_input_is_one_line_and_changes_nothing(mi, db, tenant, argv, exit_co
     assert r.err.startswith(f"ERROR: ({code}) "), r.err
     assert text, "every case names the message it expects"
     assert text in r.err
-    assert r.err.count("\n") == 1 and "Traceback" not in r.err
+    assert one_error(r.err) and "Traceback" not in r.err
     assert r.out == ""
     assert dump(db) == before
 
@@ -164,14 +164,14 @@ def test_federated_credential_on_a_system_identity_is_refused(mi, ok, db, tenant
     r = mi("identity", "federated-credential", "create", "-n", "sysfic", "--identity-name", _vm_system_id(ok),
            "--issuer", ISSUER, "--subject", "s")
     assert r.code == 1
-    assert r.err == ("ERROR: (BadRequest) Configuring a federated identity credential on a system-assigned managed "
-                     "identity isn't supported.\n")
+    assert r.err == az_error("BadRequest", "Configuring a federated identity credential on a system-assigned managed "
+                                           "identity isn't supported.")
     assert dump(db) == before
 
 
 def test_bad_output_from_the_environment(mi, tenant):
     r = mi("identity", "list", env={"MI_OUTPUT": "xml"})
-    assert r.code == 2 and r.err.startswith("ERROR: (InvalidArgumentValue)") and r.err.count("\n") == 1
+    assert r.code == 2 and r.err.startswith("ERROR: (InvalidArgumentValue)") and one_error(r.err)
     assert "(env var: 'MI_OUTPUT'): 'xml' is not one of 'table', 'json'" in r.err
 
 

@@ -69,7 +69,7 @@ def test_tree_json_is_the_whole_structure(ok, tenant):
 
 
 def test_tree_for_people(mi, tenant):
-    text = mi("tree", "-g", "rg").out
+    text = mi("tree", "-g", "rg", "-o", "table").out
     assert "lives and dies with vm1" in text and "shared, also on app1" in text
     assert "user-assigned doomed: BROKEN" in text and "lonely" in text and "attached to nothing" in text
     assert mi("tree", "-g", "nope").code == 3
@@ -152,7 +152,7 @@ def test_every_doctor_finding_is_fixed_by_its_own_command(ok, mi, tenant):
     for command in finding["fix"]:
         assert mi(*shlex.split(command)[1:]).code == 0
     assert ok("doctor") == []
-    r = mi("doctor", "--strict")
+    r = mi("doctor", "--strict", "-o", "table")
     assert r.code == 0 and r.out.startswith("No findings")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.conftest import az_error
+
 
 def _block(ok, resource):
     return ok("resource", "show", "-g", "rg", "-n", resource)["identity"]
@@ -70,7 +72,7 @@ def test_rule7_assigning_twice_is_a_noop_and_the_limit_holds(ok, mi, scenario):
     ok("identity", "create", "-g", "rg", "-n", "second")
     r = mi("identity", "assign", "--resource", "flow", "-g", "rg", "--identities", "shared", "second")
     assert r.code == 1
-    assert r.err == "ERROR: (BadRequest) User Assigned Identities Number '2' Assign exceed limit '1' in one request.\n"
+    assert r.err == az_error("BadRequest", "User Assigned Identities Number '2' Assign exceed limit '1' in one request.")
 
 
 def test_rule8_type_moves_back_as_identities_are_removed(ok, scenario):
@@ -87,7 +89,7 @@ def test_rule9_deleting_a_group_takes_everything_in_it_in_one_go(ok, mi, scenari
     assert ok("identity", "list") == []
     assert [sp["displayName"] for sp in ok("sp", "list")] == []
     r = mi("group", "show", "-n", "rg")
-    assert r.code == 3 and r.err == "ERROR: (ResourceGroupNotFound) Resource group 'rg' could not be found.\n"
+    assert r.code == 3 and r.err == az_error("ResourceGroupNotFound", "Resource group 'rg' could not be found.")
     assert scenario["id"] in ok("resource", "show", "-g", "other", "-n", "app2")["identity"]["userAssignedIdentities"]
 
 
@@ -191,7 +193,7 @@ def test_compare_shows_this_stores_facts(ok, mi, scenario):
     assert [r["characteristic"] for r in rows] == ["Creation", "Lifecycle", "Sharing across Azure resources"]
     assert "shared is shared by vm1, app1" in rows[2]["inThisStore"]
     assert "deleting vm1 deletes its system identity" in rows[1]["inThisStore"]
-    table = mi("compare").out
+    table = mi("compare", "-o", "table").out
     assert "In this store" in table and "Cannot be shared" in table
 
 

@@ -36,7 +36,7 @@ def test_yaml_tsv_none_and_table(mi, two):
     tsv = mi("identity", "list", "--kind", "user", "-o", "tsv", "--query", "[].[name, location]").out
     assert tsv == "alpha\twesteurope\nbeta\twesteurope\n"
     assert mi("identity", "list", "-o", "none").out == ""
-    table = mi("identity", "list").out.splitlines()
+    table = mi("identity", "list", "-o", "table").out.splitlines()
     # az identity list: no table transformer, so knack's auto-table of its keys (sorted, no id/type, no objects)
     assert table[0].split() == ["ClientId", "IsolationScope", "Location", "Name", "PrincipalId", "ResourceGroup", "TenantId"]
     assert set(table[1]) == {"-", " "}
@@ -47,7 +47,7 @@ def test_tsv_follows_knack_for_whole_objects(mi, two):
     line = mi("identity", "show", "-n", "alpha", "-g", "rg", "-o", "tsv").out.rstrip("\n").split("\t")
     # keys sorted: clientId id isolationScope location name principalId resourceGroup systemData tags tenantId type
     assert line[2:5] == ["None", "westeurope", "alpha"]
-    assert line[7] == "" and line[8] == ""  # null, and a nested object
+    assert line[7] == "None" and line[8] == ""  # null (knack's str(None)), and a nested object
 
 
 def test_query_runs_on_the_json_form_before_rendering(mi, two):

@@ -94,7 +94,7 @@ def test_the_catalog_lists_types_aliases_support_and_limits(ok, mi):
     assert types["Microsoft.HybridCompute/machines"]["systemAssignedAlwaysOn"]
     undocumented = types["Microsoft.App/containerApps"]
     assert undocumented["userAssignedLimit"] == 100 and not undocumented["userAssignedLimitDocumented"]
-    table = mi("resource", "types", "--filter", "containerapp").out
+    table = mi("resource", "types", "--filter", "containerapp", "-o", "table").out
     assert "100 (sim)" in table
     assert [t["type"] for t in ok("resource", "types", "--filter", "functionapp")] == ["Microsoft.Web/sites"]
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import build_scenario, dump
+from tests.conftest import build_scenario, dump, one_error
 
 SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 GET_SECRET = "Microsoft.KeyVault/vaults/secrets/getSecret/action"
@@ -59,7 +59,7 @@ def test_assignment_shapes_and_az_columns(ok, mi, kv):
     [listed] = ok("role", "assignment", "list", "--scope", kv)
     sp = ok("sp", "show", "--id", ra["principalId"])
     assert listed["principalName"] == sp["appId"] and listed["roleDefinitionName"] == "Key Vault Secrets User"
-    table = mi("role", "assignment", "list", "--all").out.splitlines()
+    table = mi("role", "assignment", "list", "--all", "-o", "table").out.splitlines()
     assert table[0].split() == ["Principal", "Role", "Scope"]
 
 
@@ -94,7 +94,7 @@ def test_assignment_errors_are_azures(ok, mi, db, kv):
     for argv, code, text in cases:
         before = dump(db)
         r = mi("role", "assignment", "create", *argv)
-        assert r.code == code and text in r.err and r.err.count("\n") == 1, (argv, r.err)
+        assert r.code == code and text in r.err and one_error(r.err), (argv, r.err)
         assert dump(db) == before
 
 
@@ -189,7 +189,7 @@ def test_custom_roles_from_a_file(ok, mi, tmp_path, kv):
                   {"Name": "x", "Actions": ["*/read"], "AssignableScopes": rg},
                   {"Name": "x", "Permissions": ["*/read"], "AssignableScopes": [rg]}):
         r = mi("role", "definition", "create", "--role-definition", json.dumps(wrong))
-        assert r.code == 1 and r.err.startswith("ERROR: (InvalidRoleDefinition)") and r.err.count("\n") == 1, r.err
+        assert r.code == 1 and r.err.startswith("ERROR: (InvalidRoleDefinition)") and one_error(r.err), r.err
     ok("role", "definition", "delete", "-n", "Secret Peeker")
     ok("role", "definition", "delete", "-n", "Secret Peeker")
 
@@ -205,7 +205,7 @@ def test_access_check_explains_and_gates(ok, mi, kv):
     allowed = ok("access", "check", "--principal", "vm1", "--action", GET_SECRET, "--scope", kv, "--require")
     assert allowed["allowed"] is True
     assert [s["matched"] for s in allowed["trace"] if s["granted"]] == [GET_SECRET]
-    table = mi("access", "check", "--principal", "vm1", "--action", GET_SECRET, "--scope", kv).out
+    table = mi("access", "check", "--principal", "vm1", "--action", GET_SECRET, "--scope", kv, "-o", "table").out
     assert table.startswith("Allowed: 'Key Vault Secrets User'") and "Matched" in table
 
 
@@ -244,5 +244,5 @@ def test_access_bad_input(mi, db, kv):
         (["who", "--action", GET_SECRET, "--scope", kv + "-missing"], 3, "ResourceNotFound"),
     ]:
         r = mi("access", *argv)
-        assert r.code == code and text in r.err and r.err.count("\n") == 1, (argv, r.err)
+        assert r.code == code and text in r.err and one_error(r.err), (argv, r.err)
     assert dump(db) == before
