@@ -91,6 +91,13 @@ class ConflictError(MiError):
     service = True
 
 
+class InvalidTokenError(ValidationError):
+    """A token that `mi token decode/verify` or `access check --token` cannot accept: mi's own check,
+    one line (no Azure service answers it)."""
+
+    service = False
+
+
 class ForbiddenError(MiError):
     """The caller may not do this (403 in Azure: AuthorizationFailed)."""
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mi_cli.cli.options import OutputOpt, QueryOpt, SubscriptionOpt
+from mi_cli.cli.options import Output, QueryOpt, SubscriptionOpt
 from mi_cli.cli.runtime import emit, state, transaction, wants_table
 from mi_cli.errors import MiError
 
@@ -53,7 +53,9 @@ def env(
     identity: Annotated[Optional[str], typer.Option("--identity", help="A user-assigned identity (name or id) to use: sets AZURE_CLIENT_ID.")] = None,
     type_: Annotated[Optional[str], typer.Option("--type", "-t", help="Resource type or alias, when names collide.")] = None,
     subscription: SubscriptionOpt = None,
-    output: OutputOpt = "table",
+    # not the usual default (JSON off a terminal): the exports are what `eval "$(mi env ...)"` needs
+    output: Annotated[Output, typer.Option("--output", "-o", envvar="MI_OUTPUT", case_sensitive=False,
+                                           help="table: the exports (default); json and the rest: the variables as data.")] = Output.table,
     query: QueryOpt = None,
 ) -> None:
     """Print the exports that make azure-identity, msal and az get this resource's tokens from mi serve.

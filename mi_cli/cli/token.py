@@ -9,7 +9,7 @@ import typer
 
 from mi_cli.cli.options import OutputOpt, QueryOpt, SubscriptionOpt
 from mi_cli.cli.runtime import emit, transaction, wants_table
-from mi_cli.errors import UsageError, ValidationError
+from mi_cli.errors import InvalidTokenError, UsageError
 
 app = typer.Typer(help="Managed-identity tokens: get, decode, verify; the tenant's signing keys.", no_args_is_help=True)
 keys_app = typer.Typer(help="The tenant's RS256 signing keys (the private parts are never shown).", no_args_is_help=True)
@@ -25,7 +25,7 @@ def _read_token(token: str) -> str:
     try:
         text = sys.stdin.read() if token == "-" else token
     except UnicodeDecodeError:
-        raise ValidationError("InvalidToken", "This is not a JWT: the input is not text.") from None
+        raise InvalidTokenError("InvalidToken", "This is not a JWT: the input is not text.") from None
     text = text.strip()
     if text.lower().startswith("bearer "):
         text = text[7:].strip()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from mi_cli import ids
-from mi_cli.errors import MiError, ValidationError
+from mi_cli.errors import InvalidTokenError, MiError
 from mi_cli.models import Resource
 from mi_cli.services import Ctx, endpoints, identities, keys, principals, resources
 from mi_cli.services.tenancy import default_tenant
@@ -426,16 +426,16 @@ def decode(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         return jwt.get_unverified_header(token), jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError as exc:
-        raise ValidationError("InvalidToken", f"This is not a JWT: {clip(exc)}.") from None
+        raise InvalidTokenError("InvalidToken", f"This is not a JWT: {clip(exc)}.") from None
     except UnicodeError:  # lone surrogates: bytes that were not UTF-8, read with surrogateescape
-        raise ValidationError("InvalidToken", "This is not a JWT: the input is not text.") from None
+        raise InvalidTokenError("InvalidToken", "This is not a JWT: the input is not text.") from None
 
 
 def _audiences(aud: Any) -> list[str]:
     """`aud` is a string, or (RFC 7519) a list of strings."""
     values = aud if isinstance(aud, list) else [aud]
     if not values or not all(isinstance(v, str) for v in values):
-        raise ValidationError("InvalidToken", f"The token's audience {clip(aud)!s} is not a string or a list of strings.")
+        raise InvalidTokenError("InvalidToken", f"The token's audience {clip(aud)!s} is not a string or a list of strings.")
     return values
 
 
@@ -448,7 +448,7 @@ def verify(ctx: Ctx, token: str, *, audience: str | None = None) -> dict[str, An
     kid = header.get("kid")
     key = published.get(kid) if isinstance(kid, str) else None
     if key is None:
-        raise ValidationError("InvalidToken",
+        raise InvalidTokenError("InvalidToken",
                               f"The token's key '{clip(kid)}' is not published by this tenant (unknown or retired).")
     try:
         verified = jwt.decode(
@@ -461,19 +461,19 @@ def verify(ctx: Ctx, token: str, *, audience: str | None = None) -> dict[str, An
             # PyJWT checks time against the wall clock; ctx.now() is the wall clock outside tests
         )
     except jwt.ExpiredSignatureError:
-        raise ValidationError("InvalidToken", f"The token expired at {clip(claims.get('exp'))} (epoch seconds).") from None
+        raise InvalidTokenError("InvalidToken", f"The token expired at {clip(claims.get('exp'))} (epoch seconds).") from None
     except jwt.ImmatureSignatureError:
-        raise ValidationError("InvalidToken", "The token is not valid yet (nbf is in the future).") from None
+        raise InvalidTokenError("InvalidToken", "The token is not valid yet (nbf is in the future).") from None
     except jwt.InvalidIssuerError:
-        raise ValidationError("InvalidToken", f"The token's issuer '{clip(claims.get('iss'))}' is not this tenant's.") from None
+        raise InvalidTokenError("InvalidToken", f"The token's issuer '{clip(claims.get('iss'))}' is not this tenant's.") from None
     except jwt.InvalidSignatureError:
-        raise ValidationError("InvalidToken", "The token's signature does not match: it was altered or signed by another key.") from None
+        raise InvalidTokenError("InvalidToken", "The token's signature does not match: it was altered or signed by another key.") from None
     except jwt.PyJWTError as exc:
-        raise ValidationError("InvalidToken", f"The token is not valid: {clip(exc)}.") from None
+        raise InvalidTokenError("InvalidToken", f"The token is not valid: {clip(exc)}.") from None
     given = _audiences(verified["aud"])
     if audience is not None and normalise_audience(audience) not in {normalise_audience(a) for a in given}:
         shown = given[0] if len(given) == 1 else ", ".join(given)
-        raise ValidationError("InvalidToken", f"The token's audience '{clip(shown)}' is not '{clip(audience)}'.")
+        raise InvalidTokenError("InvalidToken", f"The token's audience '{clip(shown)}' is not '{clip(audience)}'.")
     return verified
 
 

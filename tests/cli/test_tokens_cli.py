@@ -11,7 +11,7 @@ import pytest
 
 from mi_cli.cli.main import main
 from mi_cli.models import SCHEMA_VERSION
-from tests.conftest import dump
+from tests.conftest import dump, one_error
 
 VAULT = "https://vault.azure.net"
 
@@ -30,7 +30,7 @@ def test_token_get_verify_and_decode(ok, mi, scenario):
     decoded = ok("token", "decode", body["access_token"])
     assert decoded["header"]["alg"] == "RS256" and decoded["header"]["kid"]
     assert decoded["claims"] == verified["claims"]
-    table = mi("token", "get", "--resource", "vm1", "-g", "rg", "--audience", VAULT).out
+    table = mi("token", "get", "--resource", "vm1", "-g", "rg", "--audience", VAULT, "-o", "table").out
     assert "xms_mirid" in table and "access_token: ey" in table
 
 
@@ -143,8 +143,8 @@ def test_token_get_bad_input(mi, ok, db, scenario, argv, code, text, logged):
     """A refused token request is one error line; it is recorded as a failed sign-in, and nothing else changes."""
     before = ok("log")
     r = mi(*argv)
-    assert r.code == code and text in r.err and r.err.count("\n") == 1 and "Traceback" not in r.err
-    assert len(r.err) < 300  # what was sent is not repeated in full
+    assert r.code == code and text in r.err and one_error(r.err) and "Traceback" not in r.err
+    assert max(len(line) for line in r.err.splitlines()) < 300  # what was sent is not repeated in full
     after = ok("log")
     assert len(after) == len(before) + (1 if logged else 0)
     if logged:
