@@ -23,7 +23,7 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session, SQLModel
 
 from mi_cli import models
-from mi_cli.errors import StoreError, ValidationError
+from mi_cli.errors import StoreError
 
 # How long a writer waits for another one before giving up. One command's write takes milliseconds, but an
 # `mi apply` of 100,000 identities holds the write lock for several seconds, and eight busy processes on a
@@ -43,7 +43,7 @@ def busy_timeout() -> float:
     except ValueError:
         seconds = math.nan
     if not 0 <= seconds <= MAX_BUSY_TIMEOUT:  # also refuses nan
-        raise ValidationError(
+        raise StoreError(  # mi's own setting, not Azure's: one line
             "InvalidParameter",
             f"MI_BUSY_TIMEOUT must be a number of seconds from 0 to {MAX_BUSY_TIMEOUT:g}, not {raw!r}.",
         )

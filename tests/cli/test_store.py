@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from mi_cli.cli.main import main
-from mi_cli.errors import ValidationError
+from mi_cli.errors import StoreError
 from mi_cli.models import SCHEMA_VERSION
 from mi_cli.store import open_store
 from tests.conftest import dump
@@ -85,7 +85,7 @@ def test_mi_busy_timeout_sets_how_long_a_writer_waits(db, monkeypatch):
     for wrong in ("soon", "-1", "nan", "inf", "1e9"):
         monkeypatch.setenv("MI_BUSY_TIMEOUT", wrong)
         expected = rf"^\(InvalidParameter\) MI_BUSY_TIMEOUT must be a number of seconds from 0 to 86400, not '{wrong}'\.$"
-        with pytest.raises(ValidationError, match=expected):
+        with pytest.raises(StoreError, match=expected):
             open_store(db)
 
 
