@@ -8,8 +8,8 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 4  # 2: signing keys and token-endpoint secrets; 3: custom roles and role assignments;
-# 4: role assignment conditions and updates
+SCHEMA_VERSION = 5  # 2: signing keys and token-endpoint secrets; 3: custom roles and role assignments;
+# 4: role assignment conditions and updates; 5: the local cloud's certificate authority, Key Vault secrets
 
 
 def _fk(target: str) -> Any:
@@ -200,3 +200,35 @@ class RoleAssignment(SQLModel, table=True):
     created_at: datetime
     created_by: str  # the object id of who created it (stores before version 4 hold a login name)
     updated_at: Optional[datetime] = None  # set when a PUT at its name changed it
+
+
+class CertificateAuthority(SQLModel, table=True):
+    """The store's own CA: it signs the TLS certificates of the Azure host names `mi serve` answers."""
+
+    __tablename__ = "certificate_authority"
+    tenant_id: str = Field(foreign_key="tenant.id", primary_key=True)
+    key_pem: str  # PKCS#8, unencrypted: the store file is 0600, as for the signing keys
+    cert_pem: str
+    created_at: datetime
+
+
+class KeyVaultSecret(SQLModel, table=True):
+    """One version of a Key Vault secret. Soft delete marks every version of the secret deleted."""
+
+    __tablename__ = "key_vault_secret"
+    __table_args__ = (UniqueConstraint("vault_pk", "name_key", "version"),)
+    pk: Optional[int] = Field(default=None, primary_key=True)
+    vault_pk: int = Field(sa_column=_fk("resource.pk"))
+    name: str
+    name_key: str = Field(index=True)
+    version: str  # 32 lowercase hex characters, as Key Vault's
+    value: str
+    content_type: Optional[str] = None
+    tags: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    enabled: bool = True
+    not_before: Optional[datetime] = None
+    expires: Optional[datetime] = None
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: Optional[datetime] = None
+    scheduled_purge_at: Optional[datetime] = None

@@ -513,7 +513,12 @@ def _v3_to_v4(conn) -> None:  # noqa: ANN001
             conn.exec_driver_sql(f"ALTER TABLE role_assignment ADD COLUMN {column} {sql_type}")
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(conn) -> None:  # noqa: ANN001
+    # New tables only (the local cloud's CA, Key Vault secrets).
+    SQLModel.metadata.create_all(conn)
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 
 
 def _has_meta(conn) -> bool:  # noqa: ANN001

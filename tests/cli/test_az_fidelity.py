@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from mi_cli.cli.main import main
+from mi_cli.models import SCHEMA_VERSION
 from tests.conftest import build_scenario, dump
 
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -309,5 +310,5 @@ def test_a_version_3_store_gains_the_assignment_columns(tmp_path, capsys):
     [ra] = json.loads(capsys.readouterr().out)
     assert ra["condition"] is None and GUID.match(ra["createdBy"])
     con = sqlite3.connect(db)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
     con.close()
