@@ -92,10 +92,17 @@ class ConflictError(MiError):
 
 
 class InvalidTokenError(ValidationError):
-    """A token that `mi token decode/verify` or `access check --token` cannot accept: mi's own check,
-    one line (no Azure service answers it)."""
+    """A token that `mi token decode/verify`, `access check --token` or a data plane cannot accept: mi's
+    own check, one line. `kind` says which check failed (missing, audience, expired, not-yet-valid,
+    issuer, signature, key, malformed) and `found` what the token carried, for a plane's own texts."""
 
     service = False
+    kind = "malformed"
+    found: str | None = None
+
+    def failed(self, kind: str, found: object = None) -> "InvalidTokenError":
+        self.kind, self.found = kind, None if found is None else str(found)
+        return self
 
 
 class ForbiddenError(MiError):

@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from mi_cli import ids
 from mi_cli.catalog import catalog
-from mi_cli.errors import ValidationError
+from mi_cli.errors import InvalidTokenError, ValidationError
 from mi_cli.models import RoleAssignment
 from mi_cli.services import Ctx, assignments, principals, roles, tokens
 from mi_cli.services.operations import is_data_action, known_operation, providers
@@ -177,6 +177,19 @@ def check_token(ctx: Ctx, token: str, action: str, scope_ref: str, *, data: bool
     is_data = classify(action, data=data)
     claims = tokens.verify(ctx, token.removeprefix("Bearer ").strip(), audience=audience_for(action, is_data))
     return check(ctx, claims["oid"], action, scope_ref, data=is_data)
+
+
+def authorize(ctx: Ctx, authorization: str | None, action: str, scope_ref: str) -> tuple[dict[str, Any], Decision]:
+    """What a data plane does with a request: the bearer token of its Authorization header verified as
+    the service checks it (signature, lifetime, issuer, the plane's audience), then RBAC for the
+    operation's data action at the exact scope. Returns the token's claims and the decision; a missing
+    or bad token raises InvalidTokenError, whose `kind` the plane turns into its own 401."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.casefold() != "bearer" or not token.strip():
+        raise InvalidTokenError("InvalidToken", "The request carries no bearer token.").failed("missing")
+    is_data = classify(action)
+    claims = tokens.verify(ctx, token.strip(), audience=audience_for(action, is_data))
+    return claims, check(ctx, claims["oid"], action, scope_ref, data=is_data)
 
 
 def who(ctx: Ctx, action: str, scope_ref: str, *, data: bool | None = None) -> list[dict[str, Any]]:

@@ -449,7 +449,7 @@ def verify(ctx: Ctx, token: str, *, audience: str | None = None) -> dict[str, An
     key = published.get(kid) if isinstance(kid, str) else None
     if key is None:
         raise InvalidTokenError("InvalidToken",
-                              f"The token's key '{clip(kid)}' is not published by this tenant (unknown or retired).")
+                              f"The token's key '{clip(kid)}' is not published by this tenant (unknown or retired).").failed("key", kid)
     try:
         verified = jwt.decode(
             token,
@@ -461,19 +461,24 @@ def verify(ctx: Ctx, token: str, *, audience: str | None = None) -> dict[str, An
             # PyJWT checks time against the wall clock; ctx.now() is the wall clock outside tests
         )
     except jwt.ExpiredSignatureError:
-        raise InvalidTokenError("InvalidToken", f"The token expired at {clip(claims.get('exp'))} (epoch seconds).") from None
+        raise InvalidTokenError("InvalidToken", f"The token expired at {clip(claims.get('exp'))} (epoch seconds).").failed(
+            "expired", claims.get("exp")) from None
     except jwt.ImmatureSignatureError:
-        raise InvalidTokenError("InvalidToken", "The token is not valid yet (nbf is in the future).") from None
+        raise InvalidTokenError("InvalidToken", "The token is not valid yet (nbf is in the future).").failed(
+            "not-yet-valid", claims.get("nbf")) from None
     except jwt.InvalidIssuerError:
-        raise InvalidTokenError("InvalidToken", f"The token's issuer '{clip(claims.get('iss'))}' is not this tenant's.") from None
+        raise InvalidTokenError("InvalidToken", f"The token's issuer '{clip(claims.get('iss'))}' is not this tenant's.").failed(
+            "issuer", claims.get("iss")) from None
     except jwt.InvalidSignatureError:
-        raise InvalidTokenError("InvalidToken", "The token's signature does not match: it was altered or signed by another key.") from None
+        raise InvalidTokenError("InvalidToken", "The token's signature does not match: it was altered or signed by another key."
+                                ).failed("signature") from None
     except jwt.PyJWTError as exc:
         raise InvalidTokenError("InvalidToken", f"The token is not valid: {clip(exc)}.") from None
     given = _audiences(verified["aud"])
     if audience is not None and normalise_audience(audience) not in {normalise_audience(a) for a in given}:
         shown = given[0] if len(given) == 1 else ", ".join(given)
-        raise InvalidTokenError("InvalidToken", f"The token's audience '{clip(shown)}' is not '{clip(audience)}'.")
+        raise InvalidTokenError("InvalidToken", f"The token's audience '{clip(shown)}' is not '{clip(audience)}'.").failed(
+            "audience", shown)
     return verified
 
 
