@@ -39,7 +39,10 @@ def apply(
     query: QueryOpt = None,
 ) -> None:
     """Make the store hold what the file declares, in one transaction: all of it or, on any invalid
-    entry, nothing (the error names the entry). Applying the same file again changes nothing."""
+    entry, nothing (the error names the entry). Applying the same file again changes nothing.
+
+    Key Vault secrets declared under a vault (`secrets:`) get a new version only when their latest one
+    differs; secrets a file does not declare are left alone, --prune included (a pruned vault takes its own)."""
     from mi_cli.services import tenant_file
     from mi_cli.services.apply import Applier
 
@@ -61,8 +64,11 @@ def apply(
 def export(
     output: Annotated[str, typer.Option("--output", "-o", help="yaml (default) or json.")] = "yaml",
     file: Annotated[Optional[str], typer.Option("--file", "-f", help="Write to FILE instead of stdout.")] = None,
+    include_secrets: Annotated[bool, typer.Option(
+        "--include-secrets", help="Also write the vaults' Key Vault secrets (latest versions, values included).")] = False,
 ) -> None:
-    """Write the whole tenant in the file format that `mi apply` reads (not the activity log or keys)."""
+    """Write the whole tenant in the file format that `mi apply` reads (not the activity log or keys;
+    Key Vault secrets only with --include-secrets)."""
     from mi_cli.errors import UsageError
     from mi_cli.render import to_json
     from mi_cli.services import export as exporting
@@ -70,7 +76,7 @@ def export(
     if output not in ("yaml", "json"):
         raise UsageError("InvalidArgumentValue", f"--output must be yaml or json, not '{output}'.")
     with transaction(write=False) as ctx:
-        doc = exporting.export(ctx)
+        doc = exporting.export(ctx, include_secrets=include_secrets)
     if output == "json":
         text = to_json(doc)
     else:

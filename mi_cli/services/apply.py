@@ -15,7 +15,7 @@ from mi_cli.models import (
     Attachment, CustomRole, FederatedCredential, Resource, ResourceGroup, RoleAssignment, ServicePrincipal, Subscription,
     UserAssignedIdentity,
 )
-from mi_cli.services import Ctx, assignments, federated, groups, identities, resources, roles, tenancy
+from mi_cli.services import Ctx, assignments, federated, groups, identities, keyvault, resources, roles, tenancy
 from mi_cli.services.tenant_file import ApplyError, at
 
 # What a delete in the activity log removed, as the plan names its kind.
@@ -26,6 +26,7 @@ DELETED_KINDS = {
     "microsoft.managedidentity/userassignedidentities/federatedidentitycredentials": "federatedCredential",
     "microsoft.resources/resourcegroups": "resourceGroup",
     "microsoft.directory/serviceprincipals": "servicePrincipal",
+    "microsoft.keyvault/vaults/secrets": "secret",
 }
 
 
@@ -78,6 +79,7 @@ class Applier:
             self._custom_roles(doc.get("customRoles") or [])
             self._user_assigned(doc.get("userAssignedIdentities") or [])
             self._resources(doc.get("resources") or [])
+            self._secrets(doc.get("resources") or [])
             self._role_assignments(doc.get("roleAssignments") or [])
         if self.prune:
             self._prune()
@@ -250,6 +252,7 @@ class Applier:
         for a in s.exec(select(Attachment)).all():
             attached.setdefault(a.resource_pk, []).append(a)
         self.declared_resources: set[str] = set()
+        self.resource_at: dict[int, Any] = {}  # entry index -> the resource it made, for its secrets
         # parents before their children, whatever order the file lists them in
         order = sorted(range(len(entries)), key=lambda i: _depth(entries[i]["type"]))
         for i in order:
@@ -281,11 +284,40 @@ class Applier:
                                                     current=attached.get(res.pk, []) if existing is not None else [],
                                                     in_use=self._in_use)
                 index[key] = res
+                self.resource_at[i] = res
                 self.plan.add("create" if existing is None else "update" if self.ctx.changes > before else "unchanged",
                               "resource", res.arm_id)
             except MiError as exc:
                 raise self._fail(where, exc) from None
             self.progress(1)
+
+    def _secrets(self, entries: list[dict[str, Any]]) -> None:
+        """Secrets declared under a vault, each through keyvault.declare_secret: unchanged when its latest
+        version already says what the file says, else a new version. Secrets the file does not declare
+        are left alone, also with --prune: a file written without --include-secrets declares none."""
+        for i, entry in enumerate(entries):
+            declared = entry.get("secrets")
+            if not declared:
+                continue
+            where = at("resources", i, entry)
+            vault = self.resource_at[i]
+            if vault.type != keyvault.VAULT_TYPE:
+                raise ApplyError("InvalidParameter", self.source, where, f"only Key Vault vaults ({keyvault.VAULT_TYPE}) hold secrets.")
+            seen: set[str] = set()
+            for j, secret in enumerate(declared):
+                spot = f"{where}.secrets[{j}] ({secret['name']})"
+                if ids.key(secret["name"]) in seen:
+                    raise ApplyError("Conflict", self.source, spot, "the secret is declared twice.")
+                seen.add(ids.key(secret["name"]))
+                try:
+                    _, op = keyvault.declare_secret(
+                        self.ctx, vault, secret["name"], secret["value"], content_type=secret.get("contentType"),
+                        tags=secret.get("tags"), enabled=secret.get("enabled", True),
+                        not_before=keyvault.parse_time(secret.get("notBefore"), "notBefore"),
+                        expires=keyvault.parse_time(secret.get("expires"), "expires"))
+                except MiError as exc:
+                    raise self._fail(spot, exc) from None
+                self.plan.add(op, "secret", keyvault.secret_scope(vault, secret["name"]))
 
     def _role_assignments(self, entries: list[dict[str, Any]]) -> None:
         existed = set(self.ctx.session.exec(select(RoleAssignment.name)).all())

@@ -8,15 +8,17 @@ from sqlmodel import delete, select
 
 from mi_cli.catalog import catalog
 from mi_cli.models import (
-    ActivityLog, Attachment, CustomRole, EndpointSecret, FederatedCredential, Meta, Resource, ResourceGroup, RoleAssignment,
-    ServicePrincipal, SigningKey, Subscription, Tenant, UserAssignedIdentity,
+    ActivityLog, Attachment, CustomRole, EndpointSecret, FederatedCredential, KeyVaultSecret, Meta, Resource, ResourceGroup,
+    RoleAssignment, ServicePrincipal, SigningKey, Subscription, Tenant, UserAssignedIdentity,
 )
-from mi_cli.services import Ctx, roles, tenancy
+from mi_cli.services import Ctx, keyvault, roles, tenancy
 from mi_cli.services.tenant_file import API_VERSION
 
 
-def export(ctx: Ctx) -> dict[str, Any]:
-    """The whole tenant in the file format (not the activity log, not signing keys)."""
+def export(ctx: Ctx, *, include_secrets: bool = False) -> dict[str, Any]:
+    """The whole tenant in the file format (not the activity log, not signing keys). Key Vault secrets,
+    values included, only with `include_secrets`: a tenant file is shared and kept where secrets should
+    not go unasked."""
     s = ctx.session
     tenant = tenancy.default_tenant(ctx, create=False)
     if tenant is None:
@@ -69,6 +71,10 @@ def export(ctx: Ctx) -> dict[str, Any]:
                 for a in atts[r.pk]]
         if identity:
             entry["identity"] = identity
+        if include_secrets and r.type == keyvault.VAULT_TYPE:
+            secrets = keyvault.exported(ctx, r)
+            if secrets:
+                entry["secrets"] = secrets
         return entry
 
     custom = [r for r in roles.all_roles(ctx) if r.role_type == "CustomRole"]
@@ -96,7 +102,7 @@ def export(ctx: Ctx) -> dict[str, Any]:
 def reset(ctx: Ctx) -> dict[str, int]:
     """Empty the store: every object, the tenant, its keys and the activity log; the schema stays."""
     counts = {}
-    for model in (RoleAssignment, Attachment, FederatedCredential, EndpointSecret, Resource, UserAssignedIdentity,
+    for model in (RoleAssignment, Attachment, FederatedCredential, EndpointSecret, KeyVaultSecret, Resource, UserAssignedIdentity,
                   ServicePrincipal, ResourceGroup, CustomRole, ActivityLog, SigningKey, Subscription, Tenant):
         counts[model.__tablename__] = ctx.session.execute(delete(model)).rowcount
     ctx.session.execute(delete(Meta).where(Meta.key == "guid_counter"))

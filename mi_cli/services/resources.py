@@ -10,7 +10,7 @@ from mi_cli import ids
 from mi_cli.catalog import catalog, normalise_location
 from mi_cli.errors import NotFoundError, ValidationError, resource_not_found
 from mi_cli.models import Attachment, EndpointSecret, Resource, ResourceGroup
-from mi_cli.services import Ctx, assignments, identities, principals, repeat_put, scopes
+from mi_cli.services import Ctx, assignments, identities, keyvault, principals, repeat_put, scopes
 from mi_cli.services.validation import check_tags, resource_name
 
 
@@ -136,7 +136,8 @@ def descendants(ctx: Ctx, res: Resource) -> list[Resource]:
 
 def delete_resource(ctx: Ctx, res: Resource) -> list[Resource]:
     """Rule 3: the resource, its children, their system identities and service principals, their
-    token-endpoint secrets, and the role assignments scoped on them go; the user-assigned identities
+    token-endpoint secrets, a vault's Key Vault secrets (deleted ones too), and the role assignments
+    scoped on them go; the user-assigned identities
     they had stay (only the attachments go), and so do role assignments their identities hold
     elsewhere (rule 6)."""
     gone = [*descendants(ctx, res), res]
@@ -148,6 +149,8 @@ def delete_resource(ctx: Ctx, res: Resource) -> list[Resource]:
         secret = ctx.session.get(EndpointSecret, item.pk)
         if secret is not None:
             ctx.session.delete(secret)
+        if item.type == keyvault.VAULT_TYPE:
+            keyvault.delete_vault_secrets(ctx, item)
         ctx.session.delete(item)
         ctx.log(f"{item.type}/delete", item.arm_id)
     ctx.session.flush()
