@@ -61,17 +61,23 @@ def env(
     """Print the exports that make azure-identity, msal and az get this resource's tokens from mi serve.
 
     Use it as: eval "$(mi env --resource vm1 -g rg)". With -o json, an object of the same variables.
+    Once mi serve has run on the store, they include the local cloud's: HTTPS_PROXY, the CA bundle
+    (REQUESTS_CA_BUNDLE, SSL_CERT_FILE, NODE_EXTRA_CA_CERTS) and an AZURE_CONFIG_DIR of its own.
     """
-    from mi_cli.services import endpoints, lookup, tenancy
+    from mi_cli.services import endpoints, localcloud, lookup, tenancy
     from mi_cli.store import default_path
 
+    where = str(state["db"] or os.environ.get("MI_DB") or default_path())
+    running = endpoints.read_address(where)
     if port is None:
-        where = state["db"] or os.environ.get("MI_DB") or str(default_path())
-        running = endpoints.read_address(str(where))
         if running is None:
             raise MiError("ServerNotRunning", "No running 'mi serve' for this store: start one, or give --port.")
         port = int(running["port"])
         host = running["host"] if running["host"] not in ("0.0.0.0", "::") else host
+    if running is not None and int(running["port"]) == port and running.get("proxy_port"):
+        proxy_port: int | None = int(running["proxy_port"])
+    else:  # mi serve's default; only once it has written the CA files, which the variables name
+        proxy_port = port + 1 if port < 65535 and localcloud.files(where).bundle.is_file() else None
     base = f"http://{host}:{port}"
     with transaction(write=style is Style.appservice) as ctx:
         res = lookup.resource(ctx, resource, group, subscription=subscription, type_text=type_)
@@ -82,7 +88,16 @@ def env(
         if identity:
             values["AZURE_CLIENT_ID"] = lookup.user_assigned(ctx, identity, group, subscription=subscription).client_id
         values["AZURE_TENANT_ID"] = tenancy.default_tenant(ctx).id
-    values["NO_PROXY"] = "127.0.0.1,localhost"
+    # IMDS and the App Service endpoint are plain HTTP on this host: never through the proxy
+    no_proxy = "127.0.0.1,localhost" + ("" if host in ("127.0.0.1", "localhost") else f",{host}")
+    values["NO_PROXY"] = no_proxy
+    if proxy_port is not None:
+        cloud = localcloud.files(where)
+        proxy = f"http://{f'[{host}]' if ':' in host else host}:{proxy_port}"
+        # both cases of each: curl and Go read the lower-case ones, requests and az either
+        values |= {"no_proxy": no_proxy, "HTTPS_PROXY": proxy, "https_proxy": proxy,
+                   "REQUESTS_CA_BUNDLE": str(cloud.bundle.resolve()), "SSL_CERT_FILE": str(cloud.bundle.resolve()),
+                   "NODE_EXTRA_CA_CERTS": str(cloud.ca.resolve()), "AZURE_CONFIG_DIR": str(cloud.azure_config.resolve())}
     if wants_table(output, query):
         unset = [n for n in OTHER_SOURCES if n not in values] + (["AZURE_POD_IDENTITY_AUTHORITY_HOST"] if style is Style.appservice else [])
         print(_lines(values, unset, shell), end="")

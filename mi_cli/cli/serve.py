@@ -1,4 +1,4 @@
-"""`mi serve`: the IMDS and App Service token endpoints, OpenID metadata and JWKS, on loopback."""
+"""`mi serve`: the token endpoints, OpenID metadata and JWKS on loopback, and the local cloud behind its proxy."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def serve(
     group: Annotated[Optional[str], typer.Option("--resource-group", "-g", help="Group of --resource.")] = None,
     inject: Annotated[Optional[list[str]], typer.Option("--inject", help="Fault for the next token requests: STATUS[:COUNT[:RETRY_AFTER]], e.g. 503:3.")] = None,
     throttle: Annotated[bool, typer.Option("--throttle", help="Limit each resource as IMDS does: 20 requests/s, 5 at a time (429 beyond).")] = False,
+    proxy_port: Annotated[Optional[int], typer.Option("--proxy-port", min=0, max=65535, help="Port of the local cloud's HTTPS proxy (default: --port + 1; 0 picks a free one).")] = None,
 ) -> None:
     """Serve tokens to unmodified SDK clients, for every resource in the store.
 
@@ -29,15 +30,21 @@ def serve(
     AZURE_POD_IDENTITY_AUTHORITY_HOST at http://HOST:PORT/<resource id>). App Service:
     http://HOST:PORT/msi/token with the resource's IDENTITY_HEADER. 'mi env' prints both.
     The store is read on every request, so changes made with mi take effect at once.
+
+    The local cloud: Azure's HTTPS hosts that mi serves (https://VAULT.vault.azure.net for each Key
+    Vault in the store) are answered through an HTTP CONNECT proxy on --proxy-port, with a certificate
+    signed by the store's own CA; other hosts are tunnelled untouched. 'mi env' points HTTPS_PROXY and
+    the CA bundle at them.
     """
+    import asyncio
     import signal
-    import socket
 
     import uvicorn
 
     from mi_cli.server.app import create_app
+    from mi_cli.server.proxy import Proxy
     from mi_cli.server.state import Fault, ServerState, Throttle
-    from mi_cli.services import Ctx, endpoints, lookup
+    from mi_cli.services import Ctx, endpoints, localcloud, lookup
     from mi_cli.store import default_path, open_store
 
     try:
@@ -51,7 +58,68 @@ def serve(
         with store.transaction(write=False) as session:
             default_resource = lookup.resource(Ctx.from_env(session), resource, group).arm_id
     if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"WARNING: binding {host}: anyone who can reach it can get this store's tokens.", file=sys.stderr)
+        print(f"WARNING: binding {host}: anyone who can reach it can get this store's tokens and tunnel through its proxy.", file=sys.stderr)
+    sock = _bind(host, port)
+    bound = sock.getsockname()[1]
+    # The proxy sits beside the token port by default, so that `mi env --port N` can name it unasked.
+    if proxy_port is None:
+        proxy_port = port + 1 if 0 < port < 65535 else 0
+    proxy_sock = _bind(host, proxy_port, " for the local cloud's proxy (choose another with --proxy-port)")
+    tls_sock = _bind("127.0.0.1", 0)  # reached only through the proxy
+    with store.transaction(write=True) as session:
+        ctx = Ctx.from_env(session)
+        cloud = localcloud.prepare(ctx, where)  # the CA is made on first use, so this writes
+        served = localcloud.served_urls(ctx)
+        for warning in ctx.warnings:
+            print(f"WARNING: {warning}", file=sys.stderr)
+    state_ = ServerState(store, default_resource=default_resource, faults=faults, throttle=Throttle() if throttle else None)
+    app = create_app(state_)
+    quiet = {"log_level": "warning", "access_log": False, "lifespan": "off"}
+    server = uvicorn.Server(uvicorn.Config(app, **quiet))
+    tls_config = uvicorn.Config(app, ssl_certfile=str(cloud.tls), **quiet)
+    try:
+        tls_config.load()  # now: a certificate file replaced later by another server of this store is not ours
+    except (OSError, ValueError) as exc:
+        raise MiError("CertificateError", f"Cannot load the local cloud's certificate {cloud.tls}: {exc}.") from None
+    tls_server = _background(tls_config)
+    relay = Proxy(state_.connect_route, ("127.0.0.1", tls_sock.getsockname()[1]))
+    shown = f"[{host}]" if ":" in host else host
+    proxied = proxy_sock.getsockname()[1]
+    address = endpoints.write_address(where, host, bound, proxy_port=proxied, tls_port=tls_sock.getsockname()[1])
+    print(f"mi serve: listening on http://{shown}:{bound} for the store {where}", file=sys.stderr)
+    print(f"  IMDS and App Service: http://{shown}:{bound}", file=sys.stderr)
+    print(f"  local cloud proxy: http://{shown}:{proxied} (HTTPS_PROXY); CA: {cloud.ca}", file=sys.stderr)
+    for url in served:
+        print(f"  serves {url}", file=sys.stderr)
+    if not served:
+        print("  serves no vault yet (mi resource create --type keyvault ...: served at once)", file=sys.stderr)
+    print("  exports for a resource: mi env --resource NAME -g GROUP [--style imds|appservice]  (Ctrl-C stops)", file=sys.stderr)
+    sys.stderr.flush()
+
+    async def run() -> None:
+        await relay.start(proxy_sock)
+        tls_task = asyncio.ensure_future(tls_server.serve(sockets=[tls_sock]))
+        try:
+            await server.serve(sockets=[sock])
+        finally:  # the token server has stopped (a signal): the proxy and the TLS server follow it
+            await relay.close()
+            tls_server.should_exit = True
+            await asyncio.wait([tls_task], timeout=10)
+
+    # uvicorn shuts down gracefully on SIGTERM and Ctrl-C, then re-raises the signal: that is a
+    # normal stop, so it ends in exit 0 (and the address file is removed below).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: sys.exit(0))
+    try:
+        asyncio.run(run())
+    finally:
+        address.unlink(missing_ok=True)
+        store.close()
+
+
+def _bind(host: str, port: int, what: str = ""):  # noqa: ANN202 - a listening socket.socket
+    import socket
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and without it
     # keep-alive responses wait ~40 ms on Nagle's algorithm and delayed ACKs.
@@ -59,22 +127,25 @@ def serve(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(2048)  # before the address file names it: early clients wait in the backlog, not refused
     except OSError as exc:
-        raise MiError("AddressInUse", f"Cannot bind {host}:{port}: {exc.strerror}.") from None
-    bound = sock.getsockname()[1]
-    app = create_app(ServerState(store, default_resource=default_resource, faults=faults,
-                                 throttle=Throttle() if throttle else None))
-    address = endpoints.write_address(where, host, bound)
-    print(f"mi serve: listening on http://{host}:{bound} for the store {where}", file=sys.stderr)
-    print("  exports for a resource: mi env --resource NAME -g GROUP [--style imds|appservice]  (Ctrl-C stops)", file=sys.stderr)
-    sys.stderr.flush()
-    # uvicorn shuts down gracefully on SIGTERM and Ctrl-C, then re-raises the signal: that is a
-    # normal stop, so it ends in exit 0 (and the address file is removed below).
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: sys.exit(0))
-    try:
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-        server.run(sockets=[sock])
-    finally:
-        address.unlink(missing_ok=True)
-        store.close()
+        sock.close()
+        raise MiError("AddressInUse", f"Cannot bind {host}:{port}{what}: {exc.strerror}.") from None
+    return sock
+
+
+def _background(config):  # noqa: ANN001, ANN202 - a uvicorn.Server
+    """A uvicorn server that leaves the signals to the token server, which stops it."""
+    import contextlib
+
+    import uvicorn
+
+    class Background(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # noqa: ANN202
+            yield
+
+        def install_signal_handlers(self) -> None:  # the name of the same hook before uvicorn 0.29
+            pass
+
+    return Background(config)

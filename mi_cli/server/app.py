@@ -1,16 +1,20 @@
-"""The ASGI app of `mi serve`: routes each request to its plane, and answers what no plane can (a busy
-store, a failure) in that plane's shape, keeping the connection open."""
+"""The ASGI app of `mi serve`: routes each request to its plane (by host, then path), and answers what no plane
+can (a busy store, a failure) in that plane's shape, keeping the connection open."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import sys
+import threading
 import traceback
 from types import ModuleType
 from typing import Callable
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mi_cli.errors import StoreError
@@ -20,6 +24,43 @@ from mi_cli.services.tokens import clip
 
 RETRY_AFTER = "1"  # seconds; clients that honour it (azure-identity) retry until the write holding the store ends
 METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+
+# The data planes of the local cloud, by host suffix (kv1.vault.azure.net -> "vault.azure.net"), each a module
+# imported on its first request, so that a server that never sees a vault never loads its plane. A plane has
+# `handle(request, state) -> Response` (a plain function runs in a worker thread; an `async def` on the loop),
+# the request's body already read into `request.state.body`; and may have `unavailable(message, status,
+# headers)` to answer a busy store or a failure in its own shape. Planes answer on the TLS server only.
+PLANES: dict[str, str] = {"vault.azure.net": "mi_cli.server.keyvault"}
+BODY_LIMIT = 4 * 1024 * 1024  # bytes of a request body a plane is given; more is answered 413
+_loaded: dict[str, ModuleType | None] = {}
+_loading = threading.Lock()
+
+
+def plane_for(host: str | None) -> tuple[str, ModuleType | None] | None:
+    """(module name, module or None when it is not installed) of the plane serving `host`; None when no
+    plane claims the host."""
+    host = (host or "").rstrip(".").casefold()
+    for suffix, name in PLANES.items():
+        if host == suffix or host.endswith("." + suffix):
+            with _loading:
+                if name not in _loaded:
+                    try:
+                        _loaded[name] = importlib.import_module(name)
+                    except ModuleNotFoundError as exc:
+                        if exc.name != name:  # the plane is there but something it needs is not: a bug
+                            raise
+                        _loaded[name] = None
+            return name, _loaded[name]
+    return None
+
+
+class _Generic:
+    """The error shape of Azure's data planes, for a plane that has no `unavailable` of its own."""
+
+    @staticmethod
+    def unavailable(description: str, status: int, headers: dict[str, str]) -> Response:
+        code = {413: "RequestEntityTooLarge", 404: "NotFound", 503: "ServiceUnavailable"}.get(status, "InternalServerError")
+        return JSONResponse({"error": {"code": code, "message": description}}, status_code=status, headers=headers)
 
 
 def _route(request: Request, state: ServerState) -> tuple[ModuleType, Callable[[], Response]]:
@@ -48,26 +89,72 @@ def _note(request: Request, text: str) -> None:
     print(f"mi serve: {request.method} {clip(request.url.path, 120)}: {text}", file=sys.stderr, flush=True)
 
 
+def _failure(request: Request, plane, exc: Exception) -> Response:  # noqa: ANN001
+    """The answer to an exception a plane raised, in the plane's shape (called while handling it)."""
+    if isinstance(exc, StoreError):
+        # Another process holding the store past the busy timeout is a moment's wait, as IMDS's own
+        # 503s are: retryable, with Retry-After. Anything else about the store is a failure.
+        busy = exc.code == "StoreBusy"
+        status = 503 if busy else 500
+        _note(request, f"{exc.message} Answered {status}.")
+        return plane.unavailable(exc.message, status, {"Retry-After": RETRY_AFTER} if busy else {})
+    # a bug: say so once, answer in the plane's shape, keep the connection
+    _note(request, f"failed ({type(exc).__name__}); answered 500.")
+    traceback.print_exc(file=sys.stderr)
+    return plane.unavailable("The server failed to answer this request.", 500, {})
+
+
+def _guarded(request: Request, plane, respond: Callable[[], Response]) -> Response:  # noqa: ANN001
+    try:
+        return respond()
+    except Exception as exc:  # noqa: BLE001 - answered, never a dropped connection
+        return _failure(request, plane, exc)
+
+
 def _dispatch(state: ServerState):  # noqa: ANN202
     def endpoint(request: Request) -> Response:
         plane, respond = _route(request, state)
-        try:
-            return respond()
-        except StoreError as exc:
-            # Another process holding the store past the busy timeout is a moment's wait, as IMDS's own
-            # 503s are: retryable, with Retry-After. Anything else about the store is a failure.
-            busy = exc.code == "StoreBusy"
-            status = 503 if busy else 500
-            _note(request, f"{exc.message} Answered {status}.")
-            return plane.unavailable(exc.message, status, {"Retry-After": RETRY_AFTER} if busy else {})
-        except Exception as exc:  # a bug: say so once, answer in the plane's shape, keep the connection
-            _note(request, f"failed ({type(exc).__name__}); answered 500.")
-            traceback.print_exc(file=sys.stderr)
-            return plane.unavailable("The server failed to answer this request.", 500, {})
+        return _guarded(request, plane, respond)
 
     return endpoint
 
 
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None past BODY_LIMIT (read in chunks: a chunked upload has no length to check first)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > BODY_LIMIT:
+            return None
+    return bytes(body)
+
+
+async def _plane(request: Request, state: ServerState, name: str, module: ModuleType | None) -> Response:
+    shape = module if module is not None and hasattr(module, "unavailable") else _Generic
+    if module is None:
+        return shape.unavailable(f"{clip(request.url.hostname or '', 100)} is not served by this version of mi.", 404, {})
+    body = await _read_body(request)
+    if body is None:
+        return shape.unavailable(f"The request body is larger than {BODY_LIMIT} bytes.", 413, {})
+    request.state.body = body
+    request._body = body  # noqa: SLF001 - Starlette's own cache, so that `await request.body()` works in a plane too
+    if inspect.iscoroutinefunction(module.handle):
+        try:
+            return await module.handle(request, state)
+        except Exception as exc:  # noqa: BLE001 - answered in the plane's shape, as for plain functions
+            return _failure(request, shape, exc)
+    return await run_in_threadpool(_guarded, request, shape, lambda: module.handle(request, state))
+
+
 def create_app(state: ServerState) -> Starlette:
+    plain = _dispatch(state)
+
+    async def endpoint(request: Request) -> Response:
+        # Data planes answer on the TLS server (Azure's hosts are HTTPS only); everything else keeps its path routes.
+        claimed = plane_for(request.url.hostname) if request.url.scheme == "https" else None
+        if claimed is not None:
+            return await _plane(request, state, *claimed)
+        return await run_in_threadpool(plain, request)
+
     # One route for every path: a resource id of any depth may prefix the IMDS path.
-    return Starlette(routes=[Route("/{path:path}", _dispatch(state), methods=METHODS)])
+    return Starlette(routes=[Route("/{path:path}", endpoint, methods=METHODS)])

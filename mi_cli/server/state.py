@@ -86,6 +86,14 @@ class ServerState:
     cache: TokenCache = field(default_factory=TokenCache)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def connect_route(self, host: str, port: int) -> tuple[str, str]:
+        """What the proxy does with CONNECT host:port, read from the store now (a vault made a moment
+        ago is served)."""
+        from mi_cli.services import Ctx, localcloud
+
+        with self.store.transaction(write=False) as session:
+            return localcloud.connect_route(Ctx.from_env(session), host, port)
+
     def next_fault(self) -> Fault | None:
         with self.lock:
             while self.faults:

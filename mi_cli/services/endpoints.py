@@ -39,8 +39,12 @@ def address_file(store_path: str) -> Path:
     return Path(f"{store_path}.serve.json")
 
 
-def write_address(store_path: str, host: str, port: int) -> Path:
-    data = json.dumps({"host": host, "port": port, "pid": os.getpid()}).encode()
+def write_address(store_path: str, host: str, port: int, *, proxy_port: int | None = None,
+                  tls_port: int | None = None) -> Path:
+    """host and port: the token endpoints (plain HTTP); proxy_port: the local cloud's CONNECT proxy on
+    the same host, which `mi env` points HTTPS_PROXY at; tls_port: the loopback TLS server behind it."""
+    fields = {"host": host, "port": port, "pid": os.getpid(), "proxy_port": proxy_port, "tls_port": tls_port}
+    data = json.dumps({k: v for k, v in fields.items() if v is not None}).encode()
     return write_atomic(address_file(store_path), data, mode=0o600)  # a reader never sees half of it
 
 

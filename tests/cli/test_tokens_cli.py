@@ -98,7 +98,7 @@ def test_keys_are_listed_rotated_and_retired_and_never_show_a_private_part(ok, m
     assert "PRIVATE" not in everything and "private" not in everything
 
 
-def test_env_needs_a_running_server_or_a_port(ok, mi, scenario):
+def test_env_needs_a_running_server_or_a_port(ok, mi, scenario, db):
     r = mi("env", "--resource", "vm1", "-g", "rg")
     assert r.code == 1 and r.err.startswith("ERROR: (ServerNotRunning)")
     bash = mi("env", "--resource", "vm1", "-g", "rg", "--port", "5005").out
@@ -113,6 +113,29 @@ def test_env_needs_a_running_server_or_a_port(ok, mi, scenario):
     again = ok("env", "--resource", "app1", "-g", "rg", "--port", "5005", "--style", "appservice")
     assert app["IDENTITY_HEADER"] == again["IDENTITY_HEADER"]  # one secret per resource, kept
     assert app["AZURE_CLIENT_ID"] == scenario["clientId"] and "AZURE_CLIENT_ID" not in again
+    assert "HTTPS_PROXY" not in again  # no local cloud before mi serve has made its CA files
+    _local_cloud_files(db)
+    cloud = ok("env", "--resource", "vm1", "-g", "rg", "--port", "5005")
+    assert cloud["HTTPS_PROXY"] == cloud["https_proxy"] == "http://127.0.0.1:5006"  # beside the port, as mi serve puts it
+    assert cloud["NO_PROXY"] == cloud["no_proxy"] == "127.0.0.1,localhost"
+    assert cloud["REQUESTS_CA_BUNDLE"] == cloud["SSL_CERT_FILE"] == str(db.resolve()) + ".ca-bundle.pem"
+    assert cloud["NODE_EXTRA_CA_CERTS"] == str(db.resolve()) + ".ca.pem"
+    assert cloud["AZURE_CONFIG_DIR"] == str(db.resolve()) + ".azure"
+    bash = mi("env", "--resource", "vm1", "-g", "rg", "--port", "5005").out
+    assert "export HTTPS_PROXY='http://127.0.0.1:5006'" in bash
+
+
+def _local_cloud_files(db):
+    """What mi serve writes at its start: the store's CA, the bundle, the server certificate."""
+    from mi_cli.services import Ctx, localcloud
+    from mi_cli.store import open_store
+
+    store = open_store(str(db))
+    try:
+        with store.transaction(write=True) as session:
+            localcloud.prepare(Ctx.from_env(session), str(db))
+    finally:
+        store.close()
 
 
 def test_a_version_1_store_is_migrated_to_the_current_schema(tmp_path, capsys):
