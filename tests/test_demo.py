@@ -26,6 +26,9 @@ def test_demo_runs_every_step_and_leaves_the_users_store_alone(tmp_path, monkeyp
         assert step in out
     assert "xms_mirid" in out and "https://vault.azure.net" in out and "access_token: ey" in out
     assert "Allowed: 'Key Vault Secrets User'" in out and "Denied: 'Contributor' has '*' in its actions" in out
+    # the app on the VM reads the secret through mi serve's Key Vault, then is refused once its role goes
+    assert "200 OK: value 's3cret'" in out
+    assert "403 Forbidden (ForbiddenByRbac): Caller is not authorized to perform action on resource." in out
     assert "shared-id is on api-app" in out  # after the VM's deletion, only the web app holds it
     assert "In this store" in out
     assert "Run 'mi demo --keep demo.db' to keep this store" in out

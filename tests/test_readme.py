@@ -104,6 +104,44 @@ def test_the_python_example_gets_a_token_from_a_real_server(readme, tmp_path, mo
         assert server.stop() == 0
 
 
+def test_the_key_vault_example_reads_the_secret_and_a_removed_role_denies_it(readme, tmp_path, monkeypatch, capsys):
+    """The README's Key Vault section, run as written: `mi serve`, its `mi env` line, its Python code; then
+    the role goes and the same code gets Key Vault's 403."""
+    from azure.core.exceptions import HttpResponseError
+
+    from tests.clients.conftest import CLIENT_VARS, start_server
+
+    text, _, built = readme
+    section = text.split("## The local cloud: Key Vault, for real", 1)[1].split("\n## ", 1)[0]
+    db = tmp_path / "readme.db"
+    shutil.copy(built, db)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MI_DB", str(db))
+    monkeypatch.setenv("MI_SEED", "readme")
+    server = start_server(db)
+    try:
+        env_line = next(line for line in re.findall(r"```bash\n(.*?)```", section, re.S)[0].splitlines() if "$(mi env" in line)
+        argv = shlex.split(re.search(r'\$\((mi env [^)]*)\)', env_line).group(1))[1:]
+        capsys.readouterr()
+        assert main([*argv, "-o", "json"]) == 0
+        variables = json.loads(capsys.readouterr().out)
+        for var in CLIENT_VARS:
+            monkeypatch.delenv(var, raising=False)
+        for k, v in variables.items():
+            monkeypatch.setenv(k, v)
+        code = compile(re.findall(r"```python\n(.*?)```", section, re.S)[0], "README.md", "exec")
+        exec(code, {})
+        assert capsys.readouterr().out == "s3cret\n"
+        scope = re.search(r"--scope (\S+kv-demo-01)", section).group(1)
+        assert main(["role", "assignment", "delete", "--assignee", "app-api", "--role", "Key Vault Secrets User",
+                     "--scope", scope, "--yes"]) == 0
+        with pytest.raises(HttpResponseError) as denied:
+            exec(code, {})
+        assert denied.value.status_code == 403 and "ForbiddenByRbac" in str(denied.value)
+    finally:
+        assert server.stop() == 0
+
+
 def test_setup_commands_are_what_ci_runs():
     setup_section = README.read_text().split("## Set up", 1)[1].split("\n## ", 1)[0]
     setup = re.findall(r"```sh\n(.*?)\n```", setup_section, re.S)

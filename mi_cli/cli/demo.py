@@ -14,6 +14,7 @@ import typer
 from mi_cli.errors import MiError
 
 RG = "demo-rg"
+APP = "@app"  # a step of the app on the VM, not a command
 STEPS: list[tuple[str, list[str]]] = [
     ("A tenant and a subscription exist from the first command on.", ["account", "show"]),
     ("Create a resource group.", ["group", "create", "-n", RG, "-l", "westeurope"]),
@@ -43,6 +44,13 @@ STEPS: list[tuple[str, list[str]]] = [
     ("Contributor on the whole group may not: its '*' covers control-plane actions only.",
      ["access", "check", "--principal", "shared-id", "--action", "Microsoft.KeyVault/vaults/secrets/getSecret/action",
       "--scope", "{kv}/secrets/db-password"]),
+    ("Put a secret in the vault, and start mi serve: the local Key Vault answers at https://kv-demo-01.vault.azure.net.",
+     ["keyvault", "secret", "set", "--vault-name", "kv-demo-01", "-n", "db-password", "--value", "s3cret", "-o", "none"]),
+    ("The app on the VM reads it as Key Vault's clients do: a token from IMDS, then GET through the proxy.",
+     [APP, "db-password"]),
+    ("Take the role away: the very next read is refused, with Key Vault's own 403.",
+     ["role", "assignment", "delete", "--assignee", "web-vm", "--role", "Key Vault Secrets User", "--scope", "{kv}", "--yes"]),
+    (None, [APP, "db-password"]),
     ("Delete the VM: its system identity and service principal die with it...",
      ["resource", "delete", "-g", RG, "-n", "web-vm", "--yes"]),
     (None, ["sp", "list"]),
@@ -68,6 +76,7 @@ def demo(
     db = str(keep) if keep is not None else str(folder / "demo.db")
     env_output = os.environ.get("MI_OUTPUT")
     os.environ["MI_OUTPUT"] = "table"  # the demo is for people: tables, even when piped to a pager
+    server = None
     try:
         known: dict[str, str] = {}
         for number, (say, template) in enumerate(STEPS, 1):
@@ -76,6 +85,11 @@ def demo(
             argv = [a.format(**known) for a in template]
             if say:
                 print(f"\n# {say}")
+            if argv[0] == APP:
+                server = server or _Server.start(db)
+                print(f"$ app on web-vm: GET https://kv-demo-01.vault.azure.net/secrets/{argv[1]}/")
+                print(server.read_secret("web-vm", argv[1]))
+                continue
             print(f"$ mi {' '.join(_quote(a) for a in argv)}")
             sys.stdout.flush()
             code = main(["--db", db, *argv])
@@ -87,6 +101,8 @@ def demo(
         else:
             print("\nRun 'mi demo --keep demo.db' to keep this store, then 'mi --db demo.db tree', 'graph' and 'doctor'.")
     finally:
+        if server is not None:
+            server.stop()
         if env_output is not None:
             os.environ["MI_OUTPUT"] = env_output
         else:
@@ -107,3 +123,72 @@ def _capture(main, argv: list[str]) -> str:  # noqa: ANN001
 
 def _quote(arg: str) -> str:
     return f"'{arg}'" if (" " in arg or "[" in arg or "*" in arg) else arg
+
+
+class _Server:
+    """`mi serve` on the demo's store, and an app that talks to it as Key Vault's clients do, with nothing
+    but the standard library: a token from IMDS, then a GET through the proxy, verified with the bundle."""
+
+    def __init__(self, db: str, proc, address: dict) -> None:  # noqa: ANN001
+        self.db, self.proc, self.address = db, proc, address
+
+    @classmethod
+    def start(cls, db: str) -> "_Server":
+        import json
+        import subprocess
+        import time
+
+        address_file = Path(f"{db}.serve.json")
+        proc = subprocess.Popen([sys.executable, "-m", "mi_cli", "--db", db, "serve", "--port", "0"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise MiError("DemoFailed", f"mi serve exited: {proc.stderr.read()[-500:]}")
+            try:
+                address = json.loads(address_file.read_text())
+                if address.get("pid") == proc.pid:
+                    return cls(db, proc, address)
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        proc.kill()
+        raise MiError("DemoFailed", "mi serve did not start in 60 s.")
+
+    def read_secret(self, resource: str, name: str) -> str:
+        import json
+        import ssl
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        from mi_cli.cli.main import main
+
+        res_id = _capture(main, ["--db", self.db, "resource", "show", "-g", RG, "-n", resource, "--query", "id", "-o", "tsv"])
+        imds = (f"http://127.0.0.1:{self.address['port']}{res_id}/metadata/identity/oauth2/token?api-version=2018-02-01"
+                f"&resource={urllib.parse.quote('https://vault.azure.net')}")
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        token = json.loads(direct.open(urllib.request.Request(imds, headers={"Metadata": "true"}), timeout=30).read())
+        context = ssl.create_default_context(cafile=f"{self.db}.ca-bundle.pem")
+        through_proxy = urllib.request.build_opener(
+            urllib.request.ProxyHandler({"https": f"http://127.0.0.1:{self.address['proxy_port']}"}),
+            urllib.request.HTTPSHandler(context=context))
+        request = urllib.request.Request(f"https://kv-demo-01.vault.azure.net/secrets/{name}/?api-version=2026-04-01",
+                                         headers={"Authorization": f"Bearer {token['access_token']}"})
+        try:
+            answer = json.loads(through_proxy.open(request, timeout=30).read())
+            return f"200 OK: value {answer['value']!r}, version {answer['id'].rsplit('/', 1)[-1]}"
+        except urllib.error.HTTPError as exc:
+            error = json.loads(exc.read())["error"]
+            first = error["message"].splitlines()[0]
+            return f"{exc.code} {error['code']} ({error.get('innererror', {}).get('code', '')}): {first}"
+
+    def stop(self) -> None:
+        import subprocess
+
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
