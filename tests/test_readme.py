@@ -9,8 +9,9 @@ import os
 import re
 import shlex
 import shutil
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
@@ -76,43 +77,13 @@ def test_readme_console_examples_are_true(readme):
     assert BLOCK.findall(text) == rendered
 
 
-def test_the_python_example_gets_a_token_from_a_real_server(readme, tmp_path, monkeypatch, capsys):
-    """Starts `mi serve` on the README's store, applies the README's `mi env` line, runs its code."""
+@contextmanager
+def _as_the_readme_says(readme, section: str, tmp_path, monkeypatch, capsys) -> Iterator[Any]:
+    """`mi serve` on a copy of the README's store, the environment of the section's `mi env` line applied;
+    yields the section's first Python block, compiled."""
     from tests.clients.conftest import CLIENT_VARS, start_server
 
-    text, _, built = readme
-    db = tmp_path / "readme.db"
-    shutil.copy(built, db)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MI_DB", str(db))
-    monkeypatch.setenv("MI_SEED", "readme")
-    server = start_server(db)
-    try:
-        env_line = next(line for line in re.findall(r"```bash\n(.*?)```", text, re.S)[0].splitlines() if "$(mi env" in line)
-        argv = shlex.split(re.search(r'\$\((mi env [^)]*)\)', env_line).group(1))[1:]
-        capsys.readouterr()
-        assert main([*argv, "-o", "json"]) == 0
-        variables = json.loads(capsys.readouterr().out)
-        for var in CLIENT_VARS:
-            monkeypatch.delenv(var, raising=False)
-        for k, v in variables.items():
-            monkeypatch.setenv(k, v)
-        code = re.findall(r"```python\n(.*?)```", text, re.S)[0]
-        exec(compile(code, "README.md", "exec"), {})
-        assert capsys.readouterr().out == "ey True\n"
-    finally:
-        assert server.stop() == 0
-
-
-def test_the_key_vault_example_reads_the_secret_and_a_removed_role_denies_it(readme, tmp_path, monkeypatch, capsys):
-    """The README's Key Vault section, run as written: `mi serve`, its `mi env` line, its Python code; then
-    the role goes and the same code gets Key Vault's 403."""
-    from azure.core.exceptions import HttpResponseError
-
-    from tests.clients.conftest import CLIENT_VARS, start_server
-
-    text, _, built = readme
-    section = text.split("## The local cloud: Key Vault, for real", 1)[1].split("\n## ", 1)[0]
+    _, _, built = readme
     db = tmp_path / "readme.db"
     shutil.copy(built, db)
     monkeypatch.chdir(tmp_path)
@@ -129,7 +100,25 @@ def test_the_key_vault_example_reads_the_secret_and_a_removed_role_denies_it(rea
             monkeypatch.delenv(var, raising=False)
         for k, v in variables.items():
             monkeypatch.setenv(k, v)
-        code = compile(re.findall(r"```python\n(.*?)```", section, re.S)[0], "README.md", "exec")
+        yield compile(re.findall(r"```python\n(.*?)```", section, re.S)[0], "README.md", "exec")
+    finally:
+        assert server.stop() == 0
+
+
+def test_the_python_example_gets_a_token_from_a_real_server(readme, tmp_path, monkeypatch, capsys):
+    """Starts `mi serve` on the README's store, applies the README's `mi env` line, runs its code."""
+    with _as_the_readme_says(readme, readme[0], tmp_path, monkeypatch, capsys) as code:
+        exec(code, {})
+        assert capsys.readouterr().out == "ey True\n"
+
+
+def test_the_key_vault_example_reads_the_secret_and_a_removed_role_denies_it(readme, tmp_path, monkeypatch, capsys):
+    """The README's Key Vault section, run as written: `mi serve`, its `mi env` line, its Python code; then
+    the role goes and the same code gets Key Vault's 403."""
+    from azure.core.exceptions import HttpResponseError
+
+    section = readme[0].split("## The local cloud: Key Vault, for real", 1)[1].split("\n## ", 1)[0]
+    with _as_the_readme_says(readme, section, tmp_path, monkeypatch, capsys) as code:
         exec(code, {})
         assert capsys.readouterr().out == "s3cret\n"
         scope = re.search(r"--scope (\S+kv-demo-01)", section).group(1)
@@ -138,8 +127,6 @@ def test_the_key_vault_example_reads_the_secret_and_a_removed_role_denies_it(rea
         with pytest.raises(HttpResponseError) as denied:
             exec(code, {})
         assert denied.value.status_code == 403 and "ForbiddenByRbac" in str(denied.value)
-    finally:
-        assert server.stop() == 0
 
 
 def test_setup_commands_are_what_ci_runs():
