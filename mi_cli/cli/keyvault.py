@@ -37,10 +37,14 @@ def _from_id(identifier: str, kind: str) -> tuple[str, str | None, str | None]:
     or of the vault's own URL."""
     from urllib.parse import urlparse
 
-    url = urlparse(identifier.strip())
-    host = (url.hostname or "").lower()
-    parts = [p for p in url.path.split("/") if p]
-    if url.scheme != "https" or not host.endswith(".vault.azure.net") or (kind != "vault" and (len(parts) < 2 or parts[0] != kind)):
+    try:
+        url = urlparse(identifier.strip())
+        host = (url.hostname or "").lower()
+    except ValueError:  # not a URL at all (an unclosed [ of an IPv6 host, say)
+        url, host = None, ""
+    parts = [p for p in url.path.split("/") if p] if url else []
+    if url is None or url.scheme != "https" or not host.endswith(".vault.azure.net") or (
+            kind != "vault" and (len(parts) < 2 or parts[0] != kind)):
         want = {"vault": "https://VAULT.vault.azure.net", "secrets": "https://VAULT.vault.azure.net/secrets/NAME[/VERSION]",
                 "deletedsecrets": "https://VAULT.vault.azure.net/deletedsecrets/NAME"}[kind]
         raise UsageError("InvalidArgumentValue", f"--id '{shown(identifier)}' is not of the form {want}.")

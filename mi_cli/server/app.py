@@ -13,7 +13,7 @@ from typing import Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -133,7 +133,10 @@ async def _plane(request: Request, state: ServerState, name: str, module: Module
     shape = module if module is not None and hasattr(module, "unavailable") else _Generic
     if module is None:
         return shape.unavailable(f"{clip(request.url.hostname or '', 100)} is not served by this version of mi.", 404, {})
-    body = await _read_body(request)
+    try:
+        body = await _read_body(request)
+    except ClientDisconnect:  # the client went away mid-body: no one to answer, nothing to do
+        return Response(status_code=400)
     if body is None:
         return shape.unavailable(f"The request body is larger than {BODY_LIMIT} bytes.", 413, {})
     request.state.body = body

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from typing import Any, Callable
+from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -72,6 +73,8 @@ def _route(method: str, parts: list[str]) -> tuple[str, str | None, str | None] 
 def _call(ctx: Ctx, vault: Any, operation: str, name: str | None, version: str | None, body: dict[str, Any]) -> Any:
     """The service call of an operation, with the request body's fields as its arguments."""
     attributes = body.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        raise keyvault.bad_parameter("The secret's attributes are an object (enabled, nbf, exp).")
     if operation == "set_secret":
         return keyvault.set_secret(ctx, vault, name, body.get("value"), content_type=body.get("contentType"),
                                    tags=body.get("tags"), enabled=attributes.get("enabled", True),
@@ -100,14 +103,20 @@ def _body(raw: bytes) -> dict[str, Any] | Response:
     return body if isinstance(body, dict) else _error(400, "BadParameter", "The request body must be a JSON object.")
 
 
+def _segments(request: Request) -> list[str]:
+    """The path's segments, each percent-decoded on its own: an encoded slash (a%2Fb) stays inside its
+    segment, as it does in Key Vault, rather than splitting a name from a version."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    return [unquote(p, errors="replace") for p in raw.decode("latin-1").partition("?")[0].split("/") if p]
+
+
 def handle(request: Request, state: ServerState) -> Response:
     """One Key Vault request (in a worker thread; the body read already): the 401 challenge, token
     verification and RBAC for the operation's data action at the secret (or vault) scope, then the
     operation. Every request is in the activity log with its decision."""
     vault_name = (request.url.hostname or "").split(".")[0]
-    parts = [p for p in request.url.path.split("/") if p]
-    route = _route(request.method, parts)
-    if "api-version" not in request.query_params:
+    route = _route(request.method, _segments(request))
+    if not request.query_params.get("api-version", "").strip():
         return _error(400, "BadParameter", "The request URI contains an invalid or unsupported api-version.")
     if route is None:
         return _error(405 if request.method not in ("GET", "DELETE") else 404, "BadParameter",

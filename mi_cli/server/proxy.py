@@ -134,8 +134,10 @@ class Proxy:
         far = self.local if action == "local" else (host, port)
         try:
             up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(*far, limit=CHUNK), CONNECT_TIMEOUT)
-        except (OSError, asyncio.TimeoutError) as exc:
-            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else (exc.strerror or type(exc).__name__)
+        except (OSError, asyncio.TimeoutError, ValueError) as exc:
+            # ValueError: a name no resolver takes (an empty or over-long label fails IDNA, a NUL byte)
+            reason = ("timed out" if isinstance(exc, asyncio.TimeoutError) else "not a host name"
+                      if isinstance(exc, ValueError) else (exc.strerror or type(exc).__name__))
             writer.write(_answer("502 Bad Gateway", f"Cannot reach {host[:200]}:{port}: {reason}.\n"))
             await writer.drain()
             return

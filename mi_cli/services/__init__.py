@@ -31,6 +31,17 @@ def random_guids(n: int) -> list[str]:
             for i in range(0, 32 * n, 32)]
 
 
+# A row of the activity log holds at most this much of each text: a request's path or header is what a
+# client chose (a 15 KB secret name), and a log must not grow by the size of whatever it was sent. Every
+# id Azure can hold fits well inside these.
+LOG_TARGET_LIMIT = 2_000
+LOG_TEXT_LIMIT = 4_000
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text):,} characters)"
+
+
 @dataclass
 class Ctx:
     """What every service call works in: one transaction, a clock, and the GUID source."""
@@ -93,8 +104,10 @@ class Ctx:
         self.changes += 1
         if self.journal is not None:
             self.journal.append((operation, target))
-        self.writer.append(ActivityLog, {"time": self.now(), "operation": operation, "target": target,
-                                  "caller": caller or self.caller, "status": status, "detail": detail})
+        self.writer.append(ActivityLog, {"time": self.now(), "operation": _bounded(operation, LOG_TEXT_LIMIT),
+                                         "target": _bounded(target, LOG_TARGET_LIMIT),
+                                         "caller": _bounded(caller or self.caller, LOG_TEXT_LIMIT), "status": status,
+                                         "detail": None if detail is None else _bounded(detail, LOG_TEXT_LIMIT)})
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)

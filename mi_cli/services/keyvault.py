@@ -111,9 +111,12 @@ OPERATIONS: dict[str, tuple[str, str]] = {
 
 
 def authorization(v: Resource, operation: str, name: str | None = None) -> tuple[str, str]:
-    """(data action, scope) that `operation` (a key of OPERATIONS) is checked with."""
+    """(data action, scope) that `operation` (a key of OPERATIONS) is checked with. A name that no secret
+    can have (a.b, a/b, 200 characters) is checked at the vault, which is all a role can be assigned at
+    that holds it; the operation then refuses the name (400)."""
     action, level = OPERATIONS[operation]
-    return action, (secret_scope(v, name) if level == "secret" and name else v.arm_id)
+    valid = isinstance(name, str) and NAME_PATTERN.fullmatch(name) is not None
+    return action, (secret_scope(v, name) if level == "secret" and valid else v.arm_id)
 
 
 # -- checks ----------------------------------------------------------------------------------------------
@@ -124,9 +127,20 @@ def check_name(name: str) -> str:
     return name
 
 
+def _unicode(text: str) -> bool:
+    """Whether UTF-8 can hold `text` (JSON lets a request carry a lone surrogate, \\ud800, which it cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_attributes(content_type: str | None, tags: dict | None) -> None:
     if content_type is not None and (not isinstance(content_type, str) or len(content_type) > MAX_CONTENT_TYPE):
         raise _bad(f"The content type of a secret is at most {MAX_CONTENT_TYPE} characters.")
+    if content_type is not None and not _unicode(content_type):
+        raise _bad("The content type of a secret is not valid Unicode text.")
     if tags is None:
         return
     if not isinstance(tags, dict):
@@ -138,26 +152,55 @@ def _check_attributes(content_type: str | None, tags: dict | None) -> None:
             raise _bad(f"The tag '{shown(k)}' must have a text name and a text value.")
         if len(k) > MAX_TAG_TEXT or len(val) > MAX_TAG_TEXT:
             raise _bad(f"The tag '{shown(k)}' is longer than {MAX_TAG_TEXT} characters (name or value).")
+        if not _unicode(k) or not _unicode(val):
+            raise _bad(f"The tag '{shown(k)}' is not valid Unicode text (name or value).")
+
+
+def bad_parameter(message: str) -> MiError:
+    """Key Vault's 400 BadParameter, for a request whose fields are not of the types the API takes."""
+    return _bad(message)
 
 
 def _check_value(value: str) -> str:
     if not isinstance(value, str):
         raise _bad("The secret value must be text.")
-    size = len(value.encode("utf-8", "surrogatepass"))
+    if not _unicode(value):
+        raise _bad("The secret value is not valid Unicode text.")
+    size = len(value.encode("utf-8"))
     if size > MAX_VALUE_BYTES:
         raise _bad(f"The secret value is {size:,} bytes; Key Vault stores at most {MAX_VALUE_BYTES:,} bytes a secret.")
     return value
 
 
 def as_datetime(value: datetime | int | float | None) -> datetime | None:
-    """A time as the wire gives it (epoch seconds) or as Python does, in UTC."""
+    """A time as the wire gives it (epoch seconds) or as Python does, in UTC. Anything else (text, a
+    list, NaN, a number of seconds no calendar reaches) is Key Vault's 400 BadParameter."""
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise _bad("A time is epoch seconds.")
-    if isinstance(value, (int, float)):
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(f"A time is a number of epoch seconds, not {shown(json_text(value))}.")
+    try:
         return datetime.fromtimestamp(int(value), timezone.utc)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    except (OverflowError, OSError, ValueError):  # NaN, infinity, before year 1 or after 9999
+        raise _bad(f"The time {shown(json_text(value))} (epoch seconds) is out of range.") from None
+
+
+def json_text(value: Any) -> str:
+    """A value as the request's JSON wrote it, for an error to echo."""
+    import json
+
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _check_enabled(enabled: Any) -> bool:
+    if not isinstance(enabled, bool):
+        raise _bad(f"The attribute 'enabled' is true or false, not {shown(json_text(enabled))}.")
+    return enabled
 
 
 def _epoch(value: datetime | None) -> int | None:
@@ -178,14 +221,14 @@ def _rows(ctx: Ctx, v: Resource, name: str | None = None) -> list[KeyVaultSecret
 
 
 def _live(ctx: Ctx, v: Resource, name: str) -> list[KeyVaultSecret]:
-    rows = _rows(ctx, v, name)
+    rows = _rows(ctx, v, check_name(name))
     if not rows or rows[0].deleted_at is not None:
         raise secret_not_found(name)
     return rows
 
 
 def _deleted(ctx: Ctx, v: Resource, name: str) -> list[KeyVaultSecret]:
-    rows = _rows(ctx, v, name)
+    rows = _rows(ctx, v, check_name(name))
     if not rows or rows[0].deleted_at is None:
         raise deleted_secret_not_found(name)
     return rows
@@ -266,6 +309,7 @@ def _set(ctx: Ctx, v: Resource, name: str, value: str, *, content_type: str | No
     check_name(name)
     _check_value(value)
     _check_attributes(content_type, tags)
+    enabled = True if enabled is None else _check_enabled(enabled)  # JSON's null: not given
     not_before, expires = as_datetime(not_before), as_datetime(expires)
     rows = _rows(ctx, v, name)
     if rows and rows[0].deleted_at is not None:
@@ -332,7 +376,7 @@ def list_secrets(ctx: Ctx, v: Resource) -> list[dict[str, Any]]:
 def list_versions(ctx: Ctx, v: Resource, name: str) -> list[dict[str, Any]]:
     """GET /secrets/{name}/versions: every version, with versioned ids, oldest first. Key Vault answers
     an empty list for a name it does not hold."""
-    rows = [r for r in _rows(ctx, v, name) if r.deleted_at is None]
+    rows = [r for r in _rows(ctx, v, check_name(name)) if r.deleted_at is None]
     return [secret_item(v, r, versioned=True) for r in rows]
 
 
@@ -349,7 +393,7 @@ def update_secret(ctx: Ctx, v: Resource, name: str, version: str | None = None, 
     _check_attributes(content_type, tags)
     changes: dict[str, Any] = {}
     if enabled is not None:
-        changes["enabled"] = bool(enabled)
+        changes["enabled"] = _check_enabled(enabled)
     if not_before is not _UNSET:
         changes["not_before"] = as_datetime(not_before)
     if expires is not _UNSET:
@@ -458,6 +502,6 @@ def parse_time(text: str | None, what: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
+        return as_datetime(value).astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # not a time, or one whose UTC falls outside years 1-9999
         raise ValidationError("InvalidArgumentValue", f"{what} '{shown(text)}' is not a UTC datetime such as 2030-01-31T00:00:00Z.") from None
-    return as_datetime(value).astimezone(timezone.utc)
