@@ -161,6 +161,7 @@ def _answer(ctx: Ctx, vault_name: str, operation: str, name: str | None, version
         message = NOT_AUTHORIZED.format(appid=claims.get("appid", ""), oid=claims["oid"], iss=claims["iss"], action=action,
                                         resource=scope.casefold(), vault=vault.name, location=vault.location)
         return _error(403, "Forbidden", message, inner="ForbiddenByRbac")
+    ctx.caller = claims["oid"]  # the changes the operation logs are the caller's, not the server account's
     try:
         with ctx.session.begin_nested():  # a refused operation leaves only its log row
             result = _call(ctx, vault, operation, name, version, body)

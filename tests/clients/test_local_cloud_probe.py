@@ -153,3 +153,19 @@ def test_a_connect_to_a_name_no_resolver_takes_is_answered_502(cloud, host):
         while chunk := sock.recv(4096):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 502 ") and b"not a host name" in answer, answer[:200]
+
+
+def test_a_change_made_through_the_plane_is_logged_as_the_identity_that_made_it(cloud):
+    """Every row a data-plane change writes names the caller whose token made it (its oid), as Azure's logs
+    do: not the operator, nor the account mi serve runs under."""
+    with sqlite3.connect(cloud["db"]) as c:
+        start = c.execute("SELECT max(pk) FROM activity_log").fetchone()[0]
+    oid = json.loads(__import__("base64").urlsafe_b64decode(cloud["tokens"]["vm1"].split(".")[1] + "=="))["oid"]
+    assert _request(cloud, "PUT", "/secrets/by-whom" + Q, b'{"value": "x"}')[0] == 200
+    assert _request(cloud, "DELETE", "/secrets/by-whom" + Q)[0] == 200
+    assert _request(cloud, "POST", "/deletedsecrets/by-whom/recover" + Q)[0] == 200
+    with sqlite3.connect(cloud["db"]) as c:
+        rows = c.execute("SELECT operation, caller FROM activity_log WHERE pk > ?", (start,)).fetchall()
+    assert {op for op, _ in rows} >= {"Microsoft.KeyVault/vaults/secrets/write", "Microsoft.KeyVault/vaults/secrets/delete",
+                                      "Microsoft.KeyVault/vaults/secrets/recover/action"}
+    assert {caller for _, caller in rows} == {oid}, rows
