@@ -53,8 +53,9 @@ def env(
     identity: Annotated[Optional[str], typer.Option("--identity", help="A user-assigned identity (name or id) to use: sets AZURE_CLIENT_ID.")] = None,
     type_: Annotated[Optional[str], typer.Option("--type", "-t", help="Resource type or alias, when names collide.")] = None,
     subscription: SubscriptionOpt = None,
-    # not the usual default (JSON off a terminal): the exports are what `eval "$(mi env ...)"` needs
-    output: Annotated[Output, typer.Option("--output", "-o", envvar="MI_OUTPUT", case_sensitive=False,
+    # not the usual default (JSON off a terminal), and not MI_OUTPUT (set for the other commands): the exports
+    # are what `eval "$(mi env ...)"` needs; only an explicit -o asks for the variables as data
+    output: Annotated[Output, typer.Option("--output", "-o", case_sensitive=False,
                                            help="table: the exports (default); json and the rest: the variables as data.")] = Output.table,
     query: QueryOpt = None,
 ) -> None:

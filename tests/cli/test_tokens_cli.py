@@ -226,3 +226,13 @@ def test_a_token_from_stdin_that_is_not_text_is_one_line(db, monkeypatch, capsys
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"\xff\xfe"), encoding="utf-8", errors="strict"))
     assert main(["--db", str(db), "token", "decode", "-"]) == 1
     assert capsys.readouterr().err == "ERROR: (InvalidToken) This is not a JWT: the input is not text.\n"
+
+
+def test_env_prints_its_exports_whatever_mi_output_says(mi, scenario):
+    """`eval "$(mi env ...)"` is how mi env is used: MI_OUTPUT, set for the other commands' output, must not
+    turn its exports into JSON that bash cannot eval; only an explicit -o asks for the variables as data."""
+    for chosen in ("json", "tsv", "yaml"):
+        out = mi("env", "--resource", "vm1", "-g", "rg", "--port", "5005", env={"MI_OUTPUT": chosen}).out
+        assert out.startswith("unset IDENTITY_ENDPOINT") and "export AZURE_POD_IDENTITY_AUTHORITY_HOST=" in out
+    as_data = mi("env", "--resource", "vm1", "-g", "rg", "--port", "5005", "-o", "json", env={"MI_OUTPUT": "table"}).out
+    assert as_data.startswith("{")
