@@ -7,7 +7,7 @@ from typing import Any
 from sqlmodel import func, select
 
 from mi_cli import ids
-from mi_cli.errors import ConflictError, NotFoundError, ValidationError, group_not_found
+from mi_cli.errors import ConflictError, MiError, NotFoundError, ValidationError, group_not_found
 from mi_cli.models import RoleAssignment, ServicePrincipal, Subscription
 from mi_cli.services import Ctx, identities, principals, roles, scopes
 from mi_cli.services.scopes import resolve_scope
@@ -217,11 +217,11 @@ def delete(ctx: Ctx, *, ids_: list[str] | None = None, assignee: str | None = No
                 gone.append(ra)
     else:
         # az's delete_role_assignments searches as `list` does without --all (the scope given, else the
-        # subscription itself); a search that matches nothing is an error, exit 1
+        # subscription itself); a search that matches nothing is az's own CLIError (one line), exit 1
         gone = listing(ctx, sub_id=sub_id, assignee=assignee, role_ref=role_ref, scope_ref=scope_ref,
                        include_inherited=include_inherited)
         if not gone:
-            raise ValidationError("RoleAssignmentNotFound", "No matched assignments were found to delete")
+            raise MiError("RoleAssignmentNotFound", "No matched assignments were found to delete")
     for ra in gone:
         ctx.session.delete(ra)
         ctx.log(f"{ASSIGNMENT_TYPE}/delete", assignment_id(ra))

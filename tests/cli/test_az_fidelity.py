@@ -138,6 +138,8 @@ def test_deleting_assignments_that_match_nothing_is_azs_error(ok, mi, db, scenar
     before = dump(db)
     r = mi("role", "assignment", "delete", "--assignee", "shared", "--role", "Contributor", "-g", "rg")
     assert r.code == 1 and r.err.rstrip().endswith("No matched assignments were found to delete")
+    # a CLIError is az's own, one line (no service's Code:/Message: lines)
+    assert r.err.count("\n") == 1 and "Code:" not in r.err
     # without --scope or -g, az searches the subscription itself: the group's assignment is not there
     r = mi("role", "assignment", "delete", "--assignee", "shared")
     assert r.code == 1 and "No matched assignments were found to delete" in r.err
