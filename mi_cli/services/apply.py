@@ -121,9 +121,11 @@ class Applier:
 
     def _subscriptions(self, entries: list[dict[str, Any]]) -> None:
         known = tenancy.list_subscriptions(self.ctx)
+        declared: set[str] = set()
         for i, entry in enumerate(entries):
             existed = any((entry.get("id") and ids.same(x.id, entry["id"])) or ids.same(x.name, entry["name"]) for x in known)
             try:
+                _once(declared, ids.key(entry["name"]), f"the subscription {entry['name']}")
                 self._put("subscription", existed, lambda: tenancy.create_subscription(
                     self.ctx, entry["name"], subscription_id=entry.get("id"), make_default=bool(entry.get("default"))),
                     lambda sub: ids.subscription_id(sub.id))
@@ -144,17 +146,19 @@ class Applier:
     def _resource_groups(self, entries: list[dict[str, Any]]) -> None:
         s = self.ctx.session
         existing = {(g.subscription_id, g.name_key) for g in s.exec(select(ResourceGroup)).all()}
-        self.declared_groups: set[int] = set()
+        self.declared_groups: set[tuple[str, str]] = set()
+        self.declared_group_pks: set[int] = set()
         for i, entry in enumerate(entries):
             where = at("resourceGroups", i, entry)
             sub = self._sub(entry.get("subscription"), where)
             try:
+                _once(self.declared_groups, (sub.id, ids.key(entry["name"])), f"the resource group {entry['name']}")
                 group = self._put("resourceGroup", (sub.id, ids.key(entry["name"])) in existing, lambda: groups.create(
                     self.ctx, entry["name"], entry["location"], tags=entry.get("tags") or {}, subscription=sub.id),
                     lambda g: ids.group_id(sub.id, g.name))
             except MiError as exc:
                 raise self._fail(where, exc) from None
-            self.declared_groups.add(group.pk)
+            self.declared_group_pks.add(group.pk)
             self.progress(1)
         self.groups = {(g.subscription_id, g.name_key): _Group(g.pk, g.name, g.subscription_id, g.location)
                        for g in s.exec(select(ResourceGroup)).all()}
@@ -169,12 +173,14 @@ class Applier:
 
     def _custom_roles(self, entries: list[dict[str, Any]]) -> None:
         self.declared_roles: set[str] = set()
+        seen: set[str] = set()
         for i, entry in enumerate(entries):
             document = {"Name": entry["roleName"], "Description": entry.get("description", ""),
                         "Permissions": entry["permissions"], "AssignableScopes": entry["assignableScopes"]}
             current = {r.role_name.casefold(): r for r in roles.all_roles(self.ctx) if r.role_type == "CustomRole"}
             found = current.get(entry["roleName"].casefold())
             try:
+                _once(seen, entry["roleName"].casefold(), f"the custom role {entry['roleName']}")
                 if found is None:
                     role = self._put("customRole", False, lambda: roles.create_custom(self.ctx, document, role_id=entry.get("id")),
                                      lambda r: r.guid)
@@ -252,6 +258,7 @@ class Applier:
         for a in s.exec(select(Attachment)).all():
             attached.setdefault(a.resource_pk, []).append(a)
         self.declared_resources: set[str] = set()
+        self.declared_refs: dict[str, str] = {}  # principal of a user-assigned identity -> a declared resource listing it
         self.resource_at: dict[int, Any] = {}  # entry index -> the resource it made, for its secrets
         # parents before their children, whatever order the file lists them in
         order = sorted(range(len(entries)), key=lambda i: _depth(entries[i]["type"]))
@@ -284,6 +291,8 @@ class Applier:
                                                     current=attached.get(res.pk, []) if existing is not None else [],
                                                     in_use=self._in_use)
                 index[key] = res
+                for ref in refs:
+                    self.declared_refs.setdefault(ref.principal_id, res.arm_id)
                 self.resource_at[i] = res
                 self.plan.add("create" if existing is None else "update" if self.ctx.changes > before else "unchanged",
                               "resource", res.arm_id)
@@ -323,6 +332,7 @@ class Applier:
         existed = set(self.ctx.session.exec(select(RoleAssignment.name)).all())
         self.declared_assignments: set[str] = set()
         self.declared_scopes: set[str] = set()  # where declared assignments sit: deleting it would take them
+        self.declared_grants: dict[str, str] = {}  # assignee principal or role GUID -> a declared assignment using it
         for i, entry in enumerate(entries):
             object_id = bool(entry.get("principalType")) and roles._is_guid(entry["assignee"])
             before = self.ctx.changes
@@ -337,6 +347,8 @@ class Applier:
                 raise ApplyError("Conflict", self.source, at("roleAssignments", i, entry), "the role assignment is declared twice.")
             self.declared_assignments.add(ra.name)
             self.declared_scopes.add(ra.scope_key)
+            self.declared_grants.setdefault(ra.principal_id, assignments.assignment_id(ra))
+            self.declared_grants.setdefault(ra.role_definition_id, assignments.assignment_id(ra))
             self.plan.add("create" if ra.name not in existed else "update" if self.ctx.changes > before else "unchanged",
                           "roleAssignment", assignments.assignment_id(ra))
             existed.add(ra.name)
@@ -358,18 +370,21 @@ class Applier:
             for res in sorted(s.exec(select(Resource)).all(), key=lambda r: -len(r.arm_id)):
                 if res.id_key not in self.declared_resources and s.get(Resource, res.pk) is not None:
                     self._refuse_cascade(res.arm_id, res.id_key, self.declared_resources, self.declared_scopes)
+                    self._refuse_dangling(res.arm_id, res.system_principal_id)
                     resources.delete_resource(self.ctx, res)
             for uami in s.exec(select(UserAssignedIdentity)).all():
                 if uami.id_key not in self.declared_uamis:
+                    self._refuse_dangling(uami.arm_id, uami.principal_id, uami.principal_id)
                     identities.delete_user_assigned(self.ctx, uami)
             for g in s.exec(select(ResourceGroup)).all():
-                if g.pk not in self.declared_groups:
+                if g.pk not in self.declared_group_pks:
                     group_id = ids.group_id(g.subscription_id, g.name)
                     self._refuse_cascade(group_id, ids.key(group_id), self.declared_resources, self.declared_uamis,
                                          self.declared_scopes)
                     groups.delete(self.ctx, g.name, subscription=g.subscription_id)
             for row in s.exec(select(CustomRole)).all():
                 if row.id not in self.declared_roles:
+                    self._refuse_dangling(f"the custom role '{row.role_name}'", row.id)
                     roles.delete_custom(self.ctx, row.id)
         finally:
             self.ctx.journal = None
@@ -387,6 +402,17 @@ class Applier:
                              f"deleting {target}, which the file does not declare, would also delete {len(taken)} "
                              f"thing(s) it declares, such as {_shown(taken[0])}; declare {target} too, or drop --prune.")
 
+    def _refuse_dangling(self, target: str, grant_key: str | None, ref_key: str | None = None) -> None:
+        """Deleting `target` would leave a declared entry pointing at nothing (an assignment's assignee
+        or role, the user-assigned identity a resource lists), and the same file could not be applied again."""
+        used_by = self.declared_grants.get(grant_key) if grant_key else None
+        if used_by is None and ref_key is not None:
+            used_by = self.declared_refs.get(ref_key)
+        if used_by is not None:
+            raise ApplyError("PruneConflict", self.source, "--prune",
+                             f"deleting {_shown(target)}, which the file does not declare, would leave {_shown(used_by)}, "
+                             f"which it declares, referring to nothing; declare it too, or drop --prune.")
+
 
 class _Where:
     """An entry's place in the document, formatted only when an error needs it."""
@@ -398,6 +424,13 @@ class _Where:
 
     def __str__(self) -> str:
         return at(self.section, self.i, self.entry)
+
+
+def _once(declared: set[Any], key: Any, what: str) -> None:
+    """An entry the file already declared would silently replace the first one's values."""
+    if key in declared:
+        raise ValidationError("Conflict", f"{_shown(what)} is declared twice.")
+    declared.add(key)
 
 
 def _depth(type_text: str) -> int:

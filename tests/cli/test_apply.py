@@ -145,6 +145,14 @@ BAD = [
      "userAssignedIdentities[0] (deployer)", "BadRequest"),
     ("unknown role", lambda d: d["roleAssignments"][0].update(role="Janitor"), "roleAssignments[0] (web)", "RoleDefinitionDoesNotExist"),
     ("declared twice", lambda d: d["userAssignedIdentities"].append(dict(d["userAssignedIdentities"][1])), "userAssignedIdentities[2] (far-away)", "Conflict"),
+    # the second entry would silently win over the first (another location, tags or permissions)
+    ("group declared twice", lambda d: d["resourceGroups"].append({"name": "RG-APP", "location": "westeurope", "tags": {"env": "dev"}}),
+     "resourceGroups[2] (RG-APP)", "Conflict"),
+    ("subscription declared twice", lambda d: d["subscriptions"].append({"name": "PROD"}), "subscriptions[1] (PROD)", "Conflict"),
+    ("custom role declared twice", lambda d: d["customRoles"].append(dict(d["customRoles"][0], roleName="secret lister",
+                                                                          assignableScopes=list(d["customRoles"][0]["assignableScopes"]),
+                                                                          permissions=[{"actions": ["*"]}])),
+     "customRoles[1] (secret lister)", "Conflict"),
 ]
 
 

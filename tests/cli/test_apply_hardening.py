@@ -47,6 +47,41 @@ def test_prune_never_deletes_what_the_file_declares_through_a_cascade(mi, db, tm
     assert dump(db) == before
 
 
+@pytest.mark.parametrize("drop, gone", [
+    ("vm-prod", "vm-prod"),              # a declared assignment's assignee is the VM's system identity
+    ("id-prod", "id-prod"),              # a declared assignment's assignee, and a declared resource's identity
+    ("Prod Reader", "Prod Reader"),      # the custom role a declared assignment grants
+])
+def test_prune_never_deletes_what_a_declared_entry_refers_to(ok, mi, db, tmp_path, prod, drop, gone):
+    # without the refusal, the prune ends in a state the same file cannot be applied to again
+    ok("role", "definition", "create", "--role-definition", json.dumps(
+        {"Name": "Prod Reader", "Actions": ["*/read"], "AssignableScopes": [prod]}))
+    ok("resource", "create", "-g", "rg-prod", "-n", "web-prod", "--type", "webapp")
+    ok("identity", "assign", "--resource", "web-prod", "-g", "rg-prod", "--identities", "id-prod")
+    ok("role", "assignment", "create", "--assignee", "id-prod", "--role", "Prod Reader", "--scope", prod)
+    entries = {
+        "vm-prod": "resources:\n  - {name: vm-prod, type: vm, resourceGroup: rg-prod, identity: {systemAssigned: true}}\n",
+        "id-prod": "userAssignedIdentities:\n  - {name: id-prod, resourceGroup: rg-prod}\n",
+        "Prod Reader": f"customRoles:\n  - {{roleName: Prod Reader, permissions: [{{actions: ['*/read']}}], assignableScopes: ['{prod}']}}\n",
+    }
+    text = "apiVersion: mi/v1\nresourceGroups:\n  - {name: rg-prod, location: westeurope}\n"
+    text += "".join(v for k, v in entries.items() if k != drop and k != "vm-prod")
+    vm = entries["vm-prod"] if drop != "vm-prod" else ""
+    text += (vm.rstrip("\n") + "\n" if vm else "resources:\n") + \
+        "  - {name: web-prod, type: webapp, resourceGroup: rg-prod, identity: {userAssigned: [id-prod]}}\n"
+    text += (f"roleAssignments:\n  - {{assignee: vm-prod, role: Reader, scope: '{prod}'}}\n"
+             f"  - {{assignee: id-prod, role: Prod Reader, scope: '{prod}'}}\n")
+    f = tmp_path / "b.yaml"
+    f.write_text(text)
+    before = dump(db)
+    for extra in (["--dry-run"], []):
+        r = mi("apply", "-f", str(f), "--prune", *extra)
+        assert r.code == 1, (r.out, r.err)
+        assert r.err.startswith("ERROR: (PruneConflict) b.yaml: --prune: deleting "), r.err
+        assert gone in r.err and "which the file does not declare" in r.err and one_error(r.err), r.err
+        assert dump(db) == before
+
+
 def test_a_dry_run_lists_every_delete_a_real_run_makes_cascades_included(ok, mi, db, tmp_path, prod):
     f = tmp_path / "empty.yaml"
     f.write_text("apiVersion: mi/v1\n")
