@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -189,7 +190,6 @@ def as_datetime(value: datetime | int | float | None) -> datetime | None:
 
 def json_text(value: Any) -> str:
     """A value as the request's JSON wrote it, for an error to echo."""
-    import json
 
     try:
         return json.dumps(value)

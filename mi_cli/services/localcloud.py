@@ -64,7 +64,7 @@ def system_cas() -> str:
     OpenSSL's default file. Empty when neither exists."""
     candidates = []
     try:
-        import certifi
+        import certifi  # here: optional, and only the CA bundle needs it
 
         candidates.append(certifi.where())
     except ImportError:

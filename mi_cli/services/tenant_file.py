@@ -112,7 +112,7 @@ def _load_yaml(text: str) -> Any:
     (PyYAML's loader first builds a node with two position marks for every scalar: 2 GB and 45 s
     for a 30 MB file). Scalars resolve as YAML 1.1's safe loader resolves them. A repeated key, an
     alias, a second document or nesting past MAX_DEPTH is refused with its line."""
-    import yaml
+    import yaml  # lazily, as in read_document(): only apply reads YAML
     from yaml import events
 
     loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser: much faster
