@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -132,3 +133,21 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict, dic
 
 
 __all__ = ["Server", "build_scenario", "client_env", "get", "mi_json", "server", "start_server", "os"]
+
+
+def connect_through(proxy_port: int, target: str, timeout: float = 20) -> tuple[socket.socket, bytes]:
+    """A CONNECT through `mi serve`'s proxy: the socket and the proxy's answer (its head, and the body of a
+    refusal, which the proxy ends by closing). The target is sent as bytes, non-ASCII names included."""
+    sock = socket.create_connection(("127.0.0.1", proxy_port), timeout=timeout)
+    sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode("utf-8", "surrogateescape"))
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    if answer and not answer.startswith(b"HTTP/1.1 200"):
+        while chunk := sock.recv(4096):
+            answer += chunk
+    return sock, answer
+

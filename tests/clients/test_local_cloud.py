@@ -20,7 +20,7 @@ import trustme
 from starlette.responses import PlainTextResponse
 
 from mi_cli.cli.main import main
-from tests.clients.conftest import mi_json, start_server
+from tests.clients.conftest import connect_through, mi_json, start_server
 
 TIMEOUT = 20  # seconds for any one socket operation: generous on a loaded machine, never a hang
 
@@ -47,22 +47,6 @@ def cloud(tmp_path_factory):
     yield srv, _address(db)
     assert srv.stop() == 0, srv.log.read_text()
     assert not Path(f"{db}.serve.json").exists()
-
-
-def _connect(proxy_port: int, target: str) -> tuple[socket.socket, bytes]:
-    """A CONNECT through the proxy: the socket and the proxy's answer (its head, and a body if it closed)."""
-    sock = socket.create_connection(("127.0.0.1", proxy_port), timeout=TIMEOUT)
-    sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
-    answer = b""
-    while b"\r\n\r\n" not in answer:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        answer += chunk
-    if not answer.startswith(b"HTTP/1.1 200"):  # a refusal: read it to the end (the proxy closes)
-        while chunk := sock.recv(4096):
-            answer += chunk
-    return sock, answer
 
 
 def _get(tls: ssl.SSLSocket, host: str, method: str = "GET", body: bytes = b"") -> tuple[int, bytes]:
@@ -106,7 +90,7 @@ def test_a_served_vault_is_answered_with_a_certificate_the_bundle_verifies(cloud
     bundle = ssl.create_default_context(cafile=f"{srv.db}.ca-bundle.pem")
     for host in ("kv1.vault.azure.net", "KV1.Vault.Azure.Net"):
         started = time.perf_counter()
-        sock, answer = _connect(address["proxy_port"], f"{host}:443")
+        sock, answer = connect_through(address["proxy_port"], f"{host}:443")
         assert answer.startswith(b"HTTP/1.1 200"), answer
         with bundle.wrap_socket(sock, server_hostname=host) as tls:
             elapsed = time.perf_counter() - started
@@ -129,17 +113,17 @@ def test_an_unmodified_client_reaches_a_vault_through_the_proxy(cloud):
 def test_a_vault_not_in_the_store_does_not_exist(cloud):
     srv, address = cloud
     for target in ("nope.vault.azure.net:443", "kv1.vault.azure.net:8443"):
-        sock, answer = _connect(address["proxy_port"], target)
+        sock, answer = connect_through(address["proxy_port"], target)
         sock.close()
         assert answer.startswith(b"HTTP/1.1 502 Bad Gateway"), answer
-    _, answer = _connect(address["proxy_port"], "nope.vault.azure.net:443")
+    _, answer = connect_through(address["proxy_port"], "nope.vault.azure.net:443")
     assert b"No Microsoft.KeyVault/vaults named 'nope' in this store" in answer
 
 
 def test_a_vault_created_while_serving_is_served_at_once(cloud):
     srv, address = cloud
     mi_json(srv.db, "resource", "create", "-g", "rg", "-n", "kv-late", "--type", "keyvault")
-    sock, answer = _connect(address["proxy_port"], "kv-late.vault.azure.net:443")
+    sock, answer = connect_through(address["proxy_port"], "kv-late.vault.azure.net:443")
     sock.close()
     assert answer.startswith(b"HTTP/1.1 200"), answer
 
@@ -176,7 +160,7 @@ def foreign(tmp_path):
 def test_another_host_is_tunnelled_untouched(cloud, foreign):
     srv, address = cloud
     ca, port = foreign
-    sock, answer = _connect(address["proxy_port"], f"127.0.0.1:{port}")
+    sock, answer = connect_through(address["proxy_port"], f"127.0.0.1:{port}")
     assert answer == b"HTTP/1.1 200 Connection established\r\n\r\n"
     client = ssl.create_default_context()
     ca.configure_trust(client)  # that server's own CA: mi's certificate is not involved
@@ -189,7 +173,7 @@ def test_a_host_that_cannot_be_reached_is_a_502(cloud):
     free = socket.create_server(("127.0.0.1", 0))
     port = free.getsockname()[1]
     free.close()
-    sock, answer = _connect(address["proxy_port"], f"127.0.0.1:{port}")
+    sock, answer = connect_through(address["proxy_port"], f"127.0.0.1:{port}")
     sock.close()
     assert answer.startswith(b"HTTP/1.1 502") and b"Cannot reach 127.0.0.1" in answer
 
@@ -210,7 +194,7 @@ def test_a_silent_client_does_not_hold_up_others(cloud):
     half = socket.create_connection(("127.0.0.1", address["proxy_port"]), timeout=TIMEOUT)
     half.sendall(b"CONNECT kv1.vault.azure.net:443 HTTP/1.1\r\n")  # and then nothing
     try:
-        sock, answer = _connect(address["proxy_port"], "kv1.vault.azure.net:443")
+        sock, answer = connect_through(address["proxy_port"], "kv1.vault.azure.net:443")
         sock.close()
         assert answer.startswith(b"HTTP/1.1 200")
     finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clients.conftest import mi_json, start_server
+from tests.clients.conftest import connect_through, mi_json, start_server
 
 TIMEOUT = 20
 VAULT = "kv1.vault.azure.net"
@@ -42,15 +42,7 @@ def cloud(tmp_path_factory):
 
 
 def _tunnel(cloud, target: str = f"{VAULT}:443") -> tuple[socket.socket, bytes]:
-    sock = socket.create_connection(("127.0.0.1", cloud["proxy"]), timeout=TIMEOUT)
-    sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode("latin-1"))
-    answer = b""
-    while b"\r\n\r\n" not in answer:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        answer += chunk
-    return sock, answer
+    return connect_through(cloud["proxy"], target, TIMEOUT)
 
 
 def _tls(cloud) -> ssl.SSLSocket:
