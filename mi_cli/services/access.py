@@ -179,16 +179,20 @@ def check_token(ctx: Ctx, token: str, action: str, scope_ref: str, *, data: bool
     return check(ctx, claims["oid"], action, scope_ref, data=is_data)
 
 
-def authorize(ctx: Ctx, authorization: str | None, action: str, scope_ref: str) -> tuple[dict[str, Any], Decision]:
+def authorize(ctx: Ctx, authorization: str | None, action: str, scope_ref: str, *, data: bool | None = None,
+              audiences: tuple[str, ...] | None = None) -> tuple[dict[str, Any], Decision]:
     """What a data plane does with a request: the bearer token of its Authorization header verified as
     the service checks it (signature, lifetime, issuer, the plane's audience), then RBAC for the
-    operation's data action at the exact scope. Returns the token's claims and the decision; a missing
-    or bad token raises InvalidTokenError, whose `kind` the plane turns into its own 401."""
+    operation's action at the exact scope. Returns the token's claims and the decision; a missing
+    or bad token raises InvalidTokenError, whose `kind` the plane turns into its own 401.
+    `audiences` are those the plane accepts when they are not the action's own (Storage checks
+    container create, an action, on a storage token); `data` says which list grants the action
+    when the operation catalog does not."""
     scheme, _, token = (authorization or "").strip().partition(" ")
     if scheme.casefold() != "bearer" or not token.strip():
         raise InvalidTokenError("InvalidToken", "The request carries no bearer token.").failed("missing")
-    is_data = classify(action)
-    claims = tokens.verify(ctx, token.strip(), audience=audience_for(action, is_data))
+    is_data = classify(action, data=data)
+    claims = tokens.verify(ctx, token.strip(), audience=audiences or audience_for(action, is_data))
     return claims, check(ctx, claims["oid"], action, scope_ref, data=is_data)
 
 

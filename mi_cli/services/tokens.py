@@ -439,8 +439,9 @@ def _audiences(aud: Any) -> list[str]:
     return values
 
 
-def verify(ctx: Ctx, token: str, *, audience: str | None = None) -> dict[str, Any]:
-    """Signature (against the published keys), expiry, not-before, issuer and audience."""
+def verify(ctx: Ctx, token: str, *, audience: str | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Signature (against the published keys), expiry, not-before, issuer and audience (one, or any of
+    several: Storage takes https://storage.azure.com and the account's own URL)."""
     import jwt  # lazily, as in issue()
 
     header, claims = decode(token)
@@ -475,9 +476,10 @@ def verify(ctx: Ctx, token: str, *, audience: str | None = None) -> dict[str, An
     except jwt.PyJWTError as exc:
         raise InvalidTokenError("InvalidToken", f"The token is not valid: {clip(exc)}.") from None
     given = _audiences(verified["aud"])
-    if audience is not None and normalise_audience(audience) not in {normalise_audience(a) for a in given}:
+    accepted = (audience,) if isinstance(audience, str) else audience
+    if accepted is not None and not {normalise_audience(a) for a in accepted} & {normalise_audience(a) for a in given}:
         shown = given[0] if len(given) == 1 else ", ".join(given)
-        raise InvalidTokenError("InvalidToken", f"The token's audience '{clip(shown)}' is not '{clip(audience)}'.").failed(
+        raise InvalidTokenError("InvalidToken", f"The token's audience '{clip(shown)}' is not '{clip(' or '.join(accepted))}'.").failed(
             "audience", shown)
     return verified
 
