@@ -8,8 +8,9 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 5  # 2: signing keys and token-endpoint secrets; 3: custom roles and role assignments;
-# 4: role assignment conditions and updates; 5: the local cloud's certificate authority, Key Vault secrets
+SCHEMA_VERSION = 6  # 2: signing keys and token-endpoint secrets; 3: custom roles and role assignments;
+# 4: role assignment conditions and updates; 5: the local cloud's certificate authority, Key Vault secrets;
+# 6: storage accounts' shared keys and allowSharedKeyAccess
 
 
 def _fk(target: str) -> Any:
@@ -232,3 +233,15 @@ class KeyVaultSecret(SQLModel, table=True):
     updated_at: datetime
     deleted_at: Optional[datetime] = None
     scheduled_purge_at: Optional[datetime] = None
+
+
+class StorageAccount(SQLModel, table=True):
+    """A storage account's two shared keys and its allowSharedKeyAccess; made when first needed."""
+
+    __tablename__ = "storage_account"
+    resource_pk: int = Field(sa_column=Column(Integer, ForeignKey("resource.pk", ondelete="CASCADE"), primary_key=True))
+    allow_shared_key_access: Optional[bool] = None  # None is Azure's null, which allows Shared Key
+    key1: str  # base64 of 64 random bytes, as Azure's; the store file is 0600, as for the signing keys
+    key2: str
+    key1_created_at: datetime
+    key2_created_at: datetime

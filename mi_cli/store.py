@@ -518,7 +518,12 @@ def _v4_to_v5(conn) -> None:  # noqa: ANN001
     SQLModel.metadata.create_all(conn)
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
+def _v5_to_v6(conn) -> None:  # noqa: ANN001
+    # New table only (storage accounts' shared keys and allowSharedKeyAccess).
+    SQLModel.metadata.create_all(conn)
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6}
 
 
 def _has_meta(conn) -> bool:  # noqa: ANN001
