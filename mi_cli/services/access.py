@@ -1,11 +1,25 @@
 """Access checks as Azure RBAC evaluates them: assignments at a scope and its ancestors; actions
-and notActions for the control plane only, dataActions and notDataActions for data only."""
+and notActions for the control plane only, dataActions and notDataActions for data only; an assignment's
+condition where Azure enforces one.
+
+Conditions (Azure ABAC, services/conditions). A condition "filters down permissions granted as a part of the
+role definition and role assignment" (conditions-overview.md): an assignment whose role grants the action
+grants it only if its condition holds for the request. Azure enforces conditions on data actions (Blob and
+Queue Storage, "conditions can be added to built-in or custom role assignments that have blob storage or queue
+storage data actions") and, on the control plane, on the two actions of "Authorization actions and attributes"
+(conditions-authorization-actions-attributes.md): Microsoft.Authorization/roleAssignments/write and /delete,
+which a delegation condition constrains. For every other control-plane action the condition is not evaluated
+and the role's actions grant as they would without it; the trace says so (conditionMet null).
+
+A condition sees the request as `conditions.request` builds it: the attributes the scope names (account,
+container, blob path, queue), @Environment[UtcNow], then what the caller passes as `context`, a mapping
+{"subOperation": "Blob.List", "@Request[<attribute>]": "value" or ["values"], ...} (a plane knows the
+sub-operation and the request's parameters; `mi access check` takes --sub-operation and --attribute)."""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from sqlmodel import select
@@ -14,27 +28,23 @@ from mi_cli import ids
 from mi_cli.catalog import catalog
 from mi_cli.errors import InvalidTokenError, ValidationError
 from mi_cli.models import RoleAssignment
-from mi_cli.services import Ctx, assignments, principals, roles, tokens
+from mi_cli.services import Ctx, assignments, conditions, principals, roles, tokens
+from mi_cli.services.conditions import action_matches as matches  # ActionMatches is the same rule (conditions.py)
 from mi_cli.services.operations import is_data_action, known_operation, providers
 from mi_cli.services.scopes import resolve_scope
 
-
-@lru_cache(maxsize=4096)
-def _pattern(pattern: str) -> re.Pattern[str]:
-    """'*' matches any run of characters, slashes included, and a '/*/' also matches a single '/':
-    Managed Identity Operator's 'userAssignedIdentities/*/assign/action' is what grants
-    'userAssignedIdentities/assign/action'. Matching ignores case."""
-    parts = re.split(r"(/\*/|\*)", pattern)
-    regex = "".join("/(?:.*/)?" if p == "/*/" else ".*" if p == "*" else re.escape(p) for p in parts)
-    return re.compile(f"{regex}", re.IGNORECASE)
-
-
-def matches(pattern: str, action: str) -> bool:
-    return _pattern(pattern).fullmatch(action) is not None  # the whole name: no trailing newline slips through
+Context = Mapping[str, Any]  # {"subOperation": ..., "@Request[...]": ...}: see the module's docstring
+# The control-plane actions whose assignments' conditions Azure evaluates (role assignment delegation).
+CONDITIONAL_ACTIONS = ("Microsoft.Authorization/roleAssignments/write", "Microsoft.Authorization/roleAssignments/delete")
 
 
 def _first(patterns: tuple[str, ...], action: str) -> str | None:
     return next((p for p in patterns if matches(p, action)), None)
+
+
+def condition_applies(action: str, data: bool) -> bool:
+    """Whether Azure evaluates an assignment's condition for this action (see the module's docstring)."""
+    return data or any(action.casefold() == a.casefold() for a in CONDITIONAL_ACTIONS)
 
 
 @dataclass
@@ -49,10 +59,14 @@ class Step:
     matched: str | None = None
     removed_by: str | None = None
     note: str | None = None
+    condition: str | None = None  # the assignment's condition, as stored
+    condition_met: bool | None = None  # None: not evaluated (no condition, no grant to filter, or not enforced here)
+    condition_detail: str | None = None  # the fact that decided it
 
     def view(self) -> dict[str, Any]:
         return {"assignment": self.assignment, "role": self.role, "scope": self.scope, "inherited": self.inherited,
-                "granted": self.granted, "matched": self.matched, "removedBy": self.removed_by, "note": self.note}
+                "granted": self.granted, "matched": self.matched, "removedBy": self.removed_by, "note": self.note,
+                "condition": self.condition, "conditionMet": self.condition_met, "conditionDetail": self.condition_detail}
 
 
 @dataclass
@@ -82,11 +96,17 @@ class Decision:
         plane = "data action" if self.data_action else "control-plane action"
         granting = [s for s in self.steps if s.granted]
         if granting:
-            s = granting[0]
+            s = next((g for g in granting if g.condition_met is None), granting[0])  # an unconditional grant first
             return (f"Allowed: '{s.role}' at {s.scope} grants the {plane} through '{s.matched}'"
-                    + (" (inherited)." if s.inherited else "."))
+                    + (" (inherited)" if s.inherited else "")
+                    + (f", and its condition holds: {s.condition_detail}." if s.condition_met else "."))
         if not self.steps:
             return f"Denied: the principal has no role assignment at {self.scope} or above it."
+        conditional = [s for s in self.steps if s.condition_met is False]
+        if conditional:
+            s = conditional[0]
+            return (f"Denied: '{s.role}' at {s.scope} grants the {plane} through '{s.matched}', but its condition is "
+                    f"false for this request: {s.condition_detail}.")
         removed = [s for s in self.steps if s.removed_by]
         if removed:
             s = removed[0]
@@ -114,9 +134,10 @@ def classify(action: str, *, data: bool | None = None) -> bool:
     )
 
 
-def _evaluate_assignment(ra: RoleAssignment, role: roles.RoleDefinition | None, action: str, data: bool, scope: str) -> Step:
+def _evaluate_assignment(ra: RoleAssignment, role: roles.RoleDefinition | None, action: str, data: bool, scope: str,
+                         request: conditions.Request | None = None) -> Step:
     step = Step(assignments.assignment_id(ra), role.role_name if role else f"(deleted role {ra.role_definition_id})", ra.scope,
-                inherited=not ids.same(ra.scope, scope), granted=False)
+                inherited=not ids.same(ra.scope, scope), granted=False, condition=ra.condition)
     if role is None:
         return step
     for perm in role.permissions:
@@ -129,8 +150,13 @@ def _evaluate_assignment(ra: RoleAssignment, role: roles.RoleDefinition | None, 
         removed = _first(denies, action)
         if removed is None:
             step.granted, step.removed_by = True, None
-            return step
+            break
         step.removed_by = removed
+    if step.granted:
+        if ra.condition and condition_applies(action, data):
+            outcome = conditions.evaluate(ra.condition, request or conditions.request(action, scope))
+            step.granted, step.condition_met, step.condition_detail = outcome.holds, outcome.holds, outcome.detail
+        return step
     if step.matched is None:
         other = next((p for perm in role.permissions for p in (perm.actions if data else perm.data_actions) if matches(p, action)), None)
         if other is not None:
@@ -140,14 +166,18 @@ def _evaluate_assignment(ra: RoleAssignment, role: roles.RoleDefinition | None, 
     return step
 
 
-def check(ctx: Ctx, principal_id: str, action: str, scope_ref: str, *, data: bool | None = None) -> Decision:
+def check(ctx: Ctx, principal_id: str, action: str, scope_ref: str, *, data: bool | None = None,
+          context: Context | None = None) -> Decision:
+    """Whether the principal may perform `action` at the scope, with each assignment's part in the answer.
+    `context` is what a condition may ask about the request beyond its scope (the module's docstring)."""
     scope = resolve_scope(ctx, scope_ref).id
     is_data = classify(action, data=data)
     decision = Decision(principal_id, action, scope, is_data)
+    request = conditions.request(action, scope, context, now=ctx.now())
     role_names = roles.by_guid(ctx)
     relevant = [ra for ra in assignments.for_principal(ctx, principal_id) if ids.is_within(scope, ra.scope)]
     for ra in sorted(relevant, key=lambda r: (len(r.scope), r.name)):
-        decision.steps.append(_evaluate_assignment(ra, role_names.get(ra.role_definition_id), action, is_data, scope))
+        decision.steps.append(_evaluate_assignment(ra, role_names.get(ra.role_definition_id), action, is_data, scope, request))
     return decision
 
 
@@ -171,58 +201,67 @@ def audience_for(action: str, data: bool) -> str:
     raise ValidationError("UnknownAudience", f"mi knows no data-plane audience for '{action}'; use --principal instead of --token.")
 
 
-def check_token(ctx: Ctx, token: str, action: str, scope_ref: str, *, data: bool | None = None) -> Decision:
+def check_token(ctx: Ctx, token: str, action: str, scope_ref: str, *, data: bool | None = None,
+                context: Context | None = None) -> Decision:
     """What a service does with a bearer token: verify it (signature, expiry, its own audience),
     then evaluate for the token's oid."""
     is_data = classify(action, data=data)
     claims = tokens.verify(ctx, token.removeprefix("Bearer ").strip(), audience=audience_for(action, is_data))
-    return check(ctx, claims["oid"], action, scope_ref, data=is_data)
+    return check(ctx, claims["oid"], action, scope_ref, data=is_data, context=context)
 
 
 def authorize(ctx: Ctx, authorization: str | None, action: str, scope_ref: str, *, data: bool | None = None,
-              audiences: tuple[str, ...] | None = None) -> tuple[dict[str, Any], Decision]:
+              audiences: tuple[str, ...] | None = None, context: Context | None = None) -> tuple[dict[str, Any], Decision]:
     """What a data plane does with a request: the bearer token of its Authorization header verified as
     the service checks it (signature, lifetime, issuer, the plane's audience), then RBAC for the
     operation's action at the exact scope. Returns the token's claims and the decision; a missing
     or bad token raises InvalidTokenError, whose `kind` the plane turns into its own 401.
     `audiences` are those the plane accepts when they are not the action's own (Storage checks
     container create, an action, on a storage token); `data` says which list grants the action
-    when the operation catalog does not."""
+    when the operation catalog does not; `context` is what a condition may ask about the request
+    beyond its scope: {"subOperation": "Blob.List", "@Request[...blobs:prefix]": "logs/"}."""
     scheme, _, token = (authorization or "").strip().partition(" ")
     if scheme.casefold() != "bearer" or not token.strip():
         raise InvalidTokenError("InvalidToken", "The request carries no bearer token.").failed("missing")
     is_data = classify(action, data=data)
     claims = tokens.verify(ctx, token.strip(), audience=audiences or audience_for(action, is_data))
-    return claims, check(ctx, claims["oid"], action, scope_ref, data=is_data)
+    return claims, check(ctx, claims["oid"], action, scope_ref, data=is_data, context=context)
 
 
-def who(ctx: Ctx, action: str, scope_ref: str, *, data: bool | None = None) -> list[dict[str, Any]]:
-    """Every principal that may perform `action` at the scope, and through which assignment."""
+def who(ctx: Ctx, action: str, scope_ref: str, *, data: bool | None = None,
+        context: Context | None = None) -> list[dict[str, Any]]:
+    """Every principal that may perform `action` at the scope, and through which assignment. A conditional
+    grant is listed when its condition holds for the scope and `context`, and shows its condition."""
     scope = resolve_scope(ctx, scope_ref).id
     is_data = classify(action, data=data)
+    request = conditions.request(action, scope, context, now=ctx.now())
     role_names = roles.by_guid(ctx)
     rows = []
     for ra in ctx.session.exec(select(RoleAssignment).order_by(RoleAssignment.scope_key)).all():
         if not ids.is_within(scope, ra.scope):
             continue
-        step = _evaluate_assignment(ra, role_names.get(ra.role_definition_id), action, is_data, scope)
+        step = _evaluate_assignment(ra, role_names.get(ra.role_definition_id), action, is_data, scope, request)
         if step.granted:
             sp = principals.get(ctx, ra.principal_id)
             rows.append({"principalId": ra.principal_id, "principalName": sp.display_name if sp else "",
                          "role": step.role, "scope": ra.scope, "matched": step.matched, "inherited": step.inherited,
-                         "assignment": step.assignment})
+                         "assignment": step.assignment, "condition": step.condition, "conditionMet": step.condition_met})
     return rows
 
 
 def effective(ctx: Ctx, principal_id: str) -> list[dict[str, Any]]:
-    """A principal's permissions, scope by scope (each scope also covers everything below it)."""
+    """A principal's permissions, scope by scope (each scope also covers everything below it). A role
+    assigned with a condition is listed in `conditions` too: its permissions hold only where the condition
+    does (for the actions Azure enforces conditions on)."""
     role_names = roles.by_guid(ctx)
     by_scope: dict[str, dict[str, Any]] = {}
     for ra in sorted(assignments.for_principal(ctx, principal_id), key=lambda r: r.scope_key):
         role = role_names.get(ra.role_definition_id)
-        entry = by_scope.setdefault(ra.scope_key, {"scope": ra.scope, "roles": [], "actions": [], "notActions": [],
-                                                   "dataActions": [], "notDataActions": []})
+        entry = by_scope.setdefault(ra.scope_key, {"scope": ra.scope, "roles": [], "conditions": [], "actions": [],
+                                                   "notActions": [], "dataActions": [], "notDataActions": []})
         entry["roles"].append(role.role_name if role else ra.role_definition_id)
+        if ra.condition:
+            entry["conditions"].append({"role": entry["roles"][-1], "condition": ra.condition})
         for perm in role.permissions if role else ():
             for key, values in perm.to_json().items():
                 entry[key].extend(v for v in values if v not in entry[key])

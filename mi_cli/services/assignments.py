@@ -9,7 +9,7 @@ from sqlmodel import func, select
 from mi_cli import ids
 from mi_cli.errors import ConflictError, MiError, NotFoundError, ValidationError, group_not_found
 from mi_cli.models import RoleAssignment, ServicePrincipal, Subscription
-from mi_cli.services import Ctx, identities, principals, roles, scopes
+from mi_cli.services import Ctx, conditions, identities, principals, roles, scopes
 from mi_cli.services.scopes import resolve_scope
 from mi_cli.services.tenancy import default_tenant, subscription_by_id
 from mi_cli.services.validation import is_guid, no_control
@@ -87,7 +87,8 @@ def put(ctx: Ctx, assignee: str, role_ref: str, scope_ref: str, *, description: 
 
     With `object_id` the assignee is a principal (object) id, not looked up by name (az's
     --assignee-object-id); with a `principal_type` too, the directory is not asked at all, so an
-    identity still replicating can be granted. A condition without a version gets '2.0', as az sends.
+    identity still replicating can be granted. A condition without a version gets '2.0', as az sends; one that
+    does not parse, or is longer than 8 KB, is refused as ARM refuses it (InvalidRoleAssignmentCondition).
 
     As ARM's PUT: at an existing assignment's own name it updates the description and condition; a new
     name for a principal, role and scope that are assigned already is RoleAssignmentExists, which az
@@ -101,6 +102,8 @@ def put(ctx: Ctx, assignee: str, role_ref: str, scope_ref: str, *, description: 
         raise ValidationError("InvalidConditionVersion",
                               f"The condition version '{condition_version}' is not supported: the only accepted value is "
                               f"'{CONDITION_VERSION}'.")
+    if condition:  # ARM's 400 InvalidRoleAssignmentCondition: the syntax of conditions-format.md, at most 8 KB
+        conditions.validate(condition)
     role = roles.find(ctx, role_ref)
     scope = resolve_scope(ctx, scope_ref)
     if object_id or principal_type is not None:
