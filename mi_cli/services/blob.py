@@ -117,7 +117,13 @@ def _names(raw_path: str | bytes) -> tuple[str | None, str | None] | object:
     encoded slash (%2F) in a blob name is a separator as any other, and a backslash becomes a slash (both
     as Storage and Azurite do). An encoded slash inside the container segment is refused: the emulator
     decodes the whole path before splitting it and would act on another container than the one named."""
-    raw = raw_path if isinstance(raw_path, bytes) else raw_path.encode("utf-8", "surrogatepass")
+    if isinstance(raw_path, bytes):
+        raw = raw_path
+    else:  # text is the raw bytes read as latin-1 (as planes read ASGI's raw_path); beyond it, UTF-8
+        try:
+            raw = raw_path.encode("latin-1")
+        except UnicodeEncodeError:
+            raw = raw_path.encode("utf-8", "surrogatepass")
     raw = raw.split(b"?", 1)[0]
     if not raw.startswith(b"/"):
         raw = b"/" + raw
@@ -547,7 +553,8 @@ def operation(method: str, raw_path: str | bytes, query: list[tuple[str, str]],
     checks for it; None when it is none (refusal() says what Storage answers then).
 
     `raw_path` is the request target's path as sent, still percent-encoded, without the account (bytes as
-    ASGI's raw_path holds them, or text); `query` its decoded parameters in order, blank values kept;
+    ASGI's raw_path holds them, or those bytes read as latin-1); `query` its decoded parameters in order,
+    blank values kept;
     `headers` its headers, names in any case. A request that the emulator behind the plane would carry out
     as another operation than Storage reads it as (a missing required header, a repeated comp) is None too:
     authorizing one operation and running another would grant what was not checked."""
@@ -606,7 +613,8 @@ def scope(account_id: str, op: BlobOperation) -> str:
     """The RBAC scope Storage checks `op` at: <account>/blobServices/default for the service's own
     operations and those over every container (List Containers, Find Blobs by Tags, Get Account
     Information), .../containers/<name> for a container's (and for a container permission a blob
-    operation needs, as Undelete Blob's), .../containers/<name>/blobs/<path> for a blob's."""
+    operation needs, as Undelete Blob's), .../containers/<name>/blobs/<name> for a blob's, the blob's
+    name as it is, slashes included (dir/a.txt: .../blobs/dir/a.txt)."""
     base = f"{account_id.rstrip('/')}/blobServices/default"
     permission = op.action or ""
     if op.container is None or not permission.startswith(CONTAINERS + "/"):
@@ -641,17 +649,20 @@ def copy_source(op: BlobOperation) -> tuple[str, BlobOperation] | None:
 # -- how a request authenticates -----------------------------------------------------------------------
 
 # What is_shared_key_or_sas() answers for the credentials an account's allowSharedKeyAccess=false refuses
-# (403 KeyBasedAuthenticationNotPermitted): the account key, directly or through a SAS it signed.
+# (403 KeyBasedAuthenticationNotPermitted): the account key, directly or through a SAS it signed. A user
+# delegation SAS is signed with a key a Microsoft Entra principal obtained (Get User Delegation Key), and
+# Storage permits it on such an account ("Prevent Shared Key authorization": "Request is permitted").
 KEY_BASED = frozenset({"SharedKey", "SharedKeyLite", "AccountSAS", "ServiceSAS"})
 
 
 def is_shared_key_or_sas(headers: Mapping[str, str], query: list[tuple[str, str]]) -> str | None:
-    """How a request authenticates when it is not with a bearer token: "SharedKey" or "SharedKeyLite"
-    (its Authorization header), "AccountSAS" or "ServiceSAS" (a sig in its query, signed with the account
-    key), "UserDelegationSAS" (a sig with skoid/sktid: signed with a user delegation key, which a Microsoft
-    Entra principal obtained; Storage permits it when Shared Key access is disallowed), "Anonymous" (no
-    credentials at all). None for an Authorization header of another scheme (Bearer), which is the plane's
-    to verify. Only the kinds in KEY_BASED are refused when the account disallows Shared Key access."""
+    """How a request authenticates when it is by key or signature: "SharedKey" or "SharedKeyLite" (its
+    Authorization header), "AccountSAS" or "ServiceSAS" (a sig in its query, signed with the account key),
+    "UserDelegationSAS" (a sig with skoid/sktid). None when it is neither: a bearer token (an Authorization
+    header of another scheme), the plane's to verify, or no credentials at all (anonymous: no Authorization
+    header, no sig), which Storage answers 401 NoAuthenticationInformation unless the container is public.
+    Only the kinds in KEY_BASED are refused when the account disallows Shared Key access; the emulator
+    checks every signature."""
     auth = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
     if auth is not None and auth.strip():
         scheme = auth.strip().split(None, 1)[0].lower()
@@ -661,16 +672,16 @@ def is_shared_key_or_sas(headers: Mapping[str, str], query: list[tuple[str, str]
         if "skoid" in names or "sktid" in names:
             return "UserDelegationSAS"
         return "AccountSAS" if "ss" in names or "srt" in names else "ServiceSAS"
-    return "Anonymous"
+    return None
 
 
 # -- Storage's error responses ---------------------------------------------------------------------------
 # code -> (status, message), the text Storage puts first in <Message> and as the reason phrase. Seen in
 # Storage's own responses (Azure SDK test recordings, responses quoted in SDK and tool issues), with the
 # bodies' form: a byte order mark, no whitespace between elements, empty elements as <Name />. The
-# account codes (AccountIsDisabled, AccountNotFound) and MissingContentLengthHeader are from Storage's
-# list of common error codes only; an unknown account has no host name in Azure, so Azure itself never
-# answers it.
+# account codes (AccountIsDisabled, AccountNotFound), MissingContentLengthHeader and the server's own
+# failures (InternalError, OperationTimedOut, NotImplemented, ServerBusy) are from Storage's lists of error
+# codes only; an unknown account has no host name in Azure, so Azure itself never answers it.
 
 AUTHENTICATE = "Server failed to authenticate the request. Please refer to the information in the www-authenticate header."
 ERRORS: dict[str, tuple[int, str]] = {
@@ -693,6 +704,10 @@ ERRORS: dict[str, tuple[int, str]] = {
     "InvalidHeaderValue": (400, "The value for one of the HTTP headers is not in the correct format."),
     "MissingContentLengthHeader": (411, "Content-Length HTTP header is missing."),
     "UnsupportedHttpVerb": (405, "The resource doesn't support specified Http Verb."),
+    "InternalError": (500, "Server encountered an internal error. Please try again after some time."),
+    "OperationTimedOut": (500, "Operation could not be completed within the specified time."),
+    "NotImplemented": (501, "The requested operation is not implemented on the specified resource."),
+    "ServerBusy": (503, "The server is busy."),
 }
 
 # <AuthenticationErrorDetail> of InvalidAuthenticationInfo, by the check a bearer token failed (the kinds of
@@ -734,15 +749,17 @@ def _element(name: str, value: str) -> str:
 
 
 def error(code: str, *, tenant_id: str | None = None, detail: str | None = None, request_id: str, now: datetime,
-          extra: Mapping[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+          extra: Mapping[str, str] | None = None, message: str | None = None) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) of Storage's answer `code`: its XML body (a UTF-8 byte order mark, then
     <Error><Code/><Message>text\\nRequestId:...\\nTime:...</Message>, <AuthenticationErrorDetail> when
     `detail` is given, then `extra`'s elements in order, an empty one as <Name />), x-ms-error-code,
     x-ms-request-id, Content-Type application/xml, and for a 401 the bearer challenge naming the tenant's
-    authority and Storage's resource id."""
+    authority and Storage's resource id. `message` replaces Storage's text where mi has more to say (why
+    the local cloud cannot serve a request)."""
     if code not in ERRORS:
         raise ValueError(f"'{code}' is not a Storage error this module answers.")
-    status, message = ERRORS[code]
+    status, text = ERRORS[code]
+    message = text if message is None else message
     if not _HEADER_VALUE.fullmatch(request_id):
         raise ValueError("A request id is printable ASCII without spaces.")
     moment = now.astimezone(timezone.utc) if now.tzinfo else now

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mi_cli import ids
 from mi_cli.services import blob
 from mi_cli.services.blob import (ADD, CONTAINER_DELETE, CONTAINER_READ, CONTAINER_WRITE, DELEGATION_KEY, DELETE,
                                   DELETE_VERSION, FILTER, GET_ACL, GET_INFO, IMMUTABILITY, PERMANENT_DELETE, READ, SERVICE_READ,
@@ -211,11 +212,14 @@ def test_put_blob_needs_write_or_for_a_new_blob_add_and_tags_write_for_its_tags(
     ("/c/%3F%23%25", "c", "?#%", f"{CT}/blobs/?#%"),
     ("/%24root/b", "$root", "b", f"{SVC}/containers/$root/blobs/b"),
     (b"/c/caf\xc3\xa9", "c", "café", f"{CT}/blobs/café"),
+    ("/c/caf\xc3\xa9", "c", "café", f"{CT}/blobs/café"),  # the same bytes read as latin-1
+    ("/c/\u20ac", "c", "€", f"{CT}/blobs/€"),  # text beyond latin-1 is taken as UTF-8
 ])
-def test_names_are_percent_decoded_as_storage_decodes_them(path, container, name, where):
+def test_names_are_percent_decoded_as_storage_decodes_them_and_scoped_as_they_are(path, container, name, where):
     op = blob.operation("GET", path, [], {})
     assert (op.container, op.blob) == (container, name)
     assert blob.scope(ACCOUNT, op) == where
+    assert ids.is_within(where, f"{SVC}/containers/{container}")
 
 
 def test_a_trailing_slash_is_the_container_and_the_account_id_may_end_in_one():
@@ -322,11 +326,12 @@ def test_a_copy_source_in_the_account_needs_blobs_read_on_its_blob():
     ({}, [("sv", "2023-11-03"), ("ss", "b"), ("srt", "sco"), ("sp", "rl"), ("sig", "x")], "AccountSAS"),
     ({}, [("sv", "2023-11-03"), ("sr", "b"), ("sp", "r"), ("sig", "x")], "ServiceSAS"),
     ({}, [("sv", "2023-11-03"), ("sr", "b"), ("skoid", "o"), ("sktid", "t"), ("sp", "r"), ("sig", "x")], "UserDelegationSAS"),
-    ({}, [("comp", "list")], "Anonymous"),
-    ({"Authorization": "  "}, [], "Anonymous"),
+    ({}, [("comp", "list")], None),  # anonymous: the plane answers NoAuthenticationInformation
+    ({"Authorization": "  "}, [], None),
 ])
-def test_how_a_request_authenticates_when_not_with_a_bearer_token(headers, query, kind):
+def test_how_a_request_authenticates_by_key_or_signature(headers, query, kind):
     assert blob.is_shared_key_or_sas(headers, query) == kind
+    # a user delegation SAS is Microsoft Entra's: Storage permits it where Shared Key access is disallowed
     assert (kind in blob.KEY_BASED) == (kind in ("SharedKey", "SharedKeyLite", "AccountSAS", "ServiceSAS"))
 
 
@@ -401,6 +406,9 @@ def test_no_token_is_no_authentication_information_with_the_challenge_and_no_det
     ("UnsupportedHttpVerb", 405, "The resource doesn't support specified Http Verb."),
     ("MissingRequiredHeader", 400, "An HTTP header that's mandatory for this request is not specified."),
     ("MissingContentLengthHeader", 411, "Content-Length HTTP header is missing."),
+    ("InternalError", 500, "Server encountered an internal error. Please try again after some time."),
+    ("NotImplemented", 501, "The requested operation is not implemented on the specified resource."),
+    ("ServerBusy", 503, "The server is busy."),
 ])
 def test_each_error_has_storages_status_and_text(code, status, message):
     got, headers, body = blob.error(code, request_id=RID, now=NOW)
@@ -408,6 +416,13 @@ def test_each_error_has_storages_status_and_text(code, status, message):
     assert got == status
     assert (root.findtext("Code"), root.findtext("Message").split("\n")[0]) == (code, message)
     assert headers["x-ms-error-code"] == code and "WWW-Authenticate" not in headers
+
+
+def test_a_message_of_mis_own_replaces_storages_text_and_is_escaped():
+    _, headers, body = blob.error("NotImplemented", request_id=RID, now=NOW, message="Azurite is not installed <here>.")
+    root = _parse(body)
+    assert root.findtext("Message").split("\n")[0] == "Azurite is not installed <here>."
+    assert b"&lt;here&gt;" in body and headers["x-ms-error-code"] == "NotImplemented"
 
 
 def test_container_not_found_has_the_length_of_storages():
