@@ -28,6 +28,8 @@ def resolve_scope(ctx: Ctx, scope: str) -> Scope:
     """A subscription, a group, a resource, or a path below a resource; it must exist."""
     text = scope.strip().rstrip("/")
     parsed = ids.parse(text)
+    if parsed is None and text.count("/") > 8:  # a path below a resource of any depth (a blob's a/b.txt)
+        parsed = ids.parse(text.rpartition("/")[0])
     if parsed is None:
         raise ValidationError("InvalidScope", f"The scope '{scope}' is not a subscription, resource group or resource id.")
     sub = subscription_by_id(ctx, parsed.subscription)
@@ -43,7 +45,7 @@ def resolve_scope(ctx: Ctx, scope: str) -> Scope:
         return Scope(ids.group_id(sub.id, group.name), sub)
     # the resource itself, or its nearest existing ancestor for a path below it (a secret of a vault)
     parts = text.split("/")
-    for end in range(len(parts), 8, -2):
+    for end in range(len(parts), 8, -1):
         res = resource_at(ctx, "/".join(parts[:end]))
         if res is not None:
             return Scope(res.arm_id + "/".join([""] + parts[end:]) if end < len(parts) else res.arm_id, sub)

@@ -131,3 +131,13 @@ def test_a_tenant_file_with_an_invalid_condition_changes_nothing(ok, mi, db, st,
     r = mi("apply", "-f", str(path), "-o", "none")
     assert r.code == 1 and INVALID in r.err and "The given role assignment condition is invalid" in r.err
     assert dump(db) == before
+
+
+@pytest.mark.parametrize("name", ["a/1.txt", "a/b/c/d.txt", "a"])
+def test_a_blob_path_of_any_depth_is_a_scope_and_its_path_attribute(ok, mi, st, name):
+    condition = ("((!(ActionMatches{'" + READ + "'})) OR "
+                 "(@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path] StringLike 'a*'))")
+    ok("role", "assignment", "create", "--assignee", "app", "--role", SBDR, "--scope", st, "--condition", condition)
+    decision = check(ok, blob(st, "logs", name))
+    assert decision["allowed"] is True and decision["scope"] == blob(st, "logs", name)
+    assert check(ok, blob(st, "logs", "b/" + name))["allowed"] is False
