@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -23,6 +24,7 @@ def serve(
     inject: Annotated[Optional[list[str]], typer.Option("--inject", help="Fault for the next token requests: STATUS[:COUNT[:RETRY_AFTER]], e.g. 503:3.")] = None,
     throttle: Annotated[bool, typer.Option("--throttle", help="Limit each resource as IMDS does: 20 requests/s, 5 at a time (429 beyond).")] = False,
     proxy_port: Annotated[Optional[int], typer.Option("--proxy-port", min=0, max=65535, help="Port of the local cloud's HTTPS proxy (default: --port + 1; 0 picks a free one).")] = None,
+    azurite_path: Annotated[Optional[str], typer.Option("--azurite", metavar="PATH", help="azurite-blob to serve Blob Storage with (default: MI_AZURITE, else azurite-blob on PATH).")] = None,
 ) -> None:
     """Serve tokens to unmodified SDK clients, for every resource in the store.
 
@@ -35,16 +37,21 @@ def serve(
     Vault in the store) are answered through an HTTP CONNECT proxy on --proxy-port, with a certificate
     signed by the store's own CA; other hosts are tunnelled untouched. 'mi env' points HTTPS_PROXY and
     the CA bundle at them.
+
+    Blob Storage (https://ACCOUNT.blob.core.windows.net for each storage account) is kept by Azurite,
+    Microsoft's emulator, which mi serve starts when it finds it (npm install -g azurite) and fronts
+    with Storage's authorisation; its data lives beside the store.
     """
     import asyncio
     import signal
 
     import uvicorn
 
+    from mi_cli.server import azurite
     from mi_cli.server.app import create_app
     from mi_cli.server.proxy import Proxy
     from mi_cli.server.state import Fault, ServerState, Throttle
-    from mi_cli.services import Ctx, endpoints, localcloud, lookup
+    from mi_cli.services import Ctx, endpoints, localcloud, lookup, storage
     from mi_cli.store import default_path, open_store
 
     try:
@@ -70,9 +77,15 @@ def serve(
         ctx = Ctx.from_env(session)
         cloud = localcloud.prepare(ctx, where)  # the CA is made on first use, so this writes
         served = localcloud.served_urls(ctx)
+        executable = azurite.find(azurite_path)
+        blob_server = azurite.Azurite(executable, Path(f"{where}.azurite"), localcloud.loopback_certificate(ctx)) \
+            if executable else None
+        accounts = storage.azurite_accounts(ctx) if executable else ""
         for warning in ctx.warnings:
             print(f"WARNING: {warning}", file=sys.stderr)
-    state_ = ServerState(store, default_resource=default_resource, faults=faults, throttle=Throttle() if throttle else None)
+    state_ = ServerState(store, default_resource=default_resource, faults=faults, throttle=Throttle() if throttle else None,
+                         ca_file=cloud.ca, azurite=blob_server,
+                         azurite_missing="" if executable else azurite.not_found_reason(azurite_path))
     app = create_app(state_)
     quiet = {"log_level": "warning", "access_log": False, "lifespan": "off"}
     server = uvicorn.Server(uvicorn.Config(app, **quiet))
@@ -92,19 +105,28 @@ def serve(
     for url in served:
         print(f"  serves {url}", file=sys.stderr)
     if not served:
-        print("  serves no vault yet (mi resource create --type keyvault ...: served at once)", file=sys.stderr)
+        print("  serves no vault or storage account yet (mi resource create --type keyvault|storage ...: served at once)",
+              file=sys.stderr)
+    if blob_server is not None:
+        print(f"  Blob Storage: served through Azurite ({executable}); data in {blob_server.workspace}", file=sys.stderr)
+    else:
+        print(f"  Blob Storage: not served: {state_.azurite_missing}", file=sys.stderr)
     print("  exports for a resource: mi env --resource NAME -g GROUP [--style imds|appservice]  (Ctrl-C stops)", file=sys.stderr)
     sys.stderr.flush()
 
     async def run() -> None:
         await relay.start(proxy_sock)
         tls_task = asyncio.ensure_future(tls_server.serve(sockets=[tls_sock]))
+        if blob_server is not None and accounts:  # started now, so that the first blob request finds it up
+            starting = asyncio.ensure_future(blob_server.ensure(accounts))
+            starting.add_done_callback(_report_failure)
         try:
             await server.serve(sockets=[sock])
         finally:  # the token server has stopped (a signal): the proxy and the TLS server follow it
             await relay.close()
             tls_server.should_exit = True
             await asyncio.wait([tls_task], timeout=10)
+            await state_.aclose()
 
     # uvicorn shuts down gracefully on SIGTERM and Ctrl-C, then re-raises the signal: that is a
     # normal stop, so it ends in exit 0 (and the address file is removed below).
@@ -115,6 +137,11 @@ def serve(
     finally:
         address.unlink(missing_ok=True)
         store.close()
+
+
+def _report_failure(task) -> None:  # noqa: ANN001 - an asyncio.Task
+    if not task.cancelled() and task.exception() is not None:
+        print(f"mi serve: Blob Storage: {task.exception()}", file=sys.stderr, flush=True)
 
 
 def _bind(host: str, port: int, what: str = ""):  # noqa: ANN202 - a listening socket.socket

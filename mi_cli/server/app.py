@@ -30,7 +30,8 @@ METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 # `handle(request, state) -> Response` (a plain function runs in a worker thread; an `async def` on the loop),
 # the request's body already read into `request.state.body`; and may have `unavailable(message, status,
 # headers)` to answer a busy store or a failure in its own shape. Planes answer on the TLS server only.
-PLANES: dict[str, str] = {"vault.azure.net": "mi_cli.server.keyvault"}
+# A plane with `STREAMING = True` gets the request unread and must be an `async def` (Blob: bodies of any size).
+PLANES: dict[str, str] = {"vault.azure.net": "mi_cli.server.keyvault", "blob.core.windows.net": "mi_cli.server.blob"}
 BODY_LIMIT = 4 * 1024 * 1024  # bytes of a request body a plane is given; more is answered 413
 _loaded: dict[str, ModuleType | None] = {}
 _loading = threading.Lock()
@@ -133,6 +134,11 @@ async def _plane(request: Request, state: ServerState, name: str, module: Module
     shape = module if module is not None and hasattr(module, "unavailable") else _Generic
     if module is None:
         return shape.unavailable(f"{clip(request.url.hostname or '', 100)} is not served by this version of mi.", 404, {})
+    if getattr(module, "STREAMING", False):
+        try:
+            return await module.handle(request, state)
+        except Exception as exc:  # noqa: BLE001 - answered in the plane's shape
+            return _failure(request, shape, exc)
     try:
         body = await _read_body(request)
     except ClientDisconnect:  # the client went away mid-body: no one to answer, nothing to do

@@ -7,6 +7,8 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from mi_cli.services.tokens import TokenCache, clip
 from mi_cli.store import Store
@@ -85,6 +87,18 @@ class ServerState:
     throttle: Throttle | None = None
     cache: TokenCache = field(default_factory=TokenCache)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    ca_file: Path | None = None  # the store's CA certificate, which also signs the certificates of the children
+    azurite: Any = None  # server/azurite.Azurite when Blob Storage is served
+    azurite_missing: str = ""  # why it is not
+    clients: dict[str, Any] = field(default_factory=dict)  # HTTP clients of the planes, by what they reach
+
+    async def aclose(self) -> None:
+        """At shutdown: the planes' clients closed and the children stopped."""
+        for client in self.clients.values():
+            await client.aclose()
+        self.clients.clear()
+        if self.azurite is not None:
+            self.azurite.stop()
 
     def connect_route(self, host: str, port: int) -> tuple[str, str]:
         """What the proxy does with CONNECT host:port, read from the store now (a vault made a moment

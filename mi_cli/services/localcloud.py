@@ -21,6 +21,7 @@ from mi_cli.services import Ctx, tenancy
 # any of them is answered here, never tunnelled to Azure: a plane is added by adding its names here.
 HOSTS: dict[str, str | None] = {
     "*.vault.azure.net": "Microsoft.KeyVault/vaults",
+    "*.blob.core.windows.net": "Microsoft.Storage/storageAccounts",
 }
 HTTPS_PORT = 443
 # The server certificate is issued anew at each start; clients that cap a leaf's life (398 days) accept it.
@@ -104,6 +105,15 @@ def server_certificate(ctx: Ctx, ca):  # noqa: ANN001, ANN201 - trustme objects
     now = ctx.now()
     return ca.issue_cert(*HOSTS, common_name=next(iter(HOSTS)), organization_name="mi",
                          organization_unit_name="mi local cloud", not_after=now + timedelta(days=LEAF_DAYS))
+
+
+def loopback_certificate(ctx: Ctx) -> tuple[bytes, bytes]:
+    """A certificate (PEM) and key for 127.0.0.1, signed by the store's CA: what a child server the
+    local cloud relays to (Azurite) presents."""
+    leaf = authority(ctx).issue_cert("127.0.0.1", "localhost", common_name="127.0.0.1", organization_name="mi",
+                                     organization_unit_name="mi local cloud",
+                                     not_after=ctx.now() + timedelta(days=LEAF_DAYS))
+    return b"".join(blob.bytes() for blob in leaf.cert_chain_pems), leaf.private_key_pem.bytes()
 
 
 def _pattern(host: str) -> str | None:

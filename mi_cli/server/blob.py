@@ -1,0 +1,216 @@
+"""Blob Storage's data plane (https://ACCOUNT.blob.core.windows.net): each request authorised as Storage does it
+(services/access for bearer tokens, the account's setting for shared keys), then streamed to Azurite unchanged."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+
+from mi_cli.errors import InvalidTokenError
+from mi_cli.models import Resource
+from mi_cli.server.azurite import AzuriteError
+from mi_cli.server.state import ServerState
+from mi_cli.services import Ctx, access, blob, localcloud, storage, tenancy
+
+STREAMING = True  # app.py hands this plane the request unread: bodies flow through, never held whole
+# What Storage accepts as a bearer token's audience: its resource, its application id, the account's own URL.
+STORAGE_AUDIENCES = ("https://storage.azure.com/", "e406a681-f3d4-42a8-90b6-c2b029497af1")
+PREFIX = "@Request[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:prefix]"
+# Headers of one hop only (RFC 9110 7.6.1), never relayed in either direction.
+HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection", b"te",
+              b"trailer", b"transfer-encoding", b"upgrade"}
+# The client to Azurite keeps idle connections for less than Azurite does (KEEP_ALIVE), so it never sends on
+# one Azurite is closing.
+IDLE_SECONDS = 30
+
+
+@dataclass
+class Verdict:
+    """What the authorisation decided: a refusal to send as it is, or Azurite's accounts to forward to;
+    `probe` asks whether the blob exists first (a role that may only add blobs may create, not replace)."""
+
+    refusal: Response | None = None
+    accounts: str = ""
+    probe: bool = False
+
+
+def _error(code: str, ctx: Ctx | None = None, *, detail: str | None = None, message: str | None = None,
+           tenant_id: str | None = None, extra: dict[str, str] | None = None) -> Response:
+    status, headers, body = blob.error(code, tenant_id=tenant_id, detail=detail, message=message, extra=extra,
+                                       request_id=str(uuid.uuid4()),
+                                       now=ctx.now() if ctx is not None else datetime.now(timezone.utc))
+    return Response(body, status_code=status, headers=headers)
+
+
+def unavailable(message: str, status: int, headers: dict[str, str]) -> Response:
+    """A busy store (503, retry) or a failure, in Storage's XML error shape."""
+    response = _error("ServerBusy" if status == 503 else "InternalError", message=message)
+    response.headers.update(headers)
+    return response
+
+
+def _context(op: blob.BlobOperation, query: list[tuple[str, str]]) -> dict[str, Any]:
+    """What a role assignment's condition may ask about this request beyond its scope: the sub-operation
+    (Blob.List for List Blobs) and List Blobs' prefix."""
+    context: dict[str, Any] = {"subOperation": op.suboperation}
+    prefix = next((v for k, v in query if k == "prefix"), None)
+    if prefix is not None:
+        context[PREFIX] = prefix
+    return context
+
+
+def _required(account: Resource, op: blob.BlobOperation, scope: str, context: dict[str, Any],
+              new_blob: bool) -> list[tuple[tuple[str, ...], str, dict[str, Any]]]:
+    """Each group of permissions the request needs (any one of a group suffices) with the scope it is
+    checked at: the operation's own, and a copy's read of its source when that is a blob of this account
+    reached without a SAS."""
+    groups = [(group, scope, context) for group in op.required(new_blob=new_blob)]
+    source = blob.copy_source(op)
+    if source is not None:
+        host, read = source
+        source_query = parse_qsl(urlsplit(op.source or "").query, keep_blank_values=True)
+        if host == f"{account.name.casefold()}.blob.core.windows.net" and blob.is_shared_key_or_sas({}, source_query) is None:
+            groups.append(((read.action,), blob.scope(account.arm_id, read), _context(read, [])))
+    return groups
+
+
+def _decide(state: ServerState, request: Request, raw_path: str, query: list[tuple[str, str]],
+            new_blob: bool | None = None) -> Verdict:
+    """Authorise one request (a worker thread: the store is read and the decision logged in one
+    transaction). `new_blob` is what a probe found (None: not probed)."""
+    with state.store.transaction(write=True) as session:
+        ctx = Ctx.from_env(session)
+        account = localcloud.resource_for_host(ctx, request.url.hostname or "")
+        if account is None:  # the proxy refuses unknown accounts; this request came another way
+            return Verdict(_error("AccountNotFound", ctx))
+        op = blob.operation(request.method, raw_path, query, request.headers)
+        if op is None:
+            code, extra = blob.refusal(request.method, raw_path, query, request.headers)
+            return Verdict(_error(code, ctx, extra=extra))
+        if op.name == "Blob Batch":  # its sub-requests are operations of their own, each needing its check
+            return Verdict(_error("NotImplemented", ctx, message="Blob Batch is not served: send its operations one "
+                                  "by one (each is authorised on its own)."))
+        if op.action is None:  # CORS preflight: anonymous, answered by Azurite from the account's CORS rules
+            return Verdict(accounts=storage.azurite_accounts(ctx))
+        scope = blob.scope(account.arm_id, op)
+        tenant_id = tenancy.default_tenant(ctx).id
+        scheme = blob.is_shared_key_or_sas(request.headers, query)
+
+        def log(status: str, caller: str, detail: str, action: str = op.action, where: str = scope) -> None:
+            ctx.log(action, where, status=status, caller=caller, detail=f"{op.name}: {detail}")
+
+        if scheme is not None:
+            if scheme in blob.KEY_BASED and not storage.shared_key_allowed(ctx, account):
+                log("Failed", f"({scheme})", "403 the account does not allow Shared Key authorization")
+                return Verdict(_error("KeyBasedAuthenticationNotPermitted", ctx))
+            log("Succeeded", f"({scheme})", f"{scheme}: the signature is checked by Azurite with the account's key")
+            return Verdict(accounts=storage.azurite_accounts(ctx))
+        authorization = request.headers.get("authorization")
+        audiences = (*STORAGE_AUDIENCES, f"https://{account.name.casefold()}.blob.core.windows.net/")
+        context = _context(op, query)
+        try:
+            claims, _ = access.authorize(ctx, authorization, op.action, scope, data=blob.is_data(op.action),
+                                         audiences=audiences, context=context)
+        except InvalidTokenError as exc:
+            log("Failed", "(no valid token)", f"401 {exc.message}")
+            code, detail = blob.token_error(exc.kind)
+            return Verdict(_error(code, ctx, tenant_id=tenant_id, detail=detail))
+        granted, denied = _evaluate(ctx, claims["oid"], _required(account, op, scope, context, bool(new_blob)))
+        if denied is not None and new_blob is None and op.if_new and _evaluate(
+                ctx, claims["oid"], _required(account, op, scope, context, True))[1] is None:
+            return Verdict(probe=True, accounts=storage.azurite_accounts(ctx))  # allowed only if the blob is new
+        if denied is not None:
+            log("Failed", claims["oid"], f"403 {denied.reason()}", denied.action, denied.scope)
+            return Verdict(_error("AuthorizationPermissionMismatch", ctx))
+        log("Succeeded", claims["oid"], " ".join(d.reason() for d in granted))
+        return Verdict(accounts=storage.azurite_accounts(ctx))
+
+
+def _evaluate(ctx: Ctx, principal_id: str, groups: list) -> tuple[list, Any]:
+    """(the granting decisions, the first refusal or None): each group needs one of its permissions."""
+    granted = []
+    for permissions, scope, context in groups:
+        decisions = []
+        for permission in permissions:
+            decision = access.check(ctx, principal_id, permission, scope, data=blob.is_data(permission), context=context)
+            decisions.append(decision)
+            if decision.allowed:
+                granted.append(decision)
+                break
+        else:
+            return granted, decisions[0]
+    return granted, None
+
+
+async def handle(request: Request, state: ServerState) -> Response:
+    """One Blob request: authorised, then relayed to Azurite with its body streamed both ways."""
+    raw = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1")
+    query_string = request.scope.get("query_string", b"").decode("latin-1")
+    query = parse_qsl(query_string, keep_blank_values=True)
+    verdict = await run_in_threadpool(_decide, state, request, raw, query)
+    if verdict.refusal is not None:
+        return verdict.refusal
+    if state.azurite is None:
+        return _error("NotImplemented", message=f"Blob Storage is not served by this mi serve: {state.azurite_missing}; "
+                      "then restart mi serve.")
+    try:
+        origin = await state.azurite.ensure(verdict.accounts)
+    except AzuriteError as exc:
+        return _error("ServerBusy", message=str(exc))
+    if verdict.probe:
+        exists = await _exists(request, state, origin, raw)
+        verdict = await run_in_threadpool(_decide, state, request, raw, query, not exists)
+        if verdict.refusal is not None:
+            return verdict.refusal
+    return await _relay(request, state, origin, raw + (f"?{query_string}" if query_string else ""))
+
+
+async def _exists(request: Request, state: ServerState, origin: str, raw_path: str) -> bool:
+    """Whether the blob a request names exists (Get Blob Properties at Azurite, with the caller's token)."""
+    import httpx
+
+    keep = {b"host", b"authorization", b"x-ms-version"}
+    headers = [(k, v) for k, v in request.headers.raw if k.lower() in keep]
+    answer = await _client(state).request("HEAD", httpx.URL(origin, raw_path=raw_path.encode("latin-1")), headers=headers)
+    return answer.status_code != 404
+
+
+def _client(state: ServerState) -> Any:  # an httpx.AsyncClient
+    client = state.clients.get("azurite")
+    if client is None:
+        import ssl
+
+        import httpx
+
+        trust = ssl.create_default_context(cafile=str(state.ca_file))
+        client = httpx.AsyncClient(verify=trust, timeout=httpx.Timeout(None, connect=10),
+                                   limits=httpx.Limits(max_connections=64, keepalive_expiry=IDLE_SECONDS))
+        state.clients["azurite"] = client
+    return client
+
+
+async def _relay(request: Request, state: ServerState, origin: str, target: str) -> Response:
+    import httpx
+
+    client = _client(state)
+    headers = [(k, v) for k, v in request.headers.raw if k.lower() not in HOP_BY_HOP]
+    has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
+    outbound = client.build_request(request.method, httpx.URL(origin, raw_path=target.encode("latin-1")),
+                                    headers=headers, content=request.stream() if has_body else None)
+    try:
+        answer = await client.send(outbound, stream=True)
+    except ClientDisconnect:
+        return Response(status_code=400)  # the client went away mid-body: no one to answer
+    except httpx.TransportError as exc:
+        return _error("ServerBusy", message=f"Azurite did not answer ({type(exc).__name__}); try again.")
+    response = StreamingResponse(answer.aiter_raw(), status_code=answer.status_code, background=BackgroundTask(answer.aclose))
+    response.raw_headers = [(k, v) for k, v in answer.headers.raw if k.lower() not in HOP_BY_HOP]
+    return response
