@@ -22,6 +22,11 @@ import pytest
 from mi_cli.cli.main import main
 
 MI_VARS = ("MI_DB", "MI_OUTPUT", "MI_SEED", "MI_SUBSCRIPTION", "MI_BUSY_TIMEOUT")
+# Azurite as the README's test setup installs it: every `mi serve` a test starts (the demo's included) serves
+# Blob Storage with it, unless MI_AZURITE names another.
+AZURITE = Path(__file__).resolve().parents[1] / ".azurite" / "node_modules" / ".bin" / "azurite-blob"
+if AZURITE.is_file():
+    os.environ.setdefault("MI_AZURITE", str(AZURITE))
 
 
 @pytest.fixture(autouse=True)
