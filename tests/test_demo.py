@@ -29,6 +29,9 @@ def test_demo_runs_every_step_and_leaves_the_users_store_alone(tmp_path, monkeyp
     # the app on the VM reads the secret through mi serve's Key Vault, then is refused once its role goes
     assert "200 OK: value 's3cret'" in out
     assert "403 Forbidden (ForbiddenByRbac): Caller is not authorized to perform action on resource." in out
+    # the app, as the shared identity, writes a blob and reads it back through mi serve's Blob Storage (Azurite)
+    assert "$ app on web-vm as shared-id: PUT https://stdemo01.blob.core.windows.net/reports/today.txt\n201 Created" in out
+    assert "200 OK: 'hello from shared-id'" in out
     assert "shared-id is on api-app" in out  # after the VM's deletion, only the web app holds it
     assert "In this store" in out
     assert "Run 'mi demo --keep demo.db' to keep this store" in out

@@ -14,7 +14,8 @@ import typer
 from mi_cli.errors import MiError
 
 RG = "demo-rg"
-APP = "@app"  # a step of the app on the VM, not a command
+APP = "@app"  # a step of the app on the VM, not a command: it reads the secret named
+BLOB_APP = "@blob"  # the app on the VM, as the shared identity, writing a blob and reading it back
 STEPS: list[tuple[str, list[str]]] = [
     ("A tenant and a subscription exist from the first command on.", ["account", "show"]),
     ("Create a resource group.", ["group", "create", "-n", RG, "-l", "westeurope"]),
@@ -51,6 +52,14 @@ STEPS: list[tuple[str, list[str]]] = [
     ("Take the role away: the very next read is refused, with Key Vault's own 403.",
      ["role", "assignment", "delete", "--assignee", "web-vm", "--role", "Key Vault Secrets User", "--scope", "{kv}", "--yes"]),
     (None, [APP, "db-password"]),
+    ("A storage account: its Blob Storage is served by mi serve at https://stdemo01.blob.core.windows.net "
+     "(Azurite keeps the blobs; mi checks every request as Storage does).",
+     ["resource", "create", "-g", RG, "-n", "stdemo01", "--type", "storage", "-o", "none"]),
+    ("Grant the shared identity 'Storage Blob Data Contributor' on the account.",
+     ["role", "assignment", "create", "--assignee", "shared-id", "--role", "Storage Blob Data Contributor",
+      "--scope", "{st}", "-o", "none"]),
+    ("The app on the VM, as the shared identity, creates a container, writes a blob and reads it back.",
+     [BLOB_APP, "reports", "today.txt"]),
     ("Delete the VM: its system identity and service principal die with it...",
      ["resource", "delete", "-g", RG, "-n", "web-vm", "--yes"]),
     (None, ["sp", "list"]),
@@ -80,8 +89,10 @@ def demo(
     try:
         known: dict[str, str] = {}
         for number, (say, template) in enumerate(STEPS, 1):
-            if "kv" not in known and any("{kv}" in a for a in template):
-                known["kv"] = _capture(main, ["--db", db, "resource", "show", "-g", RG, "-n", "kv-demo-01", "--query", "id", "-o", "tsv"])
+            for key, name in (("kv", "kv-demo-01"), ("st", "stdemo01")):
+                if key not in known and any(f"{{{key}}}" in a for a in template):
+                    known[key] = _capture(main, ["--db", db, "resource", "show", "-g", RG, "-n", name, "--query", "id",
+                                                 "-o", "tsv"])
             argv = [a.format(**known) for a in template]
             if say:
                 print(f"\n# {say}")
@@ -89,6 +100,10 @@ def demo(
                 server = server or _Server.start(db)
                 print(f"$ app on web-vm: GET https://kv-demo-01.vault.azure.net/secrets/{argv[1]}/")
                 print(server.read_secret("web-vm", argv[1]))
+                continue
+            if argv[0] == BLOB_APP:
+                server = server or _Server.start(db)
+                server.write_and_read_blob("shared-id", argv[1], argv[2])
                 continue
             print(f"$ mi {' '.join(_quote(a) for a in argv)}")
             sys.stdout.flush()
@@ -155,10 +170,9 @@ class _Server:
         proc.kill()
         raise MiError("DemoFailed", "mi serve did not start in 60 s.")
 
-    def read_secret(self, resource: str, name: str) -> str:
+    def _token(self, resource: str, audience: str, client_id: str | None = None) -> str:
+        """A token from IMDS as the VM's app gets one (the VM's system identity, or a user-assigned one by client id)."""
         import json
-        import ssl
-        import urllib.error
         import urllib.parse
         import urllib.request
 
@@ -166,22 +180,65 @@ class _Server:
 
         res_id = _capture(main, ["--db", self.db, "resource", "show", "-g", RG, "-n", resource, "--query", "id", "-o", "tsv"])
         imds = (f"http://127.0.0.1:{self.address['port']}{res_id}/metadata/identity/oauth2/token?api-version=2018-02-01"
-                f"&resource={urllib.parse.quote('https://vault.azure.net')}")
+                f"&resource={urllib.parse.quote(audience)}" + (f"&client_id={client_id}" if client_id else ""))
         direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        token = json.loads(direct.open(urllib.request.Request(imds, headers={"Metadata": "true"}), timeout=30).read())
+        return json.loads(direct.open(urllib.request.Request(imds, headers={"Metadata": "true"}), timeout=30).read())["access_token"]
+
+    def _through_proxy(self):  # noqa: ANN202 - a urllib opener
+        import ssl
+        import urllib.request
+
         context = ssl.create_default_context(cafile=f"{self.db}.ca-bundle.pem")
-        through_proxy = urllib.request.build_opener(
+        return urllib.request.build_opener(
             urllib.request.ProxyHandler({"https": f"http://127.0.0.1:{self.address['proxy_port']}"}),
             urllib.request.HTTPSHandler(context=context))
+
+    def read_secret(self, resource: str, name: str) -> str:
+        import json
+        import urllib.error
+        import urllib.request
+
+        token = self._token(resource, "https://vault.azure.net")
         request = urllib.request.Request(f"https://kv-demo-01.vault.azure.net/secrets/{name}/?api-version=2026-04-01",
-                                         headers={"Authorization": f"Bearer {token['access_token']}"})
+                                         headers={"Authorization": f"Bearer {token}"})
         try:
-            answer = json.loads(through_proxy.open(request, timeout=30).read())
+            answer = json.loads(self._through_proxy().open(request, timeout=30).read())
             return f"200 OK: value {answer['value']!r}, version {answer['id'].rsplit('/', 1)[-1]}"
         except urllib.error.HTTPError as exc:
             error = json.loads(exc.read())["error"]
             first = error["message"].splitlines()[0]
             return f"{exc.code} {error['code']} ({error.get('innererror', {}).get('code', '')}): {first}"
+
+    def write_and_read_blob(self, identity: str, container: str, blob: str) -> None:
+        """Blob's REST calls as its clients send them, as the VM's user-assigned identity `identity`: create
+        the container, put a block blob, get it back. Without Azurite, the one line that says how to get it."""
+        import urllib.error
+        import urllib.request
+        import xml.etree.ElementTree as ET
+
+        from mi_cli.cli.main import main
+
+        client_id = _capture(main, ["--db", self.db, "identity", "show", "-g", RG, "-n", identity, "--query", "clientId",
+                                    "-o", "tsv"])
+        token = self._token("web-vm", "https://storage.azure.com/", client_id)
+        account = "https://stdemo01.blob.core.windows.net"
+        text = f"hello from {identity}".encode()
+        calls = [("PUT", f"/{container}?restype=container", b"", {}),
+                 ("PUT", f"/{container}/{blob}", text, {"x-ms-blob-type": "BlockBlob", "Content-Type": "text/plain"}),
+                 ("GET", f"/{container}/{blob}", None, {})]
+        opener = self._through_proxy()
+        for method, path, body, headers in calls:
+            print(f"$ app on web-vm as {identity}: {method} {account}{path}")
+            request = urllib.request.Request(account + path, data=body, method=method, headers={
+                "Authorization": f"Bearer {token}", "x-ms-version": "2025-11-05", **headers})
+            try:
+                with opener.open(request, timeout=120) as answer:
+                    content = answer.read()
+                    print(f"{answer.status} {answer.reason}" + (f": {content.decode()!r}" if content else ""))
+            except urllib.error.HTTPError as exc:
+                error = ET.fromstring(exc.read().decode("utf-8-sig"))
+                print(f"{exc.code} {error.findtext('Code')}: {(error.findtext('Message') or '').splitlines()[0]}")
+                break
 
     def stop(self) -> None:
         import subprocess
