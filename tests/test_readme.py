@@ -136,3 +136,18 @@ def test_setup_commands_are_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     for command in setup:
         assert command in ci, command
+
+
+def test_the_blob_example_writes_and_reads_and_another_container_is_refused(readme, tmp_path, monkeypatch, capsys):
+    """The README's Blob section, run as written against `mi serve` and Azurite; then the same code on a
+    container the role does not cover gets Storage's 403."""
+    from azure.core.exceptions import HttpResponseError
+
+    section = readme[0].split("## The local cloud: Blob Storage, for real", 1)[1].split("\n## ", 1)[0]
+    with _as_the_readme_says(readme, section, tmp_path, monkeypatch, capsys) as code:
+        exec(code, {})
+        assert capsys.readouterr().out == "all good\n"
+        source = re.findall(r"```python\n(.*?)```", section, re.S)[0].replace('"reports"', '"archive"')
+        with pytest.raises(HttpResponseError) as denied:
+            exec(compile(source, "README.md", "exec"), {})
+        assert denied.value.status_code == 403 and denied.value.error_code == "AuthorizationPermissionMismatch"
