@@ -112,7 +112,7 @@ def _decide(state: ServerState, request: Request, raw_path: str, query: list[tup
                 log("Failed", f"({scheme})", "403 the account does not allow Shared Key authorization")
                 return Verdict(_error("KeyBasedAuthenticationNotPermitted", ctx))
             log("Succeeded", f"({scheme})", f"{scheme}: the signature is checked by Azurite with the account's key")
-            return Verdict(accounts=storage.azurite_accounts(ctx))
+            return Verdict(_absent(ctx, op, query), accounts=storage.azurite_accounts(ctx))
         authorization = request.headers.get("authorization")
         audiences = (*STORAGE_AUDIENCES, f"https://{account.name.casefold()}.blob.core.windows.net/")
         context = _context(op, query)
@@ -131,7 +131,26 @@ def _decide(state: ServerState, request: Request, raw_path: str, query: list[tup
             log("Failed", claims["oid"], f"403 {denied.reason()}", denied.action, denied.scope)
             return Verdict(_error("AuthorizationPermissionMismatch", ctx))
         log("Succeeded", claims["oid"], " ".join(d.reason() for d in granted))
-        return Verdict(accounts=storage.azurite_accounts(ctx))
+        return Verdict(_absent(ctx, op, query), accounts=storage.azurite_accounts(ctx))
+
+
+def _absent(ctx: Ctx, op: blob.BlobOperation, query: list[tuple[str, str]]) -> Response | None:
+    """Storage's answer to an authorised request for what this store never holds, which Azurite would
+    carry out on the base blob instead (it ignores both parameters): a blob version (versionid; the store
+    keeps no versions, so none exists: 404 BlobNotFound) and a permanent delete (deletetype=permanent;
+    the account has no soft-deleted snapshots or versions and permanent delete is not enabled: 400). Run
+    there, a Delete Blob checked as deleteBlobVersion/action or permanentDelete/action would delete the
+    current blob, which neither permission grants."""
+    if op.blob is None:
+        return None
+    names = {name.lower(): value for name, value in query}
+    if "versionid" in names:
+        return _error("BlobNotFound", ctx)
+    if op.name == "Delete Blob" and names.get("deletetype", "").strip().lower() == "permanent":
+        return _error("InvalidQueryParameterValue", ctx, extra={
+            "QueryParameterName": "deletetype", "QueryParameterValue": names["deletetype"],
+            "Reason": "Permanent delete is not enabled on this account."})
+    return None
 
 
 def _evaluate(ctx: Ctx, principal_id: str, groups: list) -> tuple[list, Any]:
