@@ -3,22 +3,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from mi_cli.errors import InvalidTokenError
 from mi_cli.models import Resource
 from mi_cli.server.azurite import AzuriteError
 from mi_cli.server.state import ServerState
 from mi_cli.services import Ctx, access, blob, localcloud, storage, tenancy
+from mi_cli.services.tokens import clip
 
 STREAMING = True  # app.py hands this plane the request unread: bodies flow through, never held whole
 # What Storage accepts as a bearer token's audience: its resource, its application id, the account's own URL.
@@ -27,6 +29,8 @@ PREFIX = "@Request[Microsoft.Storage/storageAccounts/blobServices/containers/blo
 # Headers of one hop only (RFC 9110 7.6.1), never relayed in either direction.
 HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection", b"te",
               b"trailer", b"transfer-encoding", b"upgrade"}
+# Headers of Azurite's answers that the plane's server writes itself (one Date, one Server).
+RELAYED_AWAY = HOP_BY_HOP | {b"date", b"server"}
 # The client to Azurite keeps idle connections for less than Azurite does (KEEP_ALIVE), so it never sends on
 # one Azurite is closing.
 IDLE_SECONDS = 30
@@ -185,7 +189,12 @@ async def handle(request: Request, state: ServerState) -> Response:
     except AzuriteError as exc:
         return _error("ServerBusy", message=str(exc))
     if verdict.probe:
-        exists = await _exists(request, state, origin, raw)
+        import httpx
+
+        try:
+            exists = await _exists(request, state, origin, raw)
+        except httpx.TransportError as exc:
+            return _busy(exc)
         verdict = await run_in_threadpool(_decide, state, request, raw, query, not exists)
         if verdict.refusal is not None:
             return verdict.refusal
@@ -193,7 +202,8 @@ async def handle(request: Request, state: ServerState) -> Response:
 
 
 async def _exists(request: Request, state: ServerState, origin: str, raw_path: str) -> bool:
-    """Whether the blob a request names exists (Get Blob Properties at Azurite, with the caller's token)."""
+    """Whether the blob a request names exists (Get Blob Properties at Azurite, with the caller's token);
+    httpx.TransportError when Azurite does not answer."""
     import httpx
 
     keep = {b"host", b"authorization", b"x-ms-version"}
@@ -216,6 +226,14 @@ def _client(state: ServerState) -> Any:  # an httpx.AsyncClient
     return client
 
 
+def _note(request: Request, text: str) -> None:
+    print(f"mi serve: {request.method} {clip(request.url.path, 120)}: {text}", file=sys.stderr, flush=True)
+
+
+def _busy(exc: Exception) -> Response:
+    return _error("ServerBusy", message=f"Azurite did not answer ({type(exc).__name__}); try again.")
+
+
 async def _relay(request: Request, state: ServerState, origin: str, target: str) -> Response:
     import httpx
 
@@ -229,7 +247,53 @@ async def _relay(request: Request, state: ServerState, origin: str, target: str)
     except ClientDisconnect:
         return Response(status_code=400)  # the client went away mid-body: no one to answer
     except httpx.TransportError as exc:
-        return _error("ServerBusy", message=f"Azurite did not answer ({type(exc).__name__}); try again.")
-    response = StreamingResponse(answer.aiter_raw(), status_code=answer.status_code, background=BackgroundTask(answer.aclose))
-    response.raw_headers = [(k, v) for k, v in answer.headers.raw if k.lower() not in HOP_BY_HOP]
-    return response
+        return _busy(exc)
+    if answer.status_code >= 500 and "x-ms-error-code" not in answer.headers:
+        # Azurite failed on the request itself (an unhandled error answers an empty 500): Storage's
+        # InternalError in its shape, rather than a body no client can read
+        await answer.aclose()
+        _note(request, f"Azurite failed on this request ({answer.status_code} without an error code; its log: "
+                       f"{state.azurite.workspace / 'azurite.log'}); answered InternalError.")
+        return _error("InternalError", message="Azurite, which keeps this account's blobs, failed on this request.")
+    return _Relayed(request, answer)
+
+
+class _Relayed(Response):
+    """Azurite's answer, streamed to the client as it arrives. Should Azurite fail mid-body (it died), the
+    client's connection is closed short of the length announced, which is how a server says the body
+    is incomplete once its status has gone; should the client leave, Azurite's answer is dropped at once.
+    Either way the connection to Azurite is closed, never left to the pool half read."""
+
+    def __init__(self, request: Request, answer: Any) -> None:  # an httpx.Response, streamed
+        self.request, self.answer = request, answer
+        self.status_code = answer.status_code
+        self.background = None
+        self.raw_headers = [(k, v) for k, v in answer.headers.raw if k.lower() not in RELAYED_AWAY]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        import httpx
+
+        async def stream() -> None:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for chunk in self.answer.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        async def client_left() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        streaming, watching = asyncio.ensure_future(stream()), asyncio.ensure_future(client_left())
+        try:
+            await asyncio.wait({streaming, watching}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (streaming, watching):
+                task.cancel()
+            await asyncio.gather(streaming, watching, return_exceptions=True)
+            await self.answer.aclose()
+        failure = streaming.exception() if streaming.done() and not streaming.cancelled() else None
+        if isinstance(failure, httpx.TransportError):
+            _note(self.request, f"Azurite stopped mid-answer ({type(failure).__name__}); the client's connection is "
+                                "closed so that it retries.")
+        elif failure is not None:
+            raise failure
