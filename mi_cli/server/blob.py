@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -44,6 +45,8 @@ class Verdict:
     refusal: Response | None = None
     accounts: str = ""
     probe: bool = False
+    read_at: float = 0.0  # when the store was read (time.monotonic())
+    owners: dict[str, str] | None = None  # each storage account's name -> its creation time
 
 
 def _error(code: str, ctx: Ctx | None = None, *, detail: str | None = None, message: str | None = None,
@@ -91,6 +94,7 @@ def _decide(state: ServerState, request: Request, raw_path: str, query: list[tup
     """Authorise one request (a worker thread: the store is read and the decision logged in one
     transaction). `new_blob` is what a probe found (None: not probed)."""
     with state.store.transaction(write=True) as session:
+        read_at = time.monotonic()
         ctx = Ctx.from_env(session)
         account = localcloud.resource_for_host(ctx, request.url.hostname or "")
         if account is None:  # the proxy refuses unknown accounts; this request came another way
@@ -103,7 +107,7 @@ def _decide(state: ServerState, request: Request, raw_path: str, query: list[tup
             return Verdict(_error("NotImplemented", ctx, message="Blob Batch is not served: send its operations one "
                                   "by one (each is authorised on its own)."))
         if op.action is None:  # CORS preflight: anonymous, answered by Azurite from the account's CORS rules
-            return Verdict(accounts=storage.azurite_accounts(ctx))
+            return _forward(ctx, read_at)
         scope = blob.scope(account.arm_id, op)
         tenant_id = tenancy.default_tenant(ctx).id
         scheme = blob.is_shared_key_or_sas(request.headers, query)
@@ -116,13 +120,12 @@ def _decide(state: ServerState, request: Request, raw_path: str, query: list[tup
                 log("Failed", f"({scheme})", "403 the account does not allow Shared Key authorization")
                 return Verdict(_error("KeyBasedAuthenticationNotPermitted", ctx))
             log("Succeeded", f"({scheme})", f"{scheme}: the signature is checked by Azurite with the account's key")
-            return Verdict(_absent(ctx, op, query), accounts=storage.azurite_accounts(ctx))
+            return _forward(ctx, read_at, _absent(ctx, op, query))
         authorization = request.headers.get("authorization")
         audiences = (*STORAGE_AUDIENCES, f"https://{account.name.casefold()}.blob.core.windows.net/")
         context = _context(op, query)
         try:
-            claims, _ = access.authorize(ctx, authorization, op.action, scope, data=blob.is_data(op.action),
-                                         audiences=audiences, context=context)
+            claims = access.authenticate(ctx, authorization, audiences)
         except InvalidTokenError as exc:
             log("Failed", "(no valid token)", f"401 {exc.message}")
             code, detail = blob.token_error(exc.kind)
@@ -130,12 +133,28 @@ def _decide(state: ServerState, request: Request, raw_path: str, query: list[tup
         granted, denied = _evaluate(ctx, claims["oid"], _required(account, op, scope, context, bool(new_blob)))
         if denied is not None and new_blob is None and op.if_new and _evaluate(
                 ctx, claims["oid"], _required(account, op, scope, context, True))[1] is None:
-            return Verdict(probe=True, accounts=storage.azurite_accounts(ctx))  # allowed only if the blob is new
+            return _forward(ctx, read_at, probe=True)  # allowed only if the blob is new
         if denied is not None:
             log("Failed", claims["oid"], f"403 {denied.reason()}", denied.action, denied.scope)
             return Verdict(_error("AuthorizationPermissionMismatch", ctx))
         log("Succeeded", claims["oid"], " ".join(d.reason() for d in granted))
-        return Verdict(_absent(ctx, op, query), accounts=storage.azurite_accounts(ctx))
+        return _forward(ctx, read_at, _absent(ctx, op, query))
+
+
+def _forward(ctx: Ctx, read_at: float, refusal: Response | None = None, *, probe: bool = False) -> Verdict:
+    """A request to relay to Azurite (or a refusal decided after authorisation), with the storage accounts
+    Azurite must know as the store has them now."""
+    from sqlmodel import select
+
+    owners: dict[str, str] = {}
+    taken = set()
+    rows = ctx.session.exec(select(Resource.name, Resource.name_key, Resource.created_at)
+                            .where(Resource.type == storage.ACCOUNT_TYPE).order_by(Resource.pk)).all()
+    for name, key, made in rows:  # a name held twice is the first made's, as in the accounts
+        if key not in taken:
+            taken.add(key)
+            owners[name] = made.isoformat()
+    return Verdict(refusal, accounts=storage.azurite_accounts(ctx), probe=probe, read_at=read_at, owners=owners)
 
 
 def _absent(ctx: Ctx, op: blob.BlobOperation, query: list[tuple[str, str]]) -> Response | None:
@@ -185,7 +204,8 @@ async def handle(request: Request, state: ServerState) -> Response:
         return _error("NotImplemented", message=f"Blob Storage is not served by this mi serve: {state.azurite_missing}; "
                       "then restart mi serve.")
     try:
-        origin = await state.azurite.ensure(verdict.accounts)
+        origin = await state.azurite.ensure(verdict.accounts, read_at=verdict.read_at, owners=verdict.owners,
+                                            client=_client(state))
     except AzuriteError as exc:
         return _error("ServerBusy", message=str(exc))
     if verdict.probe:

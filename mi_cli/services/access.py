@@ -220,12 +220,19 @@ def authorize(ctx: Ctx, authorization: str | None, action: str, scope_ref: str, 
     container create, an action, on a storage token); `data` says which list grants the action
     when the operation catalog does not; `context` is what a condition may ask about the request
     beyond its scope: {"subOperation": "Blob.List", "@Request[...blobs:prefix]": "logs/"}."""
+    is_data = classify(action, data=data)
+    claims = authenticate(ctx, authorization, audiences or (audience_for(action, is_data),))
+    return claims, check(ctx, claims["oid"], action, scope_ref, data=is_data, context=context)
+
+
+def authenticate(ctx: Ctx, authorization: str | None, audiences: tuple[str, ...]) -> dict[str, Any]:
+    """The claims of the bearer token in an Authorization header, verified as a service verifies it
+    (signature, lifetime, issuer, one of `audiences`): the first half of authorize(), for a plane whose
+    request needs several permissions checked (check() each)."""
     scheme, _, token = (authorization or "").strip().partition(" ")
     if scheme.casefold() != "bearer" or not token.strip():
         raise InvalidTokenError("InvalidToken", "The request carries no bearer token.").failed("missing")
-    is_data = classify(action, data=data)
-    claims = tokens.verify(ctx, token.strip(), audience=audiences or audience_for(action, is_data))
-    return claims, check(ctx, claims["oid"], action, scope_ref, data=is_data, context=context)
+    return tokens.verify(ctx, token.strip(), audience=audiences)
 
 
 def who(ctx: Ctx, action: str, scope_ref: str, *, data: bool | None = None,

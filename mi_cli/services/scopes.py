@@ -43,12 +43,15 @@ def resolve_scope(ctx: Ctx, scope: str) -> Scope:
         raise group_not_found(parsed.group)
     if parsed.type_name is None:
         return Scope(ids.group_id(sub.id, group.name), sub)
-    # the resource itself, or its nearest existing ancestor for a path below it (a secret of a vault)
+    # the resource itself, or its nearest existing ancestor for a path below it (a secret of a vault, a blob
+    # of a container): every prefix that could be a resource id, asked in one query, the longest found wins
     parts = text.split("/")
-    for end in range(len(parts), 8, -1):
-        res = resource_at(ctx, "/".join(parts[:end]))
-        if res is not None:
-            return Scope(res.arm_id + "/".join([""] + parts[end:]) if end < len(parts) else res.arm_id, sub)
+    prefixes = {ids.key("/".join(parts[:end])): end for end in range(len(parts), 8, -1)}
+    found = ctx.session.exec(select(Resource).where(Resource.id_key.in_(list(prefixes)))).all()
+    if found:
+        res = max(found, key=lambda r: prefixes[r.id_key])
+        end = prefixes[res.id_key]
+        return Scope(res.arm_id + "/".join([""] + parts[end:]) if end < len(parts) else res.arm_id, sub)
     raise NotFoundError("ResourceNotFound", f"The Resource '{parsed.type_name}/{parsed.name}' under resource group "
                         f"'{parsed.group}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix")
 
