@@ -606,6 +606,24 @@ def test_a_storage_account_deleted_while_serving_is_refused(plane):
     sock.close()
     assert answer.startswith(b"HTTP/1.1 502") and b"st9.blob.core.windows.net does not exist" in answer
     assert call(plane, "GET", "/data?restype=container&comp=list", "owner").status_code == 200
+    # an account made again under the name is a new, empty account: the old one's blobs went with it
+    assert _st9_containers(plane) == []
+    assert session.put("https://st9.blob.core.windows.net/again?restype=container", headers=headers,
+                       timeout=120).status_code == 201
+    assert _st9_containers(plane) == ["again"]  # and what the new account holds is kept
+
+
+def _st9_containers(cloud) -> list[str]:
+    """Make st9 (again) if it is gone, with the owner's role on it, and list its containers."""
+    db = cloud["db"]
+    if not any(r["name"] == "st9" for r in mi_json(db, "resource", "list", "-g", "rg")):
+        account = mi_json(db, "resource", "create", "-g", "rg", "-n", "st9", "--type", "storage")
+        mi_json(db, "role", "assignment", "create", "--assignee", "owner", "--role", "Storage Blob Data Owner",
+                "--scope", account["id"])
+    r = _session(cloud["env"]).get("https://st9.blob.core.windows.net/?comp=list", timeout=120,
+                                   headers={"x-ms-version": VERSION, "Authorization": f"Bearer {cloud['tokens']['owner']}"})
+    assert r.status_code == 200, r.text
+    return [e.findtext("Name") for e in ET.fromstring(r.content).iter("Container")]
 
 
 # -- 5. concurrency ---------------------------------------------------------------------------------------------
@@ -662,8 +680,12 @@ def test_stopping_mi_serve_stops_azurite_and_so_does_killing_it(plane):
     assert pid is not None
     assert plane["server"].stop(signal.SIGTERM) == 0
     assert not _alive(pid)
+    # st9 deleted and made again while no mi serve runs: the next one empties it before serving it
+    mi_json(plane["db"], "resource", "delete", "-g", "rg", "-n", "st9", "--type", "storage", "--yes")
     # killed outright, mi serve cannot stop Azurite: the parent-death signal does
     srv = plane["server"] = start_server(plane["db"], "--azurite", azurite())
+    plane["env"] = mi_json(plane["db"], "env", "--resource", "owner", "-g", "rg")
+    assert _st9_containers(plane) == []
     deadline = time.monotonic() + 30
     while (pid := azurite_pid(plane)) is None and time.monotonic() < deadline:
         time.sleep(0.1)
