@@ -31,7 +31,9 @@ METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 # the request's body already read into `request.state.body`; and may have `unavailable(message, status,
 # headers)` to answer a busy store or a failure in its own shape. Planes answer on the TLS server only.
 # A plane with `STREAMING = True` gets the request unread and must be an `async def` (Blob: bodies of any size).
-PLANES: dict[str, str] = {"vault.azure.net": "mi_cli.server.keyvault", "blob.core.windows.net": "mi_cli.server.blob"}
+PLANES: dict[str, str] = {"vault.azure.net": "mi_cli.server.keyvault", "blob.core.windows.net": "mi_cli.server.blob",
+                          "management.azure.com": "mi_cli.server.arm", "login.microsoftonline.com": "mi_cli.server.login",
+                          "graph.microsoft.com": "mi_cli.server.graph"}
 BODY_LIMIT = 4 * 1024 * 1024  # bytes of a request body a plane is given; more is answered 413
 _loaded: dict[str, ModuleType | None] = {}
 _loading = threading.Lock()

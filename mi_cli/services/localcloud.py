@@ -22,6 +22,9 @@ from mi_cli.services import Ctx, tenancy
 HOSTS: dict[str, str | None] = {
     "*.vault.azure.net": "Microsoft.KeyVault/vaults",
     "*.blob.core.windows.net": "Microsoft.Storage/storageAccounts",
+    "management.azure.com": None,
+    "login.microsoftonline.com": None,
+    "graph.microsoft.com": None,
 }
 HTTPS_PORT = 443
 # The server certificate is issued anew at each start; clients that cap a leaf's life (398 days) accept it.
