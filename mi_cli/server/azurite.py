@@ -142,8 +142,10 @@ class Azurite:
         while True:
             query = {"comp": "list", "maxresults": "5000", **({"marker": marker} if marker else {})}
             answer = await call("GET", "/", query)
-            if answer.status_code != 200:
-                raise AzuriteError(f"Azurite answered {answer.status_code} to listing account '{account}''s containers.")
+            if answer.status_code != 200:  # not for want of trying again: say so, and serve the account as it is
+                print(f"mi serve: Blob Storage: the containers of a deleted account '{account}' could not be listed "
+                      f"(Azurite answered {answer.status_code}); they stay in the new account.", file=sys.stderr, flush=True)
+                return
             root = ET.fromstring(answer.content)
             names += [e.findtext("Name") or "" for e in root.iter("Container")]
             marker = root.findtext("NextMarker") or ""

@@ -673,6 +673,71 @@ def test_azurite_killed_is_started_again_by_the_next_request(plane):
     assert_no_traceback(plane)
 
 
+def test_an_account_made_under_load_restarts_azurite_once(plane):
+    log_file = plane["db"].parent / "store.db.azurite" / "azurite.log"
+    starts = log_file.read_text().count("is starting")
+    stop, answers = threading.Event(), []
+
+    def client() -> None:
+        session = _session(plane["env"])
+        while not stop.is_set():
+            answers.append(call(plane, "GET", "/data/odd.txt", "reader", session=session).status_code)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    mi_json(plane["db"], "resource", "create", "-g", "rg", "-n", "st8", "--type", "storage")
+    deadline = time.monotonic() + 30
+    while log_file.read_text().count("successfully listens") <= starts and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # requests that read the store before the change keep arriving
+    stop.set()
+    for thread in threads:
+        thread.join()
+    # once for the new account, never back to the accounts before it for a request that read them
+    assert log_file.read_text().count("is starting") == starts + 1
+    # requests under way when Azurite restarted are told to retry; all others are served
+    assert set(answers) <= {200, 503} and answers.count(200) > len(answers) // 2, answers
+
+
+STUB = """#!{python}
+import signal, socket, sys, time
+port = int(sys.argv[sys.argv.index("--blobPort") + 1])
+server = socket.create_server(("127.0.0.1", port))
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+while True:
+    time.sleep(1)
+"""
+
+
+def test_a_request_that_read_the_store_before_a_restart_does_not_restart_azurite_back(tmp_path):
+    import asyncio
+    import sys
+
+    from mi_cli.server.azurite import Azurite
+
+    stub = tmp_path / "azurite-blob"
+    stub.write_text(STUB.format(python=sys.executable))
+    stub.chmod(0o755)
+    azurite_ = Azurite(str(stub), tmp_path / "workspace", (b"cert", b"key"))
+
+    async def run() -> list[int]:
+        pids = []
+        for accounts, read_at in (("a:k", 1.0), ("a:k;b:k", 3.0), ("a:k", 2.0), ("a:k;b:k", 4.0), ("a:k", 5.0)):
+            await azurite_.ensure(accounts, read_at=read_at)
+            pids.append(azurite_.process.pid)
+        return pids
+
+    try:
+        pids = asyncio.run(run())
+    finally:
+        azurite_.stop()
+    # started, restarted for b, kept for a reading older than b's, kept for b, restarted for b's removal
+    assert pids[0] != pids[1] == pids[2] == pids[3] != pids[4]
+    assert azurite_.accounts == "a:k"
+
+
 # -- the end of mi serve ------------------------------------------------------------------------------------------
 
 def test_stopping_mi_serve_stops_azurite_and_so_does_killing_it(plane):
