@@ -8,7 +8,7 @@ from sqlmodel import select
 
 from mi_cli import ids
 from mi_cli.errors import NotFoundError, UsageError, ValidationError, group_not_found
-from mi_cli.models import Resource, ResourceGroup, Subscription
+from mi_cli.models import Resource, ResourceGroup, Subscription, UserAssignedIdentity
 from mi_cli.services import Ctx
 from mi_cli.services.tenancy import find_subscription, subscription_by_id
 
@@ -44,10 +44,13 @@ def resolve_scope(ctx: Ctx, scope: str) -> Scope:
     if parsed.type_name is None:
         return Scope(ids.group_id(sub.id, group.name), sub)
     # the resource itself, or its nearest existing ancestor for a path below it (a secret of a vault, a blob
-    # of a container): every prefix that could be a resource id, asked in one query, the longest found wins
+    # of a container): every prefix that could be a resource id, asked at once, the longest found wins
     parts = text.split("/")
     prefixes = {ids.key("/".join(parts[:end])): end for end in range(len(parts), 8, -1)}
-    found = ctx.session.exec(select(Resource).where(Resource.id_key.in_(list(prefixes)))).all()
+    keys = list(prefixes)
+    # a user-assigned identity is a resource of ARM too (Managed Identity Operator is granted on one)
+    found = [*ctx.session.exec(select(Resource).where(Resource.id_key.in_(keys))).all(),
+             *ctx.session.exec(select(UserAssignedIdentity).where(UserAssignedIdentity.id_key.in_(keys))).all()]
     if found:
         res = max(found, key=lambda r: prefixes[r.id_key])
         end = prefixes[res.id_key]
