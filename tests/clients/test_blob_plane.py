@@ -313,6 +313,27 @@ def test_a_refused_upload_is_answered_before_its_body_which_is_never_read(plane)
     assert_no_traceback(plane)
 
 
+def test_expect_100_continue_is_answered_by_the_decision(plane):
+    """A client that waits for 100 Continue is told no before it sends a byte, or asked for the body."""
+    proxy_port = urlsplit(plane["env"]["HTTPS_PROXY"]).port
+    context = ssl.create_default_context(cafile=plane["env"]["REQUESTS_CA_BUNDLE"])
+    body = os.urandom(300_000)
+    for who, first in (("reader", b"HTTP/1.1 403 "), ("contrib", b"HTTP/1.1 100 Continue\r\n\r\n")):
+        sock, answer = connect_through(proxy_port, f"{HOST}:443")
+        with context.wrap_socket(sock, server_hostname=HOST) as tls:
+            tls.settimeout(20)
+            tls.sendall((f"PUT /data/expect.bin HTTP/1.1\r\nHost: {HOST}\r\nx-ms-version: {VERSION}\r\n"
+                         f"x-ms-blob-type: BlockBlob\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n"
+                         f"Authorization: Bearer {plane['tokens'][who]}\r\n\r\n").encode())
+            data = tls.recv(65536)
+            assert data.startswith(first), data[:200]
+            if who == "contrib":
+                tls.sendall(body)
+                data = tls.recv(65536)
+                assert data.startswith(b"HTTP/1.1 201 "), data[:200]
+    assert call(plane, "GET", "/data/expect.bin", "reader").content == body
+
+
 # -- 2. permissions beyond read and write ---------------------------------------------------------------------
 
 TAGS_XML = b'<?xml version="1.0" encoding="utf-8"?><Tags><TagSet><Tag><Key>k</Key><Value>v</Value></Tag></TagSet></Tags>'
