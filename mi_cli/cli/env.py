@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -17,6 +20,19 @@ from mi_cli.errors import MiError
 # Variables that would send a client to another kind of endpoint (azure-identity checks them in order).
 OTHER_SOURCES = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT",
                  "MSI_SECRET", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_CLIENT_ID")
+
+
+# What az needs besides the local cloud's proxy and trust (az reads REQUESTS_CA_BUNDLE, not SSL_CERT_FILE): no
+# telemetry, which az would otherwise send from a background process through the proxy to the real Azure.
+AZ_SETTINGS = {"AZURE_CORE_COLLECT_TELEMETRY": "false"}
+
+
+def az_config_dir(base: Path, arm_id: str) -> Path:
+    """az's configuration folder for a resource: one per resource, under the store's, as each VM has its own
+    ~/.azure. `az login --identity --client-id X` on one resource is then never read by az on another (where X
+    is not attached), and nothing az writes reaches the user's own ~/.azure."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", arm_id.rsplit("/", 1)[-1])[:64]
+    return base / f"{name}-{hashlib.sha256(arm_id.casefold().encode()).hexdigest()[:10]}"
 
 
 class Style(str, Enum):
@@ -63,7 +79,8 @@ def env(
 
     Use it as: eval "$(mi env --resource vm1 -g rg)". With -o json, an object of the same variables.
     Once mi serve has run on the store, they include the local cloud's: HTTPS_PROXY, the CA bundle
-    (REQUESTS_CA_BUNDLE, SSL_CERT_FILE, NODE_EXTRA_CA_CERTS) and an AZURE_CONFIG_DIR of its own.
+    (REQUESTS_CA_BUNDLE, SSL_CERT_FILE, NODE_EXTRA_CA_CERTS), and for az a configuration folder of the
+    resource's own (AZURE_CONFIG_DIR) with telemetry off: then `az login --identity` signs in as the resource.
     """
     from mi_cli.services import endpoints, localcloud, lookup, tenancy
     from mi_cli.store import default_path
@@ -89,6 +106,7 @@ def env(
         if identity:
             values["AZURE_CLIENT_ID"] = lookup.user_assigned(ctx, identity, group, subscription=subscription).client_id
         values["AZURE_TENANT_ID"] = tenancy.default_tenant(ctx).id
+        arm_id = res.arm_id
     # IMDS and the App Service endpoint are plain HTTP on this host: never through the proxy
     no_proxy = "127.0.0.1,localhost" + ("" if host in ("127.0.0.1", "localhost") else f",{host}")
     values["NO_PROXY"] = no_proxy
@@ -98,7 +116,8 @@ def env(
         # both cases of each: curl and Go read the lower-case ones, requests and az either
         values |= {"no_proxy": no_proxy, "HTTPS_PROXY": proxy, "https_proxy": proxy,
                    "REQUESTS_CA_BUNDLE": str(cloud.bundle.resolve()), "SSL_CERT_FILE": str(cloud.bundle.resolve()),
-                   "NODE_EXTRA_CA_CERTS": str(cloud.ca.resolve()), "AZURE_CONFIG_DIR": str(cloud.azure_config.resolve())}
+                   "NODE_EXTRA_CA_CERTS": str(cloud.ca.resolve()),
+                   "AZURE_CONFIG_DIR": str(az_config_dir(cloud.azure_config.resolve(), arm_id)), **AZ_SETTINGS}
     if wants_table(output, query):
         unset = [n for n in OTHER_SOURCES if n not in values] + (["AZURE_POD_IDENTITY_AUTHORITY_HOST"] if style is Style.appservice else [])
         print(_lines(values, unset, shell), end="")

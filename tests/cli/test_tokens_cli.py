@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -120,9 +121,28 @@ def test_env_needs_a_running_server_or_a_port(ok, mi, scenario, db):
     assert cloud["NO_PROXY"] == cloud["no_proxy"] == "127.0.0.1,localhost"
     assert cloud["REQUESTS_CA_BUNDLE"] == cloud["SSL_CERT_FILE"] == str(db.resolve()) + ".ca-bundle.pem"
     assert cloud["NODE_EXTRA_CA_CERTS"] == str(db.resolve()) + ".ca.pem"
-    assert cloud["AZURE_CONFIG_DIR"] == str(db.resolve()) + ".azure"
+    # az: a login of the resource's own beside the store (each VM has its own ~/.azure), telemetry off
+    assert Path(cloud["AZURE_CONFIG_DIR"]).parent == Path(str(db.resolve()) + ".azure")
+    assert Path(cloud["AZURE_CONFIG_DIR"]).name.startswith("vm1-")
+    assert cloud["AZURE_CORE_COLLECT_TELEMETRY"] == "false"
+    as_app = ok("env", "--resource", "vm1", "-g", "rg", "--port", "5005", "--style", "appservice")
+    assert as_app["AZURE_CONFIG_DIR"] == cloud["AZURE_CONFIG_DIR"]  # the same resource, either endpoint
+    other = ok("env", "--resource", "app1", "-g", "rg", "--port", "5005")["AZURE_CONFIG_DIR"]
+    assert Path(other).parent == Path(cloud["AZURE_CONFIG_DIR"]).parent and other != cloud["AZURE_CONFIG_DIR"]
+    vm = ok("resource", "show", "-g", "rg", "-n", "vm1")
+    spelled = vm["id"].replace("resourceGroups/rg", "resourcegroups/RG").replace("vm1", "VM1")
+    by_id = ok("env", "--resource", spelled, "--port", "5005")
+    assert by_id["AZURE_CONFIG_DIR"] == cloud["AZURE_CONFIG_DIR"]  # ids are not case-sensitive
+    fish = mi("env", "--resource", "vm1", "-g", "rg", "--port", "5005", "--shell", "fish").out
+    assert f"set -gx AZURE_CONFIG_DIR '{cloud['AZURE_CONFIG_DIR']}'" in fish
+    assert "set -gx AZURE_CORE_COLLECT_TELEMETRY 'false'" in fish
+    ps = mi("env", "--resource", "vm1", "-g", "rg", "--port", "5005", "--shell", "powershell").out
+    assert f"$env:AZURE_CONFIG_DIR = '{cloud['AZURE_CONFIG_DIR']}'" in ps
+    assert "$env:AZURE_CORE_COLLECT_TELEMETRY = 'false'" in ps
     bash = mi("env", "--resource", "vm1", "-g", "rg", "--port", "5005").out
     assert "export HTTPS_PROXY='http://127.0.0.1:5006'" in bash
+    assert f"export AZURE_CONFIG_DIR='{cloud['AZURE_CONFIG_DIR']}'" in bash
+    assert "export AZURE_CORE_COLLECT_TELEMETRY='false'" in bash
 
 
 def _local_cloud_files(db):

@@ -210,7 +210,9 @@ def test_env_points_a_process_at_the_local_cloud(cloud):
     assert values["NO_PROXY"] == values["no_proxy"] == "127.0.0.1,localhost"
     assert values["REQUESTS_CA_BUNDLE"] == values["SSL_CERT_FILE"] == str(Path(f"{srv.db}.ca-bundle.pem").resolve())
     assert values["NODE_EXTRA_CA_CERTS"] == str(Path(f"{srv.db}.ca.pem").resolve())
-    assert values["AZURE_CONFIG_DIR"] == str(Path(f"{srv.db}.azure").resolve()) and Path(values["AZURE_CONFIG_DIR"]).is_dir()
+    # az's folder: the resource's own, in the one mi serve made beside the store (az makes the resource's)
+    assert Path(values["AZURE_CONFIG_DIR"]).parent == Path(f"{srv.db}.azure").resolve() and Path(f"{srv.db}.azure").is_dir()
+    assert values["AZURE_CORE_COLLECT_TELEMETRY"] == "false"
     # the default output is the exports, for eval
     script = f'eval "$("{sys.executable}" -m mi_cli --db "{srv.db}" env --resource vm1 -g rg)"; echo "$HTTPS_PROXY|$SSL_CERT_FILE"'
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
