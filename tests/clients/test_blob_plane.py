@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import threading
@@ -132,7 +131,7 @@ def refused(response) -> tuple[int, str]:
 DENIED = (403, "AuthorizationPermissionMismatch")
 
 
-def raw(cloud, request: bytes, host: str = HOST, read_all: bool = True) -> tuple[int, dict, bytes]:
+def raw(cloud, request: bytes, host: str = HOST) -> tuple[int, dict, bytes]:
     """A request sent as these exact bytes over a tunnel to `host` (TLS to mi's certificate): the status,
     headers (lower-case names) and body of the answer, read until the server closes (send Connection: close)."""
     proxy_port = urlsplit(cloud["env"]["HTTPS_PROXY"]).port
@@ -275,7 +274,7 @@ def test_a_200_mib_blob_streams_up_and_down_without_the_server_holding_it(plane)
 
 
 def _chunks(*parts: bytes):
-    yield from parts
+    yield from parts  # a generator: requests sends it chunked, having no length to give
 
 
 def test_a_chunked_put_block_is_refused_for_its_missing_length_and_the_connection_goes_on(plane):
