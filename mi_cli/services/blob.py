@@ -599,7 +599,7 @@ def refusal(method: str, raw_path: str | bytes, query: list[tuple[str, str]],
             return ("MissingRequiredQueryParameter", {"QueryParameterName": param}) if not value else \
                 ("InvalidQueryParameterValue", _bad_query(param, value.strip()))
         if param == "content-length" and not value:
-            return "MissingContentLengthHeader", {}
+            return "MissingContentLengthHeader", {"HeaderName": "Content-Length"}
         return ("MissingRequiredHeader", {"HeaderName": param}) if not value else \
             ("InvalidHeaderValue", {"HeaderName": param, "HeaderValue": value.strip()})
     # The emulator prefers an operation needing more of the request (a Copy Blob sent with the headers of

@@ -252,7 +252,7 @@ def test_paths_naming_no_resource_are_no_operation_and_invalid_uri(path):
     ("POST", "/c/b", [], {}, "UnsupportedHttpVerb", {}),
     ("PATCH", "/c/b", [("comp", "tags")], {}, "UnsupportedHttpVerb", {}),
     ("PUT", "/c/b", [], {"Content-Length": "3"}, "MissingRequiredHeader", {"HeaderName": "x-ms-blob-type"}),
-    ("PUT", "/c/b", [], {"x-ms-blob-type": "BlockBlob"}, "MissingContentLengthHeader", {}),
+    ("PUT", "/c/b", [], {"x-ms-blob-type": "BlockBlob"}, "MissingContentLengthHeader", {"HeaderName": "Content-Length"}),
     ("PUT", "/c/b", [], {**BLOCK, "x-ms-blob-type": "Block"}, "InvalidHeaderValue",
      {"HeaderName": "x-ms-blob-type", "HeaderValue": "Block"}),
     ("PUT", "/c/b", [("comp", "lease")], BLOCK, "MissingRequiredHeader", {"HeaderName": "x-ms-lease-action"}),
@@ -265,7 +265,7 @@ def test_paths_naming_no_resource_are_no_operation_and_invalid_uri(path):
      {"QueryParameterName": "blockid"}),
     ("PUT", "/c/b", [("comp", "page")], {"Content-Length": "0", "x-ms-page-write": "update", "x-ms-copy-source": SRC},
      "MissingRequiredHeader", {"HeaderName": "x-ms-source-range"}),
-    ("PUT", "/c/b", [], {"x-ms-copy-source": SRC, "x-ms-blob-type": "BlockBlob"}, "MissingContentLengthHeader", {}),
+    ("PUT", "/c/b", [], {"x-ms-copy-source": SRC, "x-ms-blob-type": "BlockBlob"}, "MissingContentLengthHeader", {"HeaderName": "Content-Length"}),
 ])
 def test_requests_storage_refuses_or_the_emulator_would_run_as_another_operation_are_none(method, path, query, headers, code,
                                                                                           extra):
