@@ -191,6 +191,11 @@ def test_tokens_are_cached_until_near_expiry_unless_bypassed(server):
 
 
 def test_every_token_issued_or_refused_is_in_the_activity_log(server):
+    # one token issued (ua-two, through vm-multi's IMDS) and one refused (vm-none has no identity), whatever ran before
+    ua_two = mi_json(server.db, "identity", "show", "-g", "rg", "-n", "ua-two")["clientId"]
+    assert get(imds_url(server, "vm-multi", f"api-version=2018-02-01&resource={VAULT}&client_id={ua_two}"),
+               {"Metadata": "true"})[0] == 200
+    assert get(imds_url(server, "vm-none"), {"Metadata": "true"})[0] == 400
     log = mi_json(server.db, "log", "--operation", "token/issue")
     assert {e["status"] for e in log} == {"Succeeded", "Failed"}
     refused = [e for e in log if e["status"] == "Failed"]
