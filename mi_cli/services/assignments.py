@@ -150,7 +150,8 @@ def put(ctx: Ctx, assignee: str, role_ref: str, scope_ref: str, *, description: 
         "subscription_id": scope.subscription.id, "principal_id": principal_id, "principal_type": principal_type,
         "role_definition_id": role.guid, "description": description, "condition": condition or None,
         "condition_version": condition_version if condition else None, "created_at": ctx.now(),
-        "created_by": principals.signed_in_user_id(default_tenant(ctx).id)})
+        # a plane's caller is a token's oid; the CLI's is the tenant's signed-in user
+        "created_by": ctx.caller if is_guid(ctx.caller) else principals.signed_in_user_id(default_tenant(ctx).id)})
     ctx.log(f"{ASSIGNMENT_TYPE}/write", assignment_id(ra), detail=f"{role.role_name} for {principal_id}")
     return ra, "created"
 
@@ -198,6 +199,24 @@ def listing(ctx: Ctx, *, sub_id: str, assignee: str | None = None, role_ref: str
         return items
     scope = resolve_scope(ctx, scope_ref).id if scope_ref else ids.subscription_id(sub_id)
     return [ra for ra in items if ids.same(ra.scope, scope) or (include_inherited and ids.is_within(scope, ra.scope))]
+
+
+def applying(ctx: Ctx, scope: str | None, *, principal_id: str | None = None,
+             at_scope: bool = False) -> list[RoleAssignment]:
+    """ARM's list of the assignments for a scope (List For Scope): those at the scope and above it with
+    `at_scope` ($filter=atScope()), else those at, above and below it; `principal_id` keeps one principal's
+    ($filter=principalId eq). `scope` None is the tenant root, above every subscription."""
+    if scope is None and at_scope:  # nothing is assigned at the root itself here
+        return []
+    stmt = select(RoleAssignment)
+    if principal_id is not None:
+        stmt = stmt.where(RoleAssignment.principal_id == principal_id.strip().casefold())
+    if scope is not None:
+        key = ids.key(scope.rstrip("/"))
+        parts = key.split("/")
+        above = RoleAssignment.scope_key.in_(["/".join(parts[:end]) for end in range(3, len(parts) + 1)])
+        stmt = stmt.where(above if at_scope else above | RoleAssignment.scope_key.startswith(key + "/", autoescape=True))
+    return list(ctx.session.exec(stmt.order_by(RoleAssignment.scope_key, RoleAssignment.created_at)).all())
 
 
 def _assignee_id(ctx: Ctx, assignee: str) -> str:
