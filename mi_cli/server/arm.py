@@ -257,7 +257,7 @@ class Call:
     claims: dict[str, Any]
     body: dict[str, Any]
     api_version: str
-    logged: bool = False
+    parts: list[str]
 
     @property
     def oid(self) -> str:
@@ -267,10 +267,12 @@ class Call:
     def method(self) -> str:
         return self.request.method
 
+    def path(self, count: int) -> str:
+        """The request path's first `count` segments: a scope as ARM echoes it, spelled as the caller sent it."""
+        return "/" + "/".join(self.parts[:count])
+
     def require(self, action: str, scope: str) -> access.Decision:
-        decision = require(self.ctx, self.claims, action, scope)
-        self.logged = True
-        return decision
+        return require(self.ctx, self.claims, action, scope)
 
     def allowed(self, action: str, scope: str) -> bool:
         return decide(self.ctx, self.oid, action, scope).allowed
@@ -325,7 +327,7 @@ def _visible(call: Call, sub: Any, action: str, scope: str) -> None:
 
 
 def _subscription(call: Call, sub: Any) -> Response:
-    scope = ids.subscription_id(sub.id)
+    scope = call.path(2)
     _visible(call, sub, "Microsoft.Resources/subscriptions/read", scope)
     call.done("Microsoft.Resources/subscriptions/read", scope, None, 200, "the caller holds a role assignment in it")
     return _json(services_arm.subscription(sub))
@@ -337,7 +339,7 @@ def _tenants(call: Call) -> Response:
 
 
 def _providers(call: Call, sub: Any | None, namespace: str | None, action_name: str | None) -> Response:
-    scope = (ids.subscription_id(sub.id) if sub is not None else "") + "/providers" + (f"/{namespace}" if namespace else "")
+    scope = (call.path(2) if sub is not None else "") + "/providers" + (f"/{namespace}" if namespace else "")
     if action_name is not None:  # register: ARM answers with the provider, registered
         if call.method != "POST" or action_name.casefold() not in ("register", "unregister"):
             return method_not_allowed(call.method)
@@ -410,11 +412,11 @@ def _groups_list(call: Call, sub: Any) -> Response:
         return method_not_allowed(call.method)
     items = [(ids.group_id(sub.id, g.name), f"{GROUP_ACTION}/read", services_arm.group(g))
              for g in groups.list_all(call.ctx, subscription=sub.id)]
-    return _filtered(call, f"{GROUP_ACTION}/read", ids.subscription_id(sub.id), items)
+    return _filtered(call, f"{GROUP_ACTION}/read", call.path(2), items)
 
 
 def _group(call: Call, sub: Any, name: str) -> Response:
-    scope = ids.group_id(sub.id, name)
+    scope = call.path(4)
     ctx = call.ctx
     existing = groups.get_by_id(ctx, sub.id, name)
     method = call.method
@@ -495,10 +497,10 @@ def _resources_in(call: Call, sub: Any, group_name: str | None) -> Response:
     if call.method != "GET":
         return method_not_allowed(call.method)
     if group_name is None:
-        scope, action = ids.subscription_id(sub.id), "Microsoft.Resources/subscriptions/resources/read"
+        scope, action = call.path(2), "Microsoft.Resources/subscriptions/resources/read"
         group = None
     else:
-        scope, action = ids.group_id(sub.id, group_name), f"{GROUP_ACTION}/resources/read"
+        scope, action = call.path(4), f"{GROUP_ACTION}/resources/read"
         decision = decide(call.ctx, call.oid, action, scope)
         group = groups.get_by_id(call.ctx, sub.id, group_name)
         if group is None:
@@ -543,7 +545,7 @@ def _provider_path(call: Call, sub: Any, group_name: str, tail: list[str]) -> Re
         rt = catalog().get(type_text)
     except ValidationError:
         return invalid_type("/".join(types), canonical_ns, call.api_version)
-    group_scope = ids.group_id(sub.id, group_name)
+    group_scope = call.path(4)
     if len(names) < len(types):  # a collection: the type's resources in the group (children of their parent)
         if call.method != "GET":
             return method_not_allowed(call.method)
@@ -658,8 +660,7 @@ def _linked(call: Call, action: str, scope: str, request: services_arm.IdentityR
 
 def _identity_path(call: Call, sub: Any, group_name: str, names: list[str], types: list[str]) -> Response:
     ctx = call.ctx
-    group_scope = ids.group_id(sub.id, group_name)
-    base = f"{group_scope}/providers/{ids.UAMI_TYPE}"
+    base = call.path(7)
     if len(types) > 2 or (len(types) == 2 and types[1].casefold() != "federatedidentitycredentials"):
         return invalid_type("/".join(types), "Microsoft.ManagedIdentity", call.api_version)
     if not names:  # the group's identities
@@ -797,7 +798,7 @@ def _subscription_type_list(call: Call, sub: Any, namespace: str, type_segment: 
     if call.method != "GET":
         return method_not_allowed(call.method)
     ctx = call.ctx
-    scope = f"{ids.subscription_id(sub.id)}/providers/{namespace}/{type_segment}"
+    scope = call.path(5)
     if namespace.casefold() == "microsoft.managedidentity" and type_segment.casefold() == "userassignedidentities":
         action = f"{ids.UAMI_TYPE}/read"
         tid = _tenant_id(ctx)
@@ -821,7 +822,7 @@ def _system_identity(call: Call, sub: Any, group_name: str, resource_part: list[
     if call.method != "GET":
         return method_not_allowed(call.method)
     ctx = call.ctx
-    resource_scope = "/".join([ids.group_id(sub.id, group_name), "providers", *resource_part])
+    resource_scope = "/".join([call.path(4), "providers", *resource_part])
     scope = resource_scope + ids.SYSTEM_IDENTITY_SUFFIX
     action = "Microsoft.ManagedIdentity/identities/read"
     decision = call.require(action, scope)
@@ -925,7 +926,7 @@ def handle(request: Request, state: ServerState) -> Response:
         try:
             claims = caller(ctx, request)
             ctx.caller = claims["oid"]  # the changes the operation logs are the caller's, not the server account's
-            return _dispatch(Call(ctx, request, claims, body, api_version), parts)
+            return _dispatch(Call(ctx, request, claims, body, api_version, parts), parts)
         except ArmRefusal as refusal:
             return refusal.response
 
