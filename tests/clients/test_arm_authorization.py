@@ -53,6 +53,10 @@ def run(op, *args):
             return {"value": [a.as_dict() for a in client.role_assignments.list_for_scope(args[0], filter=args[1])]}
         if op == "delete":
             return client.role_assignments.delete(args[0], args[1], cls=raw)
+        if op == "define":
+            return client.role_definitions.create_or_update(args[0], args[1], args[2], cls=raw)
+        if op == "undefine":
+            return client.role_definitions.delete(args[0], args[1], cls=raw)
     except HttpResponseError as exc:
         return {"status": exc.status_code, "code": exc.error.code if exc.error else None, "message": exc.error.message if exc.error else None}
 
@@ -170,9 +174,13 @@ def test_an_owner_vm_grants_a_role_that_mi_shows_and_revokes_it(cloud):
 
 def test_a_contributor_vm_reads_assignments_but_may_not_grant_roles(cloud):
     rg, contrib, name = cloud["rg"], cloud["vms"]["vm-contrib"], str(uuid.uuid4())
-    reads, refused = app(cloud, "vm-contrib", ("list", rg, "atScope()"),
-                         ("create", rg, name, role_id(cloud, OWNER), contrib, {"principal_type": "ServicePrincipal"}))
+    reads, principal, refused = app(
+        cloud, "vm-contrib", ("list", rg, "atScope()"), ("list", rg, f"principalId eq '{cloud['target']}'"),
+        ("create", rg, name, role_id(cloud, OWNER), contrib, {"principal_type": "ServicePrincipal"}))
     assert any(a["principal_id"] == contrib for a in reads["value"])
+    # principalId eq: that principal's assignments at, above (the subscription) and below (st1) the scope
+    assert {a["id"] for a in principal["value"]} >= {cloud["above"], cloud["below"]}
+    assert {a["principal_id"] for a in principal["value"]} == {cloud["target"]}
     assert refused["status"] == 403 and refused["code"] == "AuthorizationFailed"
     assert refused["message"] == (
         f"The client '{contrib}' with object id '{contrib}' does not have authorization to perform action "
@@ -216,13 +224,38 @@ def test_a_condition_round_trips_and_a_malformed_one_is_arms_400(cloud):
 def test_arms_errors_for_a_bad_name_an_unknown_role_and_an_unknown_principal(cloud):
     rg, target = cloud["rg"], cloud["target"]
     stranger, unknown_role = str(uuid.uuid4()), str(uuid.uuid4())
-    bad_name, no_role, no_principal = app(
+    bad_name, no_role, no_principal, moved = app(
         cloud, "vm-admin", ("create", rg, "not-a-guid", role_id(cloud, READER), target, {"principal_type": "ServicePrincipal"}),
         ("create", rg, str(uuid.uuid4()), role_id(cloud, unknown_role), target, {"principal_type": "ServicePrincipal"}),
-        ("create", rg, str(uuid.uuid4()), role_id(cloud, READER), stranger, {}))
+        ("create", rg, str(uuid.uuid4()), role_id(cloud, READER), stranger, {}),
+        # the subscription's assignment's name, PUT again at rg: an assignment cannot change its scope
+        ("create", rg, cloud["above"].rsplit("/", 1)[-1], role_id(cloud, READER), target, {"principal_type": "ServicePrincipal"}))
     assert bad_name == {"status": 400, "code": "InvalidRoleAssignmentId",
                         "message": "The role assignment ID 'not-a-guid' is not valid. The role assignment ID must be a GUID."}
     assert no_role == {"status": 400, "code": "RoleDefinitionDoesNotExist",
                        "message": f"The specified role definition with ID '{unknown_role.replace('-', '')}' does not exist."}
     assert no_principal["status"] == 400 and no_principal["code"] == "PrincipalNotFound"
     assert no_principal["message"].startswith(f"Principal {stranger} does not exist in the directory ")
+    assert moved == {"status": 400, "code": "RoleAssignmentUpdateNotPermitted",
+                     "message": "Tenant ID, application ID, principal ID, and scope are not allowed to be updated."}
+
+
+def test_an_owner_vm_defines_a_custom_role_on_its_group_and_a_contributor_may_not(cloud):
+    rg, guid = cloud["rg"], str(uuid.uuid4())
+    role = {"role_name": "Deployment Reader", "description": "Reads deployments.", "role_type": "CustomRole",
+            "permissions": [{"actions": ["Microsoft.Resources/deployments/read"]}], "assignable_scopes": [rg]}
+    [refused] = app(cloud, "vm-contrib", ("define", rg, guid, role))
+    assert refused["status"] == 403 and refused["code"] == "AuthorizationFailed"
+    assert "'Microsoft.Authorization/roleDefinitions/write'" in refused["message"]
+    created, found, deleted, gone = app(cloud, "vm-admin", ("define", rg, guid, role),
+                                        ("definitions", rg, "roleName eq 'Deployment Reader'"), ("undefine", rg, guid),
+                                        ("undefine", rg, guid))
+    assert created["status"] == 201 and created["body"]["name"] == guid
+    assert created["body"]["properties"]["type"] == "CustomRole" and created["body"]["properties"]["assignableScopes"] == [rg]
+    assert [r["name"] for r in found["value"]] == [guid]
+    assert deleted["status"] == 200 and deleted["body"]["properties"]["roleName"] == "Deployment Reader"
+    assert gone["status"] == 204
+    assert "Deployment Reader" not in {r["roleName"] for r in mi_json(cloud["db"], "role", "definition", "list")}
+    log = mi_json(cloud["db"], "log", "--operation", "Microsoft.Authorization/roleDefinitions/write")
+    assert [(row["caller"], row["status"]) for row in log if row["resourceId"].endswith(guid)] == [
+        (cloud["vms"]["vm-contrib"], "Failed"), (cloud["vms"]["vm-admin"], "Succeeded")]
