@@ -10,6 +10,7 @@ import importlib
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable
 from urllib.parse import quote, unquote
 
@@ -22,7 +23,7 @@ from mi_cli.errors import (ConflictError, ForbiddenError, InvalidTokenError, MiE
                            resource_not_found, shown)
 from mi_cli.server.responses import AzureJSON
 from mi_cli.server.state import ServerState
-from mi_cli.services import Ctx, access, federated, groups, identities, resources, tenancy, views
+from mi_cli.services import Ctx, access, federated, groups, identities, resources, tenancy
 from mi_cli.services import arm as services_arm
 
 # The audiences ARM accepts, in the order its InvalidAuthenticationTokenAudience message lists them.
@@ -107,8 +108,6 @@ def unauthenticated(ctx: Ctx, exc: InvalidTokenError) -> Response:
     message = text.format(found=shown(exc.found or ""), tid=tenant.id, now=_arm_time(now))
     if exc.kind == "expired" and exc.found:
         try:
-            from datetime import datetime, timezone
-
             message = text.format(found=_arm_time(datetime.fromtimestamp(float(exc.found), timezone.utc)), now=_arm_time(now))
         except (TypeError, ValueError, OverflowError):
             pass
@@ -467,8 +466,7 @@ def _group(call: Call, sub: Any, name: str) -> Response:
 def _generic_listing(ctx: Ctx, *, group: Any | None, sub_id: str) -> list[tuple[str, str, dict[str, Any]]]:
     """Every resource of a group or subscription, user-assigned identities included, as Resources_List gives them."""
     found = resources.list_all(ctx, group=group, sub_id=None if group is not None else sub_id)
-    items = [(data["id"], f"{data['type']}/read", services_arm.listed(services_arm.resource(ctx, r)))
-             for r, data in zip(found, views.resources(ctx, found))]
+    items = [(data["id"], f"{data['type']}/read", services_arm.listed(data)) for data in services_arm.resources(ctx, found)]
     tid = _tenant_id(ctx)
     for row in identities.list_user_assigned(ctx, group=group, sub_id=None if group is not None else sub_id):
         data = services_arm.user_assigned(row, tid)
@@ -561,7 +559,7 @@ def _provider_path(call: Call, sub: Any, group_name: str, tail: list[str]) -> Re
         parent = "/".join(names) + "/" if names else ""
         found = [r for r in resources.list_all(call.ctx, group=group, type_text=rt.type)
                  if not parent or r.name_key.startswith(ids.key(parent))]
-        items = [(r.arm_id, action, services_arm.resource(call.ctx, r)) for r in found]
+        items = [(data["id"], action, data) for data in services_arm.resources(call.ctx, found)]
         return _filtered(call, action, scope, items)
     arm_id = ids.resource_id(sub.id, group_name, rt.type, "/".join(names))
     scope = "/".join([group_scope, "providers", namespace, *segments_])
@@ -689,7 +687,7 @@ def _identity_path(call: Call, sub: Any, group_name: str, names: list[str], type
     decision = call.require(action, scope)
     group = _group_or_404(call, sub, group_name, action, scope, decision)
     name = names[0]
-    existing = identities._in_group(ctx, group, name)  # noqa: SLF001 - the service's own lookup by name
+    existing = _identity_named(ctx, group, name)
     tid = _tenant_id(ctx)
     if method == "GET":
         if existing is None:
@@ -739,6 +737,13 @@ def _identity_path(call: Call, sub: Any, group_name: str, names: list[str], type
     return call.run(action, scope, decision, put)
 
 
+def _identity_named(ctx: Ctx, group: Any, name: str) -> Any:
+    try:
+        return identities.get_user_assigned(ctx, group, name)
+    except NotFoundError:
+        return None
+
+
 FIC_ACTION = "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials"
 
 
@@ -753,7 +758,7 @@ def _federated(call: Call, sub: Any, group_name: str, names: list[str], identity
     action = f"{FIC_ACTION}/{verb}"
     decision = call.require(action, scope)
     group = _group_or_404(call, sub, group_name, action, scope, decision)
-    uami = identities._in_group(ctx, group, names[0])  # noqa: SLF001 - the service's own lookup by name
+    uami = _identity_named(ctx, group, names[0])
     if uami is None:
         call.done(action, scope, decision, 404, "ParentResourceNotFound")
         return from_mi_error(resource_not_found(ids.UAMI_TYPE, names[0], group.name))
@@ -813,7 +818,8 @@ def _subscription_type_list(call: Call, sub: Any, namespace: str, type_segment: 
     except ValidationError:
         return invalid_type(type_segment, canonical_ns, call.api_version)
     action = f"{rt.type}/read"
-    items = [(r.arm_id, action, services_arm.resource(ctx, r)) for r in resources.list_all(ctx, sub_id=sub.id, type_text=rt.type)]
+    found = resources.list_all(ctx, sub_id=sub.id, type_text=rt.type)
+    items = [(data["id"], action, data) for data in services_arm.resources(ctx, found)]
     return _filtered(call, action, scope, items)
 
 
@@ -832,14 +838,12 @@ def _system_identity(call: Call, sub: Any, group_name: str, resource_part: list[
         if res is None:
             parsed = ids.parse(resource_scope)
             raise resource_not_found(parsed.type_name if parsed else None, parsed.name if parsed else resource_scope, group_name)
-        view = views.system_assigned(identities.system_identity(ctx, res), _tenant_id(ctx))
+        data = services_arm.system_assigned(identities.system_identity(ctx, res), _tenant_id(ctx))
     except NotFoundError as exc:
         call.done(action, scope, decision, 404, exc.code)
         return from_mi_error(exc)
     call.done(action, scope, decision, 200)
-    return _json({"id": view["id"], "location": view["location"], "name": view["name"],
-                  "properties": {"clientId": view["clientId"], "principalId": view["principalId"], "tenantId": view["tenantId"]},
-                  "type": view["type"]})
+    return _json(data)
 
 
 # --- routing -------------------------------------------------------------------------------------------------
@@ -918,17 +922,24 @@ def handle(request: Request, state: ServerState) -> Response:
     api_version = request.query_params.get("api-version", "").strip()
     if not api_version:
         return arm_error(400, "MissingApiVersionParameter", MISSING_API_VERSION)
-    body = json_body(request) if request.method in ("PUT", "PATCH", "POST") else {}
-    if body is None:
-        return invalid_content()
     with state.store.transaction(write=True) as session:
         ctx = Ctx.from_env(session)
         try:
             claims = caller(ctx, request)
-            ctx.caller = claims["oid"]  # the changes the operation logs are the caller's, not the server account's
-            return _dispatch(Call(ctx, request, claims, body, api_version, parts), parts)
         except ArmRefusal as refusal:
             return refusal.response
+        ctx.caller = claims["oid"]  # the changes the operation logs are the caller's, not the server account's
+        logged = ctx.changes
+        body = json_body(request) if request.method in ("PUT", "PATCH", "POST") else {}
+        try:
+            response = invalid_content() if body is None else _dispatch(Call(ctx, request, claims, body, api_version, parts), parts)
+        except ArmRefusal as refusal:
+            response = refusal.response
+        if ctx.changes == logged:  # refused before any operation was known (a path, a method, a body)
+            code = json.loads(response.body).get("error", {}).get("code", "") if response.body else ""
+            log(ctx, f"{request.method} {request.url.path}", "/" + "/".join(parts), status="Failed" if response.status_code >= 400
+                else "Succeeded", caller=claims["oid"], detail=f"{response.status_code} {code}".strip())
+        return response
 
 
 def not_found(path: str) -> Response:

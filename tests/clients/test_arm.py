@@ -268,3 +268,29 @@ def test_arms_answers_to_missing_and_wrong_tokens_and_paths(cloud):
                            timeout=60)
     assert garbled.status_code == 400 and garbled.json()["error"]["code"] == "InvalidRequestContent"
     assert json.loads(garbled.text)["error"]["message"].startswith("The request content was invalid")
+
+
+def test_a_web_app_put_with_both_identities_then_read_listed_and_deleted_through_the_generic_client(cloud, as_vm):
+    ops = ResourceManagementClient(as_vm("ops"), cloud["sub"])
+    mine = ManagedServiceIdentityClient(as_vm("ops"), cloud["sub"]).user_assigned_identities.create_or_update(
+        "rg", "app-identity", {"location": "westeurope"})
+    app_id = f"/subscriptions/{cloud['sub']}/resourceGroups/rg/providers/Microsoft.Web/sites/web1"
+    body = {"location": "westeurope", "tags": {"env": "test"},
+            "identity": {"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {mine.id: {}}}}
+    app = ops.resources.begin_create_or_update_by_id(app_id, "2024-04-01", body).result()
+    assert app.identity.type == "SystemAssigned, UserAssigned"  # App Service accepts it unspaced, answers spaced
+    assert app.identity.user_assigned_identities[mine.id].principal_id == mine.principal_id
+    shown = cloud["mi"]("resource", "show", "--ids", app_id)
+    assert shown["identity"]["principalId"] == app.identity.principal_id and shown["tags"] == {"env": "test"}
+    again = ops.resources.begin_create_or_update_by_id(app_id, "2024-04-01", body).result()
+    assert again.identity.principal_id == app.identity.principal_id  # a PUT again changes nothing
+    system = raw(cloud, "GET", f"{app_id}/providers/Microsoft.ManagedIdentity/identities/default?api-version=2023-01-31",
+                 token=token(cloud, "ops"))
+    assert system.status_code == 200 and system.json()["properties"]["principalId"] == app.identity.principal_id
+    sites = list(ops.resources.list_by_resource_group("rg", filter="resourceType eq 'Microsoft.Web/sites'"))
+    assert [s.name for s in sites] == ["web1"]
+    ops.resources.begin_delete_by_id(app_id, "2024-04-01").result()
+    assert ops.resources.check_existence_by_id(app_id, "2024-04-01") is False
+    # the app's system identity went with it; the user-assigned one stays (rule 3)
+    assert cloud["mi"]("identity", "show", "-g", "rg", "-n", "app-identity")["principalId"] == mine.principal_id
+    ops.resources.begin_delete_by_id(app_id, "2024-04-01").result()  # deleting what is gone succeeds
