@@ -31,10 +31,11 @@ AUDIENCES = ("https://management.core.windows.net/", "https://management.core.wi
              "https://management.azure.com/", "https://management.azure.com")
 AUTHORIZATION = "microsoft.authorization"
 
-# ARM's answers to a missing or bad bearer token (code, message). The missing-header text and the challenge's
-# error_description are ARM's (azure-sdk-for-go azcore's bearer token policy tests); the audience text is ARM's
-# (its message as printed in Azure-Samples/active-directory-dotnetcore-daemon-v2#145); "The access token is
-# invalid." is ARM's for a token it cannot validate; the others keep ARM's codes for the check that failed.
+# ARM's answers to a missing or bad bearer token (code, message), each as ARM's responses have it: the missing
+# header (terraform-provider-azurerm#3612; the challenge's error_description from azure-sdk-for-go azcore's bearer
+# token policy tests), an invalid header (azure-sdk-for-python#4124), the audience (Azure-Samples/
+# active-directory-dotnetcore-daemon-v2#145), expiry and issuer (recorded answers quoted in public write-ups),
+# "The access token is invalid." (ARM's troubleshooting page) for a signature or key it cannot verify.
 MISSING_HEADER = "The authentication failed because of missing 'Authorization' header."
 UNAUTHENTICATED = {
     "missing": ("AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing."),
@@ -88,10 +89,11 @@ def from_mi_error(exc: MiError) -> Response:
     return arm_error(status, exc.code, exc.message)
 
 
-def challenge(description: str) -> dict[str, str]:
-    """ARM's WWW-Authenticate on a 401 (the authority without a tenant, as ARM sends it)."""
+def challenge(description: str, tenant_id: str = "") -> dict[str, str]:
+    """ARM's WWW-Authenticate on a 401: the authority without a tenant, or with the subscription's tenant when the
+    token came from another issuer (azure-powershell's tenant lookup reads it from there)."""
     text = description.replace('"', "'")
-    return {"WWW-Authenticate": f'Bearer authorization_uri="https://login.windows.net/", error="invalid_token", '
+    return {"WWW-Authenticate": f'Bearer authorization_uri="https://login.windows.net/{tenant_id}", error="invalid_token", '
                                 f'error_description="{text}"'}
 
 
@@ -112,7 +114,7 @@ def unauthenticated(ctx: Ctx, exc: InvalidTokenError) -> Response:
         except (TypeError, ValueError, OverflowError):
             pass
     description = MISSING_HEADER if exc.kind == "missing" else message
-    return arm_error(401, code, message, headers=challenge(description))
+    return arm_error(401, code, message, headers=challenge(description, tenant.id if exc.kind == "issuer" else ""))
 
 
 def _arm_time(moment) -> str:  # noqa: ANN001

@@ -245,6 +245,17 @@ def test_arms_answers_to_missing_and_wrong_tokens_and_paths(cloud):
     assert missing.status_code == 401 and missing.json()["error"] == {
         "code": "AuthenticationFailed", "message": "Authentication failed. The 'Authorization' header is missing."}
 
+    env = cloud["envs"]["admin"]
+    session = requests.Session()
+    session.trust_env, session.proxies, session.verify = False, {"https": env["HTTPS_PROXY"]}, env["REQUESTS_CA_BUNDLE"]
+    url = f"{ARM}/subscriptions/{sub}/resourcegroups/rg?api-version=2024-11-01"
+    basic = session.get(url, headers={"Authorization": "Basic dXNlcjpwYXNz"}, timeout=60)
+    assert basic.status_code == 401 and basic.json()["error"]["code"] == "AuthenticationFailedInvalidHeader"
+    garbage = session.get(url, headers={"Authorization": "Bearer not-a-token"}, timeout=60)
+    assert garbage.status_code == 401 and garbage.json()["error"] == {
+        "code": "InvalidAuthenticationToken", "message": "The access token is invalid."}
+    assert cloud["mi"]("log", "--query", "[-1].[status, caller]") == ["Failed", "(no valid token)"]
+
     arm_token = token(cloud, "reader")
     no_version = raw(cloud, "GET", f"/subscriptions/{sub}/resourcegroups/rg", token=arm_token)
     assert no_version.status_code == 400 and no_version.json()["error"] == {
@@ -260,10 +271,7 @@ def test_arms_answers_to_missing_and_wrong_tokens_and_paths(cloud):
     unknown_sub = raw(cloud, "GET", "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups?api-version=1",
                       token=arm_token)
     assert unknown_sub.status_code == 404 and unknown_sub.json()["error"]["code"] == "SubscriptionNotFound"
-    bad_body = requests.Session()
-    env = cloud["envs"]["admin"]
-    bad_body.trust_env, bad_body.proxies, bad_body.verify = False, {"https": env["HTTPS_PROXY"]}, env["REQUESTS_CA_BUNDLE"]
-    garbled = bad_body.put(f"{ARM}/subscriptions/{sub}/resourcegroups/rg?api-version=2024-11-01", data=b"{not json",
+    garbled = session.put(f"{ARM}/subscriptions/{sub}/resourcegroups/rg?api-version=2024-11-01", data=b"{not json",
                            headers={"Authorization": f"Bearer {token(cloud, 'admin')}", "Content-Type": "application/json"},
                            timeout=60)
     assert garbled.status_code == 400 and garbled.json()["error"]["code"] == "InvalidRequestContent"
