@@ -23,7 +23,7 @@ from mi_cli.errors import (ConflictError, ForbiddenError, InvalidTokenError, MiE
                            resource_not_found, shown)
 from mi_cli.server.responses import AzureJSON
 from mi_cli.server.state import ServerState
-from mi_cli.services import Ctx, access, federated, groups, identities, resources, tenancy
+from mi_cli.services import Ctx, access, federated, groups, identities, resources, tenancy, views
 from mi_cli.services import arm as services_arm
 
 # The audiences ARM accepts, in the order its InvalidAuthenticationTokenAudience message lists them.
@@ -477,19 +477,27 @@ def _generic_listing(ctx: Ctx, *, group: Any | None, sub_id: str) -> list[tuple[
     return sorted(items, key=lambda item: item[0].casefold())
 
 
+# Resources_List's $filter fields, as az's `resource list` sends them (-g, --resource-type, -n, -l), by what they compare
+FILTER_FIELDS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "resourcetype": lambda data: data.get("type", ""),
+    "name": lambda data: data.get("name", ""),
+    "location": lambda data: data.get("location", ""),
+    "resourcegroup": lambda data: (ids.parse(data["id"]).group or "") if ids.parse(data["id"]) else "",
+}
+
+
 def _resource_filter(call: Call, items: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[str, str, dict[str, Any]]]:
-    """Resources_List's $filter, as az's `resource list --resource-type/--name` sends it: resourceType eq '...', name eq
-    '...' (and'ed)."""
+    """Resources_List's $filter: `field eq 'value'` clauses joined by `and`, on the fields az sends."""
     text = call.request.query_params.get("$filter")
     if not text:
         return items
     for clause in text.split(" and "):
         field, op, value = (clause.strip().split(" ", 2) + ["", ""])[:3]
         value = value.strip().strip("'")
-        if op.casefold() != "eq" or field.casefold() not in ("resourcetype", "name"):
+        read = FILTER_FIELDS.get(field.casefold())
+        if op.casefold() != "eq" or read is None:
             raise ArmRefusal(arm_error(400, "InvalidFilterInQueryString", f"The $filter '{shown(text)}' is not supported."))
-        key = "type" if field.casefold() == "resourcetype" else "name"
-        items = [item for item in items if str(item[2].get(key, "")).casefold() == value.casefold()]
+        items = [item for item in items if str(read(item[2])).casefold() == value.casefold()]
     return items
 
 
@@ -661,6 +669,8 @@ def _linked(call: Call, action: str, scope: str, request: services_arm.IdentityR
 def _identity_path(call: Call, sub: Any, group_name: str, names: list[str], types: list[str]) -> Response:
     ctx = call.ctx
     base = call.path(7)
+    if len(types) == 2 and len(names) == 1 and types[1].casefold() == "listassociatedresources":
+        return _associated_resources(call, sub, group_name, names[0], f"{base}/{names[0]}")
     if len(types) > 2 or (len(types) == 2 and types[1].casefold() != "federatedidentitycredentials"):
         return invalid_type("/".join(types), "Microsoft.ManagedIdentity", call.api_version)
     if not names:  # the group's identities
@@ -737,6 +747,22 @@ def _identity_path(call: Call, sub: Any, group_name: str, names: list[str], type
         return _json(services_arm.user_assigned(uami, tid), 200 if existing is not None else 201)
 
     return call.run(action, scope, decision, put)
+
+
+def _associated_resources(call: Call, sub: Any, group_name: str, name: str, scope: str) -> Response:
+    """POST .../userAssignedIdentities/N/listAssociatedResources (`az identity list-resources`)."""
+    if call.method != "POST":
+        return method_not_allowed(call.method)
+    action = f"{ids.UAMI_TYPE}/listAssociatedResources/action"
+    decision = call.require(action, scope)
+    group = _group_or_404(call, sub, group_name, action, scope, decision)
+    uami = _identity_named(call.ctx, group, name)
+    if uami is None:
+        call.done(action, scope, decision, 404, "ResourceNotFound")
+        return from_mi_error(resource_not_found(ids.UAMI_TYPE, name, group.name))
+    found = views.associated_resources(call.ctx, uami)
+    call.done(action, scope, decision, 200)
+    return _json({"totalCount": len(found), "value": found})
 
 
 def _identity_named(ctx: Ctx, group: Any, name: str) -> Any:

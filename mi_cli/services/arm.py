@@ -118,7 +118,8 @@ def group(g) -> dict[str, Any]:  # noqa: ANN001
 
 
 def user_assigned(uami: UserAssignedIdentity, tenant_id: str) -> dict[str, Any]:
-    """Identity (examples/IdentityCreate.json): what `mi identity show` prints, its ids under `properties`."""
+    """Identity (examples/IdentityCreate.json, and the answers recorded in azure-cli's identity tests): what
+    `mi identity show` prints, its ids under `properties`, with no `resourceGroup` (az's) nor `systemData`."""
     view = views.user_assigned(uami, tenant_id)
     return {"id": view["id"], "location": view["location"], "name": view["name"],
             "properties": {"clientId": view["clientId"], "isolationScope": view["isolationScope"],
@@ -194,9 +195,12 @@ def parse_identity(block: Any, rt: ResourceType) -> IdentityRequest:
         raise ValidationError("InvalidRequestContent", "The request content was invalid and could not be deserialized: "
                               "'identity must be an object'.")
     raw_type = block.get("type")
+    allowed = ", ".join(f"'{t}'" for t in ("None", "SystemAssigned", "UserAssigned", rt.identity_type_both) if t)
+    if raw_type is None:
+        raise ValidationError("InvalidParameter", f"identity.type is required: one of {allowed}.")
     if not isinstance(raw_type, str) or raw_type.replace(" ", "").casefold() not in IDENTITY_TYPES:
         raise ValidationError("InvalidParameter", f"The value '{shown(raw_type)}' of identity.type is not valid; expected "
-                              f"one of None, SystemAssigned, UserAssigned, {rt.identity_type_both or 'SystemAssigned,UserAssigned'}.")
+                              f"one of {allowed}.")
     kind = raw_type.replace(" ", "").casefold()
     system, user = kind.startswith("systemassigned"), kind.endswith("userassigned")
     if system and user and rt.identity_type_both is None:
