@@ -276,7 +276,12 @@ class Call:
         return require(self.ctx, self.claims, action, scope)
 
     def allowed(self, action: str, scope: str) -> bool:
-        return decide(self.ctx, self.oid, action, scope).allowed
+        """Whether the caller may `action` at `scope`; a scope that is no id (a linked identity named by its bare
+        name) is one nothing is allowed at, as ARM's "or the linked scope(s) are invalid" says."""
+        try:
+            return decide(self.ctx, self.oid, action, scope).allowed
+        except MiError:
+            return False
 
     def done(self, action: str, scope: str, decision: access.Decision | None, status: int, note: str = "") -> None:
         """The request's row of the activity log: the action, its scope, who, and the decision."""

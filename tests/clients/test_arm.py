@@ -202,6 +202,10 @@ def test_attaching_an_identity_to_a_vm_needs_assign_action_on_the_identity(cloud
         f"action 'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action' on the linked scope(s) '{shared_id}' "
         "or the linked scope(s) are invalid.")
     assert cloud["mi"]("resource", "show", "--ids", vm_id)["identity"]["type"] == "SystemAssigned"
+    by_name = {"identity": {"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": {"shared": {}}}}
+    with pytest.raises(HttpResponseError) as invalid:  # a bare name is no linked scope at all
+        ops.resources.begin_update_by_id(vm_id, "2024-11-01", by_name).result()
+    assert invalid.value.error.code == "LinkedAuthorizationFailed" and "linked scope(s) 'shared'" in invalid.value.error.message
 
     cloud["mi"]("role", "assignment", "create", "--assignee", "ops", "--role", "Managed Identity Operator", "--scope", shared_id)
     vm = ops.resources.begin_update_by_id(vm_id, "2024-11-01", attach).result()
