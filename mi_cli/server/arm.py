@@ -126,7 +126,7 @@ def _arm_time(moment) -> str:  # noqa: ANN001
 def caller(ctx: Ctx, request: Request, *, action: str | None = None, scope: str | None = None) -> dict[str, Any]:
     """The verified claims of the request's bearer token (signature, lifetime, issuer, one of ARM's audiences).
     A missing or bad token raises ArmRefusal with ARM's 401 and its challenge, logged under `action` at `scope`
-    (default: the request's method and path)."""
+    (default: the request's method and path, and its path)."""
     header = request.headers.get("authorization")
     try:
         scheme, _, token = (header or "").strip().partition(" ")
@@ -135,7 +135,7 @@ def caller(ctx: Ctx, request: Request, *, action: str | None = None, scope: str 
         return access.authenticate(ctx, header, AUDIENCES)
     except InvalidTokenError as exc:
         response = unauthenticated(ctx, exc)
-        log(ctx, action or request.method, scope or request.url.path, status="Failed", caller="(no valid token)",
+        log(ctx, action or f"{request.method} {request.url.path}", scope or request.url.path, status="Failed", caller="(no valid token)",
             detail=f"401 {json.loads(response.body)['error']['message']}")
         raise ArmRefusal(response) from None
 
@@ -205,7 +205,6 @@ def json_body(request: Request) -> dict[str, Any] | None:
 def invalid_content(detail: str = "The request content is not a JSON object.") -> Response:
     """ARM's 400 for a body it cannot read."""
     return arm_error(400, "InvalidRequestContent", f"The request content was invalid and could not be deserialized: '{detail}'.")
-
 
 
 def _authorization_split(parts: list[str]) -> tuple[str, list[str]] | None:
