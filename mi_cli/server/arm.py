@@ -258,6 +258,7 @@ class Call:
     body: dict[str, Any]
     api_version: str
     parts: list[str]
+    spelled: str = ""  # the resource type as the path spells it (ARM's messages echo it): resourcegroups, ...
 
     @property
     def oid(self) -> str:
@@ -271,8 +272,20 @@ class Call:
         """The request path's first `count` segments: a scope as ARM echoes it, spelled as the caller sent it."""
         return "/" + "/".join(self.parts[:count])
 
+    def shown(self, action: str) -> str:
+        """`action` as ARM's messages name it: with the resource type spelled as the request's path spells it
+        ('Microsoft.Resources/subscriptions/resourcegroups/write' for az's lowercase path)."""
+        prefix = self.spelled
+        if prefix and action.casefold().startswith(prefix.casefold() + "/"):
+            return prefix + action[len(prefix):]
+        return action
+
     def require(self, action: str, scope: str) -> access.Decision:
-        return require(self.ctx, self.claims, action, scope)
+        """require() for the caller, the 403 naming the action as the path spells its type."""
+        decision = decide(self.ctx, self.oid, action, scope)
+        if not decision.allowed:
+            raise ArmRefusal(_refused(self, action, scope, decision))
+        return decision
 
     def allowed(self, action: str, scope: str) -> bool:
         """Whether the caller may `action` at `scope`; a scope that is no id (a linked identity named by its bare
@@ -328,7 +341,7 @@ def _visible(call: Call, sub: Any, action: str, scope: str) -> None:
     if not services_arm.has_assignments_below(call.ctx, call.oid, ids.subscription_id(sub.id)):
         log(call.ctx, action, scope, status="Failed", caller=call.oid,
             detail="403 Denied: the principal has no role assignment in this subscription.")
-        raise ArmRefusal(forbidden(call.oid, action, scope))
+        raise ArmRefusal(forbidden(call.oid, call.shown(action), scope))
 
 
 def _subscription(call: Call, sub: Any) -> Response:
@@ -405,8 +418,7 @@ def _filtered(call: Call, action: str, scope: str, items: list[tuple[str, str, d
     else:
         shown_items = [data for item_id, read, data in items if call.allowed(read, item_id)]
         if not shown_items:
-            log(call.ctx, action, scope, status="Failed", caller=call.oid, detail=f"403 {decision.reason()}")
-            raise ArmRefusal(forbidden(call.oid, action, scope))
+            raise ArmRefusal(_refused(call, action, scope, decision))
     call.done(action, scope, decision if decision.allowed else None, 200,
               "" if decision.allowed else f"{len(shown_items)} item(s) the caller may read")
     return _page(shown_items)
@@ -525,8 +537,9 @@ def _resources_in(call: Call, sub: Any, group_name: str | None) -> Response:
 
 
 def _refused(call: Call, action: str, scope: str, decision: access.Decision) -> Response:
+    """ARM's 403 for the caller, logged under the action's own name."""
     log(call.ctx, action, scope, status="Failed", caller=call.oid, detail=f"403 {decision.reason()}")
-    return forbidden(call.oid, action, scope)
+    return forbidden(call.oid, call.shown(action), scope)
 
 
 # --- resources in a group -----------------------------------------------------------------------------------
@@ -664,7 +677,7 @@ def _linked(call: Call, action: str, scope: str, request: services_arm.IdentityR
     if denied:
         log(call.ctx, ASSIGN_ACTION, ",".join(denied), status="Failed", caller=call.oid,
             detail=f"403 LinkedAuthorizationFailed for {action} at {scope}")
-        raise ArmRefusal(linked_forbidden(call.oid, action, scope, denied))
+        raise ArmRefusal(linked_forbidden(call.oid, call.shown(action), scope, denied))
 
 
 # --- user-assigned identities and their federated credentials ---------------------------------------------------
@@ -891,6 +904,7 @@ def _under_subscription(call: Call, sub: Any, rest: list[str]) -> Response:
         if len(rest) == 4 and low[3] in ("register", "unregister") and call.method == "POST":
             return _providers(call, sub, rest[1], rest[3])
         if len(rest) == 3:
+            call.spelled = f"{rest[1]}/{rest[2]}"
             return _subscription_type_list(call, sub, rest[1], rest[2])
         return not_found(call.request.url.path)
     if low == ["resources"]:
@@ -899,6 +913,7 @@ def _under_subscription(call: Call, sub: Any, rest: list[str]) -> Response:
         return _operation_result(call, sub, rest[1]) if call.method == "GET" else method_not_allowed(call.method)
     if low[0] != "resourcegroups":
         return not_found(call.request.url.path)
+    call.spelled = f"Microsoft.Resources/subscriptions/{rest[0]}"
     if len(rest) == 1:
         return _groups_list(call, sub)
     group_name = rest[1]
@@ -909,6 +924,7 @@ def _under_subscription(call: Call, sub: Any, rest: list[str]) -> Response:
     if low[2] != "providers" or len(rest) < 5:
         return not_found(call.request.url.path)
     tail = rest[3:]
+    call.spelled = "/".join(tail[0:1] + tail[1::2])  # the namespace and types, without the names
     second = next((i for i in range(1, len(tail)) if tail[i].casefold() == "providers"), None)
     if second is not None:
         extension = [p.casefold() for p in tail[second + 1:]]

@@ -118,8 +118,9 @@ def test_owner_of_a_group_manages_it_and_reader_only_reads(cloud, as_vm):
     scope = f"/subscriptions/{cloud['sub']}/resourcegroups/rg"
     assert denied.value.status_code == 403
     assert denied.value.error.code == "AuthorizationFailed"
+    # ARM names the action and the scope as the request's path spells them (the SDK sends /resourcegroups/)
     assert denied.value.error.message == ROLE_TEXT.format(
-        oid=oid(cloud, "reader"), action="Microsoft.Resources/subscriptions/resourceGroups/write", scope=scope)
+        oid=oid(cloud, "reader"), action="Microsoft.Resources/subscriptions/resourcegroups/write", scope=scope)
     # the refusal is in the activity log with the same reason as `mi access check`
     rows = cloud["mi"]("log", "--operation", "Microsoft.Resources/subscriptions/resourceGroups/write")
     assert rows[-1]["status"] == "Failed" and rows[-1]["caller"] == oid(cloud, "reader")
