@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 6  # 2: signing keys and token-endpoint secrets; 3: custom roles and role assignments;
+SCHEMA_VERSION = 7  # 2: signing keys and token-endpoint secrets; 3: custom roles and role assignments;
 # 4: role assignment conditions and updates; 5: the local cloud's certificate authority, Key Vault secrets;
-# 6: storage accounts' shared keys and allowSharedKeyAccess
+# 6: storage accounts' shared keys and allowSharedKeyAccess; 7: app registrations, their client secrets and
+# app role assignments
 
 
 def _fk(target: str) -> Any:
@@ -245,3 +246,48 @@ class StorageAccount(SQLModel, table=True):
     key2: str
     key1_created_at: datetime
     key2_created_at: datetime
+
+
+class Application(SQLModel, table=True):
+    """An app registration for the user's own API, with the service principal that stands for it in the
+    tenant (made with it, as the portal does, and deleted with it)."""
+
+    __tablename__ = "application"
+    id: str = Field(primary_key=True)  # the application's object id
+    app_id: str = Field(unique=True)  # appId, the client id
+    service_principal_id: str = Field(unique=True)  # the object id of its service principal
+    tenant_id: str = Field(foreign_key="tenant.id")
+    display_name: str
+    identifier_uris: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    app_roles: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # Graph's appRole objects
+    created_at: datetime
+
+
+class ApplicationSecret(SQLModel, table=True):
+    """A client secret (Graph's passwordCredential) of an app registration: only its salted hash is kept,
+    since Entra too shows a secret once, when it is made."""
+
+    __tablename__ = "application_secret"
+    key_id: str = Field(primary_key=True)  # GUID
+    application_id: str = Field(sa_column=Column(String, ForeignKey("application.id", ondelete="CASCADE"), nullable=False,
+                                                 index=True))
+    display_name: Optional[str] = None
+    hint: str  # the secret's first three characters, as Graph shows them
+    salt: str
+    secret_hash: str  # hex SHA-256 of salt + secret
+    start_at: datetime
+    end_at: datetime
+
+
+class AppRoleAssignment(SQLModel, table=True):
+    """An app role of a resource's service principal (an app registration's, or Microsoft Graph's) granted to a
+    principal (a managed identity, or an app's service principal): Graph's appRoleAssignment."""
+
+    __tablename__ = "app_role_assignment"
+    __table_args__ = (UniqueConstraint("principal_id", "resource_id", "app_role_id"),)
+    id: str = Field(primary_key=True)  # Graph's id: base64url, 43 characters
+    principal_id: str = Field(index=True)
+    principal_type: str = "ServicePrincipal"
+    resource_id: str = Field(index=True)  # the object id of the resource's service principal
+    app_role_id: str
+    created_at: datetime

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from mi_cli import __version__
-from mi_cli.cli import access, account, compare, declare, demo, env, explore, group, identity, keyvault, log, resource, role, serve, sp, storage, token
+from mi_cli.cli import access, account, app as app_cli, compare, declare, demo, env, explore, group, identity, keyvault, log, resource, role, serve, sp, storage, token
 from mi_cli.cli.runtime import configure, state
 from mi_cli.errors import MiError, bounded, inert
 
@@ -54,6 +54,7 @@ app.add_typer(role.app, name="role")
 app.add_typer(access.app, name="access")
 app.add_typer(keyvault.app, name="keyvault")
 app.add_typer(storage.app, name="storage")
+app.add_typer(app_cli.app, name="app")
 app.command("serve")(serve.serve)
 app.command("env")(env.env)
 app.command("log")(log.show_log)
@@ -67,7 +68,7 @@ app.command("export")(declare.export)
 app.command("reset")(declare.reset)
 
 # Options that take az's space-separated list form (`--identities a b`) as well as repetition.
-MULTI_VALUE = {"--identities", "--tags", "--audiences", "--user-assigned"}
+MULTI_VALUE = {"--identities", "--tags", "--audiences", "--user-assigned", "--identifier-uris"}
 
 
 def expand_multi_values(args: list[str]) -> list[str]:

@@ -23,6 +23,8 @@ def error(description: str, *, error: str = "invalid_request", status: int = 400
 def refusal(exc: tokens.TokenError) -> JSONResponse:
     if exc.newest_versions is not None:  # IMDS's api-version answer names no error code, it lists versions
         return JSONResponse({"error": exc.message, "newest-versions": exc.newest_versions}, status_code=exc.status)
+    if exc.body is not None:  # Entra refused the token: IMDS passes Entra's body on (AADSTS500011, MSAL.NET#3979)
+        return JSONResponse(exc.body, status_code=exc.status)
     return error(exc.message, error=exc.code, status=exc.status)
 
 

@@ -8,8 +8,9 @@ from sqlmodel import delete, select
 
 from mi_cli.catalog import catalog
 from mi_cli.models import (
-    ActivityLog, Attachment, CustomRole, EndpointSecret, FederatedCredential, KeyVaultSecret, Meta, Resource, ResourceGroup,
-    RoleAssignment, ServicePrincipal, SigningKey, Subscription, Tenant, UserAssignedIdentity,
+    ActivityLog, Application, ApplicationSecret, AppRoleAssignment, Attachment, CustomRole, EndpointSecret, FederatedCredential,
+    KeyVaultSecret, Meta, Resource, ResourceGroup, RoleAssignment, ServicePrincipal, SigningKey, Subscription, Tenant,
+    UserAssignedIdentity,
 )
 from mi_cli.services import Ctx, keyvault, roles, tenancy
 from mi_cli.services.tenant_file import API_VERSION
@@ -102,7 +103,8 @@ def export(ctx: Ctx, *, include_secrets: bool = False) -> dict[str, Any]:
 def reset(ctx: Ctx) -> dict[str, int]:
     """Empty the store: every object, the tenant, its keys and the activity log; the schema stays."""
     counts = {}
-    for model in (RoleAssignment, Attachment, FederatedCredential, EndpointSecret, KeyVaultSecret, Resource, UserAssignedIdentity,
+    for model in (AppRoleAssignment, ApplicationSecret, Application,
+                  RoleAssignment, Attachment, FederatedCredential, EndpointSecret, KeyVaultSecret, Resource, UserAssignedIdentity,
                   ServicePrincipal, ResourceGroup, CustomRole, ActivityLog, SigningKey, Subscription, Tenant):
         counts[model.__tablename__] = ctx.session.execute(delete(model)).rowcount
     ctx.session.execute(delete(Meta).where(Meta.key == "guid_counter"))

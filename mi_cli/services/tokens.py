@@ -1,5 +1,6 @@
-"""Managed-identity tokens: which identity a request gets, what each token endpoint accepts and answers,
-v1 app-only claims, signing, the token cache, verifying."""
+"""Tokens: which identity a request gets, what each token endpoint accepts and answers (IMDS, App Service,
+and Entra's own token endpoint for app registrations' client credentials), which resources the tenant issues
+tokens for, v1 app-only claims, signing, the token cache, verifying."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from sqlmodel import select
+
 from mi_cli import ids
-from mi_cli.errors import InvalidTokenError, MiError
-from mi_cli.models import Resource
-from mi_cli.services import Ctx, endpoints, identities, keys, principals, resources
+from mi_cli.errors import InvalidTokenError, MiError, NotFoundError
+from mi_cli.models import Application, Resource
+from mi_cli.services import Ctx, apps, endpoints, identities, keys, principals, resources
 from mi_cli.services.tenancy import default_tenant
+from mi_cli.services.validation import is_guid
 
 # How long a managed-identity token lives, as real ones show it (the lifetime of MI tokens is not
 # configurable). Entra stamps iat and nbf five minutes before it issues a token (openid/AppAuth-iOS#264,
@@ -25,6 +29,10 @@ from mi_cli.services.tenancy import default_tenant
 # test_imds_credential.pyTestImdstest_system_assigned.json: 1643312761 - 1643226061), as in a decoded VM
 # token (exp - iat = 86,700, reference/azure-facts.md section 6).
 LIFETIME = 24 * 3600  # from issuance to exp
+# An app's token from the token endpoint lives an hour: Entra answers client credentials with expires_in and
+# ext_expires_in 3599 (the v2 bodies MSAL's tests record, CreateSuccessfulClientCredentialTokenResponseMessage;
+# Entra's documented default lifetime of an access token is 60 to 90 minutes, 75 on average).
+APP_LIFETIME = 3600
 BACKDATE = 300  # iat = nbf = issuance - 5 minutes
 # Entra answers a fresh 24 h token with expires_in and ext_expires_in "86399"; IMDS then counts
 # expires_in down from expires_on while ext_expires_in stays "86399" (the same recording: expires_in
@@ -52,7 +60,12 @@ IMDS_API_VERSIONS = frozenset({
 })
 NEWEST_IMDS_VERSIONS = ["2025-04-07", "2024-07-17", "2024-03-15"]
 APP_SERVICE_API_VERSION = "2019-08-01"
-APP_SERVICE_REFUSAL = "Unable to load the proper Managed Identity."  # App Service's one answer, whatever the reason
+APP_SERVICE_REFUSAL = "Unable to load the proper Managed Identity."  # App Service's answer when no identity fits
+# ... and its 500 when Entra refuses the token, for a resource the tenant does not know among others (azure-
+# functions-host#9884: "Mickey Mouse data" as the resource; MSAL.NET's tests, MockHelpers.GetMsiErrorResponse for
+# App Service). The spelling "occured" is App Service's.
+APP_SERVICE_FAILURE = "An unexpected error occured while fetching the AAD Token."
+ENTRA_ERROR_URI = "https://login.microsoftonline.com/error?code={code}"
 
 
 def clip(text: Any, limit: int = ECHO_LIMIT) -> str:
@@ -63,13 +76,45 @@ def clip(text: Any, limit: int = ECHO_LIMIT) -> str:
 
 class TokenError(MiError):
     """A token request the identity endpoint refuses: IMDS's `error` code and description, and status.
-    `newest_versions` marks IMDS's api-version refusal, whose body lists them instead of a description."""
+    `newest_versions` marks IMDS's api-version refusal, whose body lists them instead of a description.
+    `body` is Entra's whole error body when Entra refused the token (IMDS passes it on as it is)."""
 
     def __init__(self, description: str, *, error: str = "invalid_request", status: int = 400,
-                 newest_versions: list[str] | None = None) -> None:
+                 newest_versions: list[str] | None = None, body: dict[str, Any] | None = None) -> None:
         super().__init__(error, description)
         self.status = status
         self.newest_versions = newest_versions
+        self.body = body
+
+
+def entra_refusal(error: str, aadsts: int, text: str, *, status: int = 400, now: Any = None,
+                  correlation_id: str | None = None) -> TokenError:
+    """Entra's error answer: the OAuth error code, the description (AADSTS code and text, then the trace id,
+    correlation id and time on their own lines), error_codes, timestamp, trace_id, correlation_id and error_uri,
+    as every recorded Entra error has them (e.g. azure-cli#22145, AADSTS90002; Microsoft-Teams-apps issues with
+    AADSTS7000215; MSAL.NET's MockHelpers for AADSTS500011 through IMDS). The correlation id is the client's
+    client-request-id when it sent one, as Entra echoes it."""
+    from datetime import datetime, timezone
+
+    when = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M:%SZ")
+    trace = str(uuid.uuid4())
+    correlation = correlation_id if correlation_id and len(correlation_id) <= 64 and correlation_id.isprintable() \
+        else str(uuid.uuid4())
+    description = f"AADSTS{aadsts}: {text}"
+    body = {"error": error, "error_description": f"{description}\r\nTrace ID: {trace}\r\nCorrelation ID: {correlation}"
+                                                f"\r\nTimestamp: {when}",
+            "error_codes": [aadsts], "timestamp": when, "trace_id": trace, "correlation_id": correlation,
+            "error_uri": ENTRA_ERROR_URI.format(code=aadsts)}
+    return TokenError(description, error=error, status=status, body=body)
+
+
+def unknown_resource(resource: str, tenant_name: str, **context: Any) -> TokenError:
+    """Entra's refusal of a token for a resource the tenant has no service principal for (every recorded
+    AADSTS500011: azure-cli#16850, MSAL.NET#3979 through IMDS, msal_mobile#6)."""
+    return entra_refusal("invalid_resource", 500011, f"The resource principal named {clip(resource)} was not found in the "
+                         f"tenant named {clip(tenant_name)}. This can happen if the application has not been installed "
+                         "by the administrator of the tenant or consented to by any user in the tenant. You might have "
+                         "sent your authentication request to the wrong tenant.", **context)
 
 
 @dataclass(frozen=True)
@@ -93,11 +138,11 @@ APP_SERVICE = TokenEndpoint("appservice", {"client_id": "client_id", "object_id"
 
 @dataclass(frozen=True)
 class Chosen:
-    kind: str  # SystemAssigned | UserAssigned
+    kind: str  # SystemAssigned | UserAssigned | Application (an app registration's service principal)
     principal_id: str
     client_id: str
-    mirid: str  # xms_mirid: the resource (SA) or the user-assigned identity (UA)
-    resource_id: str  # the resource that asked
+    mirid: str  # xms_mirid: the resource (SA) or the user-assigned identity (UA); "" for an application
+    resource_id: str  # the resource that asked; "" for an application
 
 
 def _claim_id(arm_id: str) -> str:
@@ -166,6 +211,7 @@ class Issued:
     access_token: str
     claims: dict[str, Any]
     chosen: Chosen
+    lifetime: int = LIFETIME
 
     @property
     def expires_on(self) -> int:
@@ -178,7 +224,7 @@ class Issued:
     def expires_in(self, now: float | None = None) -> int:
         """Whole seconds left at `now` (epoch seconds; without it, when the token was issued), as
         Entra counts them: 86399 for a token just issued, then down to 0."""
-        at = self.expires_on - LIFETIME if now is None else int(now)
+        at = self.expires_on - self.lifetime if now is None else int(now)
         return max(self.expires_on - at - 1, 0)
 
 
@@ -192,8 +238,10 @@ def check_resource(audience: str | None) -> str:
     return audience
 
 
-def issue(ctx: Ctx, chosen: Chosen, audience: str) -> Issued:
-    """Sign a v1.0 app-only token with the claims Azure puts in managed-identity tokens."""
+def issue(ctx: Ctx, chosen: Chosen, audience: str, *, roles: Sequence[str] = (), lifetime: int = LIFETIME) -> Issued:
+    """Sign a v1.0 app-only token with the claims Azure puts in managed-identity tokens, or (an Application)
+    in an app's client-credentials token: appidacr "1" (a client secret) and no xms_mirid. `roles` are the
+    app roles the principal holds on the audience's resource (the `roles` claim, absent when none)."""
     import jwt  # lazily: jwt costs ~9 F at import, and most commands never sign
 
     check_resource(audience)
@@ -201,30 +249,31 @@ def issue(ctx: Ctx, chosen: Chosen, audience: str) -> Issued:
     key = keys.active(ctx, tenant)
     now = int(ctx.now().timestamp())
     issuer = keys.issuer_of(tenant.id)
+    application = chosen.kind == "Application"
     claims: dict[str, Any] = {
         "aud": audience,
         "iss": issuer,
         "iat": now - BACKDATE,
         "nbf": now - BACKDATE,
-        "exp": now + LIFETIME,
+        "exp": now + lifetime,
         "aio": _opaque(48),
         "appid": chosen.client_id,
-        "appidacr": "2",
+        "appidacr": "1" if application else "2",
         "idp": issuer,
         "idtyp": "app",
         "oid": chosen.principal_id,
         "rh": f"0.{_opaque(36)}.",
-        "sub": chosen.principal_id,
-        "tid": tenant.id,
-        "uti": _opaque(16),
-        "ver": "1.0",
-        "xms_mirid": chosen.mirid,
     }
+    if roles:
+        claims["roles"] = list(roles)
+    claims |= {"sub": chosen.principal_id, "tid": tenant.id, "uti": _opaque(16), "ver": "1.0"}
+    if not application:
+        claims["xms_mirid"] = chosen.mirid
     if chosen.kind == "UserAssigned":
         claims["xms_az_rid"] = _claim_id(chosen.resource_id)
     # Header as Entra's v1 tokens: typ, alg, x5t, kid (access-tokens doc, "Validate the signature").
     token = jwt.encode(claims, keys.private_key(key), algorithm="RS256", headers={"typ": "JWT", **keys.token_header(key)})
-    return Issued(token, claims, chosen)
+    return Issued(token, claims, chosen, lifetime)
 
 
 def log_request(ctx: Ctx, res: Resource, audience: str, outcome: Issued | TokenError, *, via: str) -> None:
@@ -241,23 +290,25 @@ def log_request(ctx: Ctx, res: Resource, audience: str, outcome: Issued | TokenE
 
 
 class TokenCache:
-    """Tokens by (identity, resource that asked, audience), the most recently used `size` of them:
-    a client asking for ever new audiences must not grow the server without end."""
+    """Tokens by (identity, resource that asked, audience, app roles), the most recently used `size` of them:
+    a client asking for ever new audiences must not grow the server without end. The roles are part of the
+    key, so that an app role granted or removed shows in the next token at once (Azure's own cache may keep
+    the old roles for up to 24 hours; a local tenant is for trying such changes)."""
 
     def __init__(self, size: int = 4096) -> None:
-        self._tokens: OrderedDict[tuple[str, str, str], Issued] = OrderedDict()
+        self._tokens: OrderedDict[tuple[str, str, str, tuple[str, ...]], Issued] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
     @staticmethod
-    def _key(chosen: Chosen, audience: str) -> tuple[str, str, str]:
-        return chosen.principal_id, chosen.resource_id.casefold(), normalise_audience(audience)
+    def _key(chosen: Chosen, audience: str, roles: Sequence[str] = ()) -> tuple[str, str, str, tuple[str, ...]]:
+        return chosen.principal_id, chosen.resource_id.casefold(), normalise_audience(audience), tuple(roles)
 
     def __len__(self) -> int:
         return len(self._tokens)
 
-    def get(self, chosen: Chosen, audience: str, now: float | None = None) -> Issued | None:
-        key = self._key(chosen, audience)
+    def get(self, chosen: Chosen, audience: str, now: float | None = None, *, roles: Sequence[str] = ()) -> Issued | None:
+        key = self._key(chosen, audience, roles)
         with self._lock:
             hit = self._tokens.get(key)
             if hit is not None:
@@ -267,7 +318,7 @@ class TokenCache:
         return None
 
     def put(self, issued: Issued) -> None:
-        key = self._key(issued.chosen, issued.claims["aud"])
+        key = self._key(issued.chosen, issued.claims["aud"], issued.claims.get("roles", ()))
         with self._lock:
             self._tokens[key] = issued
             self._tokens.move_to_end(key)
@@ -281,16 +332,22 @@ class TokenCache:
 def get_token(ctx: Ctx, res: Resource, audience: str, selector: Mapping[str, str | None] | None = None, *,
               endpoint: TokenEndpoint = IMDS, cache: TokenCache | None = None, bypass_cache: bool = False,
               via: str | None = None) -> Issued | TokenError:
-    """The token `res` gets for `audience`: the identity `choose` picks, then the cached token (with a
-    cache, unless bypassed) or a new one, which the cache keeps. The outcome is in the activity log
-    either way; a refusal is returned rather than raised so that the caller's transaction keeps it."""
+    """The token `res` gets for `audience`: the identity `choose` picks, refused as Entra refuses a resource
+    the tenant does not know (AADSTS500011), then the cached token (with a cache, unless bypassed) or a new
+    one, with the app roles the identity holds on the resource, which the cache keeps. The outcome is in the
+    activity log either way; a refusal is returned rather than raised so that the caller's transaction keeps it."""
     via = via or endpoint.name
     cached = None
     try:
         chosen = choose(ctx, res, selector, endpoint=endpoint)
+        check_resource(audience)
+        resource = apps.resource_principal(ctx, audience)
+        if resource is None:
+            raise unknown_resource(audience, default_tenant(ctx).display_name, now=ctx.now())
+        roles = apps.roles_for(ctx, chosen.principal_id, resource)
         if cache is not None and not bypass_cache:
-            cached = cache.get(chosen, audience, now=ctx.now().timestamp())
-        issued = cached or issue(ctx, chosen, audience)
+            cached = cache.get(chosen, audience, now=ctx.now().timestamp(), roles=roles)
+        issued = cached or issue(ctx, chosen, audience, roles=roles)
     except TokenError as exc:
         log_request(ctx, res, audience, exc, via=via)
         return exc
@@ -406,9 +463,184 @@ def app_service_token(ctx: Ctx, secret: str, query: Sequence[tuple[str, str]], *
     except TokenError as exc:
         return exc
     outcome = get_token(ctx, res, audience, params, endpoint=APP_SERVICE, cache=cache)
+    if isinstance(outcome, TokenError) and outcome.body is not None:  # Entra refused the token
+        return TokenError(APP_SERVICE_FAILURE, error=outcome.code, status=500)
     if isinstance(outcome, TokenError):
         return TokenError(APP_SERVICE_REFUSAL, error=outcome.code)
     return _served(ctx, outcome, APP_SERVICE)
+
+
+# --- Entra's token endpoint: an app registration's client credentials ---------------------------------
+
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# Tenants of no one tenant: Entra's aliases that a client names instead of a tenant id.
+TENANT_ALIASES = ("common", "organizations")
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """A POST to /{tenant}/oauth2/v2.0/token (v2) or /{tenant}/oauth2/token (v1): the tenant as the path names it,
+    the form's parameters in order, the client's Basic credentials if it sent them (client_secret_basic), and its
+    client-request-id (Entra's correlation id)."""
+
+    tenant: str
+    form: Sequence[tuple[str, str]]
+    v2: bool = True
+    basic: tuple[str, str] | None = None
+    correlation_id: str | None = None
+
+
+def resolve_tenant(ctx: Ctx, tenant_ref: str):  # noqa: ANN201 - a Tenant, or None when the name is none of this store's
+    tenant = default_tenant(ctx, create=False)
+    if tenant is None:
+        return None
+    return tenant if tenant_ref.strip().casefold() in (tenant.id, *TENANT_ALIASES) else None
+
+
+def unknown_tenant(tenant_ref: str, **context: Any) -> TokenError:
+    """AADSTS90002, as the OpenID metadata and token endpoints answer a tenant that does not exist (azure-cli#22145,
+    #23130: the same text on the discovery endpoint)."""
+    return entra_refusal("invalid_tenant", 90002, f"Tenant '{clip(tenant_ref)}' not found. Check to make sure you have the "
+                         "correct tenant ID and are signing into the correct cloud. Check with your subscription "
+                         "administrator, this may happen if there are no active subscriptions for the tenant.", **context)
+
+
+def _missing(parameter: str, **context: Any) -> TokenError:
+    # AADSTS900144 (MicrosoftDocs/azure-docs#43780: 'grant_type'; fredgis/FabricAtlas#3: 'client_id')
+    return entra_refusal("invalid_request", 900144, f"The request body must contain the following parameter: '{parameter}'.",
+                         **context)
+
+
+def _scope_resource(params: Mapping[str, str], v2: bool, **context: Any) -> str:
+    """The resource a client-credentials request is for: v2's one scope `{resource}/.default`, v1's `resource`."""
+    if not v2:
+        resource = params.get("resource", "").strip()
+        if not resource:
+            raise _missing("resource", **context)
+        return resource
+    scope = params.get("scope", "").strip()
+    if not scope:
+        raise _missing("scope", **context)
+    scopes = scope.split()
+    if len(scopes) > 1:  # several resources in one request (chosen: Entra's AADSTS70011 wording for a bad scope)
+        raise entra_refusal("invalid_scope", 70011, f"The provided value for the input parameter 'scope' is not valid. The "
+                            f"scope {clip(scope)} is not valid.", **context)
+    if not scopes[0].endswith("/.default"):
+        # AADSTS1002012 (MSAL.NET's MockHelpers, GetMtlsInvalidScopeError1002012)
+        raise entra_refusal("invalid_scope", 1002012, f"The provided value for scope {clip(scopes[0])} is not valid. Client "
+                            "credential flows must have a scope value with /.default suffixed to the resource identifier "
+                            "(application ID URI).", **context)
+    return scopes[0][: -len("/.default")]
+
+
+def _assertion_grant(ctx: Ctx, client_id: str, params: Mapping[str, str], **context: Any) -> TokenError:
+    """A client assertion (workload identity federation: a token from a federated issuer instead of a secret).
+    Exchanging it is for a later version: a managed identity's is refused as Entra refuses an assertion that no
+    federated credential matches (AADSTS70021, with the assertion's issuer, subject and audience:
+    Azure/azure-workload-identity troubleshooting), an app's as one with no federated credentials at all
+    (AADSTS70025)."""
+    claims: dict[str, Any] = {}
+    try:
+        claims = decode(params.get("client_assertion", ""))[1]
+    except InvalidTokenError:
+        # AADSTS50027 (MSAL.NET's MockHelpers, SendTenantIdInCredentialValueError50027)
+        return entra_refusal("invalid_request", 50027, "JWT token is invalid or malformed.", **context)
+    try:
+        principals.find(ctx, client_id)
+        managed_identity = True
+    except NotFoundError:
+        managed_identity = False
+    if managed_identity:
+        return entra_refusal("unauthorized_client", 70021, "No matching federated identity record found for presented "
+                             f"assertion. Assertion Issuer: '{clip(claims.get('iss', ''))}'. Assertion Subject: "
+                             f"'{clip(claims.get('sub', ''))}'. Assertion Audience: '{clip(claims.get('aud', ''))}'. "
+                             "https://docs.microsoft.com/en-us/azure/active-directory/develop/workload-identity-federation",
+                             status=401, **context)
+    return entra_refusal("invalid_client", 70025, "The client has no configured federated identity credentials.",
+                         status=401, **context)
+
+
+def client_credentials(ctx: Ctx, request: TokenRequest) -> dict[str, Any] | TokenError:
+    """Entra's token endpoint for the client credentials grant: the tenant, the grant, the client (an app
+    registration of the tenant) and its secret, then the resource of the scope, each refused with Entra's
+    AADSTS error; else a v1.0 app-only token for the app's service principal, with the app roles it holds on
+    the resource. Every answer is in the activity log."""
+    context = {"now": ctx.now(), "correlation_id": request.correlation_id}
+    params = dict(request.form)
+    client_id = params.get("client_id", "").strip() or (request.basic[0] if request.basic else "")
+    outcome = _client_credentials(ctx, request, params, client_id, context)
+    if isinstance(outcome, TokenError):
+        ctx.log("Microsoft.Directory/applications/token/issue", f"/applications/{clip(client_id) or '(no client)'}",
+                status="Failed", caller=clip(client_id) or "(no client)",
+                detail=f"via=entra; error={outcome.code}: {clip(outcome.message)}")
+        return outcome
+    issued = outcome
+    ctx.log("Microsoft.Directory/applications/token/issue", f"/applications/{issued.chosen.client_id}",
+            caller=issued.chosen.principal_id, detail=f"aud={clip(issued.claims['aud'])}; via=entra; grant=client_credentials")
+    expires_in = issued.expires_in()
+    if request.v2:
+        return {"token_type": "Bearer", "expires_in": expires_in, "ext_expires_in": expires_in,
+                "access_token": issued.access_token}
+    # the v1 endpoint's body: every value a string, with the resource and the times (adal's token response)
+    return {"token_type": "Bearer", "expires_in": str(expires_in), "ext_expires_in": str(expires_in),
+            "expires_on": str(issued.expires_on), "not_before": str(issued.not_before), "resource": issued.claims["aud"],
+            "access_token": issued.access_token}
+
+
+def _client_credentials(ctx: Ctx, request: TokenRequest, params: Mapping[str, str], client_id: str,
+                        context: dict[str, Any]) -> Issued | TokenError:
+    try:
+        tenant = resolve_tenant(ctx, request.tenant)
+        if tenant is None:
+            raise unknown_tenant(request.tenant, **context)
+        grant = params.get("grant_type", "").strip()
+        if not grant:
+            raise _missing("grant_type", **context)
+        if grant != "client_credentials":
+            # mi signs in no users: the other grants are not served (AADSTS70003's text: MicrosoftDocs/power-platform#1480)
+            raise entra_refusal("unsupported_grant_type", 70003, f"The app requested an unsupported grant type "
+                                f"'{clip(grant)}'.", **context)
+        if not client_id:
+            raise _missing("client_id", **context)
+        if params.get("client_assertion_type") == CLIENT_ASSERTION_TYPE or params.get("client_assertion"):
+            raise _assertion_grant(ctx, client_id, params, **context)
+        app = ctx.session.exec(select(Application).where(Application.app_id == client_id.casefold())).first() \
+            if is_guid(client_id) else None
+        if app is None:
+            # AADSTS700016 (MSAL.NET's MockHelpers, WrongTenantError700016; azure-sdk-for-python#8314)
+            raise entra_refusal("unauthorized_client", 700016, f"Application with identifier '{clip(client_id)}' was not "
+                                f"found in the directory '{clip(request.tenant)}'. This can happen if the application has "
+                                "not been installed by the administrator of the tenant or consented to by any user in "
+                                "the tenant. You may have sent your authentication request to the wrong tenant.", **context)
+        if request.tenant.strip().casefold() in TENANT_ALIASES:
+            # AADSTS50194 (Azure-Samples/active-directory-javascript-singlepageapp-dotnet-webapi-v2#17): mi's
+            # app registrations are single-tenant, as `az ad app create` makes them
+            raise entra_refusal("invalid_request", 50194, f"Application '{app.app_id}'({clip(app.display_name)}) is not "
+                                "configured as a multi-tenant application. Usage of the /common endpoint is not supported "
+                                "for such applications created after '10/15/2018'. Use a tenant-specific endpoint or "
+                                "configure the application to be multi-tenant.", **context)
+        secret = params.get("client_secret") or (request.basic[1] if request.basic else "")
+        if not secret:
+            # AADSTS7000216 (MicrosoftDocs/azure-docs#30777)
+            raise entra_refusal("invalid_client", 7000216, "'client_assertion', 'client_secret' or 'request' is required "
+                                "for the 'client_credentials' grant type.", status=401, **context)
+        if not apps.secret_matches(ctx, app, secret):
+            # AADSTS7000215, 401 (databricks/databricks-sdk-go#240, OfficeDev/microsoft-365-agents-toolkit#8621)
+            raise entra_refusal("invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being sent in "
+                                "the request is the client secret value, not the client secret ID, for a secret added to "
+                                f"app '{app.app_id}'.", status=401, **context)
+        audience = _scope_resource(params, request.v2, **context)
+        check_resource(audience)
+        resource = apps.resource_principal(ctx, audience)
+        if resource is None:
+            raise unknown_resource(audience, request.tenant, **context)
+        chosen = Chosen("Application", app.service_principal_id, app.app_id, "", "")
+        return issue(ctx, chosen, audience, roles=apps.roles_for(ctx, app.service_principal_id, resource),
+                     lifetime=APP_LIFETIME)
+    except TokenError as exc:
+        if exc.body is None:  # check_resource's own refusal: in Entra's shape too
+            return entra_refusal(exc.code, 500011 if exc.code == "invalid_resource" else 900144, exc.message, **context)
+        return exc
 
 
 # --- reading tokens ------------------------------------------------------------------------------

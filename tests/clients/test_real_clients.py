@@ -184,6 +184,7 @@ def test_changes_made_with_the_cli_apply_to_the_next_request(server, client_env)
 
 
 def test_tokens_are_cached_until_near_expiry_unless_bypassed(server):
+    mi_json(server.db, "app", "create", "--display-name", "cache-api", "--identifier-uris", "https://cache.test")
     url = imds_url(server, "vm-sys", "api-version=2018-02-01&resource=https://cache.test")
     first = get(url, {"Metadata": "true"})[1]["access_token"]
     assert get(url, {"Metadata": "true"})[1]["access_token"] == first
@@ -219,6 +220,7 @@ def test_openid_metadata_and_jwks(server):
 
 def test_rotated_keys_keep_old_tokens_valid_until_retired(server, client_env):
     client_env(server.env("vm-sys"))
+    mi_json(server.db, "app", "create", "--display-name", "rotate-api", "--identifier-uris", "https://rotate.test")
     old = ManagedIdentityCredential().get_token("https://rotate.test/.default").token
     old_kid = jwt.get_unverified_header(old)["kid"]
     new_kid = mi_json(server.db, "token", "keys", "rotate")["kid"]

@@ -150,10 +150,12 @@ def test_a_cli_request_is_never_cached(store, tenant):
 
 def test_the_cache_keeps_only_the_most_recently_used_tokens(store, tenant):
     cache = tokens.TokenCache(size=3)
+    audiences = ["https://vault.azure.net", "https://storage.azure.com/", "https://graph.microsoft.com",
+                 "https://management.azure.com/", "https://database.windows.net/"]
     with store() as ctx:
-        for n in range(5):
-            query = [("api-version", "2018-02-01"), ("resource", f"https://r{n}.test")]
-            tokens.imds_token(ctx, tenant["app-both"], query, cache=cache)
+        for audience in audiences:
+            query = [("api-version", "2018-02-01"), ("resource", audience)]
+            assert "access_token" in tokens.imds_token(ctx, tenant["app-both"], query, cache=cache)
     assert len(cache) == 3
 
 
@@ -226,7 +228,9 @@ def test_the_log_repeats_a_long_resource_only_in_part(store, tenant):
     long_resource = "https://long.test/" + "x" * (tokens.MAX_RESOURCE - 18)
     with store() as ctx:
         query = [("api-version", "2018-02-01"), ("resource", long_resource)]
-        assert "access_token" in tokens.imds_token(ctx, tenant["app-both"], query)
+        unknown = tokens.imds_token(ctx, tenant["app-both"], query)  # no such resource in the tenant: Entra's refusal
+        assert unknown.code == "invalid_resource" and unknown.message.startswith("AADSTS500011: ")
+        assert len(unknown.body["error_description"]) < 1000
         refused = tokens.imds_token(ctx, tenant["vm-multi"], query)
         assert "Multiple user assigned" in refused.message
     with store() as ctx:
