@@ -8,10 +8,10 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 7  # 2: signing keys and token-endpoint secrets; 3: custom roles and role assignments;
+SCHEMA_VERSION = 8  # 2: signing keys and token-endpoint secrets; 3: custom roles and role assignments;
 # 4: role assignment conditions and updates; 5: the local cloud's certificate authority, Key Vault secrets;
 # 6: storage accounts' shared keys and allowSharedKeyAccess; 7: app registrations, their client secrets and
-# app role assignments
+# app role assignments; 8: simulated external issuers of federated assertions (GitHub Actions, Kubernetes, any URL)
 
 
 def _fk(target: str) -> Any:
@@ -290,4 +290,20 @@ class AppRoleAssignment(SQLModel, table=True):
     principal_type: str = "ServicePrincipal"
     resource_id: str = Field(index=True)  # the object id of the resource's service principal
     app_role_id: str
+    created_at: datetime
+
+
+class FederationIssuer(SQLModel, table=True):
+    """A simulated external OpenID issuer (GitHub Actions, a Kubernetes cluster, any https URL) whose assertions a
+    workload exchanges through a federated identity credential: mi holds its signing key, publishes its metadata
+    and keys at its own host name, and mints its tokens."""
+
+    __tablename__ = "federation_issuer"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    url: str = Field(unique=True)  # exactly as given: a trailing slash is part of the issuer
+    host: str = Field(index=True)  # the URL's host name, lowercase: what the local cloud answers for it
+    kind: str  # github | kubernetes | generic
+    kid: str  # the kid its tokens and keys document carry
+    private_pem: str  # PKCS#8; the store file is 0600 and this is never printed
+    public_jwk: dict = Field(sa_column=Column(JSON, nullable=False))  # the key as its keys document publishes it
     created_at: datetime

@@ -528,7 +528,12 @@ def _v6_to_v7(conn) -> None:  # noqa: ANN001
     SQLModel.metadata.create_all(conn)
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7}
+def _v7_to_v8(conn) -> None:  # noqa: ANN001
+    # New table only (simulated external issuers of federated assertions).
+    SQLModel.metadata.create_all(conn)
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8}
 
 
 def _has_meta(conn) -> bool:  # noqa: ANN001
