@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from mi_cli import __version__
-from mi_cli.cli import access, account, app as app_cli, compare, declare, demo, env, explore, group, identity, keyvault, log, resource, role, serve, sp, storage, token
+from mi_cli.cli import access, account, app as app_cli, compare, declare, demo, env, explore, federation, group, identity, keyvault, log, resource, role, serve, sp, storage, token
 from mi_cli.cli.runtime import configure, state
 from mi_cli.errors import MiError, bounded, inert
 
@@ -55,6 +55,7 @@ app.add_typer(access.app, name="access")
 app.add_typer(keyvault.app, name="keyvault")
 app.add_typer(storage.app, name="storage")
 app.add_typer(app_cli.app, name="app")
+app.add_typer(federation.app, name="federation")
 app.command("serve")(serve.serve)
 app.command("env")(env.env)
 app.command("log")(log.show_log)

@@ -47,7 +47,7 @@ def serve(
 
     import uvicorn
 
-    from mi_cli.server import azurite
+    from mi_cli.server import azurite, issuer
     from mi_cli.server.app import create_app
     from mi_cli.server.proxy import Proxy
     from mi_cli.server.state import Fault, ServerState, Throttle
@@ -94,6 +94,7 @@ def serve(
         tls_config.load()  # now: a certificate file replaced later by another server of this store is not ours
     except (OSError, ValueError) as exc:
         raise MiError("CertificateError", f"Cannot load the local cloud's certificate {cloud.tls}: {exc}.") from None
+    issuer.serve_certificates(tls_config.ssl, store)  # federation issuers' hosts: a leaf each, on first use (SNI)
     tls_server = _background(tls_config)
     relay = Proxy(state_.connect_route, ("127.0.0.1", tls_sock.getsockname()[1]))
     shown = f"[{host}]" if ":" in host else host

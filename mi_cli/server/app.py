@@ -4,6 +4,7 @@ can (a busy store, a failure) in that plane's shape, keeping the connection open
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import inspect
 import sys
 import threading
@@ -157,12 +158,34 @@ async def _plane(request: Request, state: ServerState, name: str, module: Module
     return await run_in_threadpool(_guarded, request, shape, lambda: module.handle(request, state))
 
 
+ISSUER_PLANE = "mi_cli.server.issuer"
+
+
+def _issuer_plane(host: str | None) -> tuple[str, ModuleType] | None:
+    """The plane of federation issuers, for any other host name that reaches the TLS server: the proxy sends only the
+    names of the local cloud there, so this one is an issuer's (the plane answers 404 once the issuer is gone). An
+    address (127.0.0.1, localhost: a client that came to the TLS port directly) keeps the path routes."""
+    host = (host or "").strip("[]").rstrip(".").casefold()
+    if not host or host == "localhost":
+        return None
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    from mi_cli.server import issuer
+
+    return ISSUER_PLANE, issuer
+
+
 def create_app(state: ServerState) -> Starlette:
     plain = _dispatch(state)
 
     async def endpoint(request: Request) -> Response:
         # Data planes answer on the TLS server (Azure's hosts are HTTPS only); everything else keeps its path routes.
         claimed = plane_for(request.url.hostname) if request.url.scheme == "https" else None
+        if claimed is None and request.url.scheme == "https":
+            claimed = _issuer_plane(request.url.hostname)
         if claimed is not None:
             return await _plane(request, state, *claimed)
         return await run_in_threadpool(plain, request)

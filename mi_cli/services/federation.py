@@ -47,8 +47,15 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+class ArgumentError(ValidationError):
+    """A value given to an issuer that it cannot take: one line, exit 2, as az's argument errors."""
+
+    service = False
+    exit_code = 2
+
+
 def _bad(message: str) -> ValidationError:
-    return ValidationError("InvalidArgumentValue", message)
+    return ArgumentError("InvalidArgumentValue", message)
 
 
 # -- issuer URLs ------------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The local cloud's rules: the store's certificate authority, the files beside the store, and which hosts are served."""
+"""The local cloud's rules: the store's certificate authority, the files beside the store, and which hosts are served
+(Azure's fixed names, each vault's and storage account's, and the host of each simulated federation issuer)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sqlmodel import select
 from mi_cli import ids
 from mi_cli.files import write_atomic
 from mi_cli.models import CertificateAuthority, Resource
-from mi_cli.services import Ctx, tenancy
+from mi_cli.services import Ctx, federation, tenancy
 
 # Every host name the local cloud answers for, each with the resource type whose names a wildcard serves
 # (None: the host is served whenever mi serve runs). The TLS certificate names them all, and a CONNECT to
@@ -27,6 +28,9 @@ HOSTS: dict[str, str | None] = {
     "graph.microsoft.com": None,
 }
 HTTPS_PORT = 443
+# An issuer's host (token.actions.githubusercontent.com, REGION.oic.prod-aks.azure.com) is answered too while the
+# store holds an issuer there (services/federation): those names come and go with the store, so the certificate
+# issued at start does not name them; each gets a leaf of its own when a client first asks for it (SNI).
 # The server certificate is issued anew at each start; clients that cap a leaf's life (398 days) accept it.
 LEAF_DAYS = 397
 
@@ -110,6 +114,14 @@ def server_certificate(ctx: Ctx, ca):  # noqa: ANN001, ANN201 - trustme objects
                          organization_unit_name="mi local cloud", not_after=now + timedelta(days=LEAF_DAYS))
 
 
+def host_certificate(ctx: Ctx, host: str):  # noqa: ANN201 - a trustme.LeafCert
+    """A leaf for one host name that the certificate of HOSTS does not name (a federation issuer's), signed by the
+    store's CA: what the TLS server presents when a client asks for that name."""
+    host = normalise(host)
+    return authority(ctx).issue_cert(host, common_name=host, organization_name="mi",
+                                     organization_unit_name="mi local cloud", not_after=ctx.now() + timedelta(days=LEAF_DAYS))
+
+
 def loopback_certificate(ctx: Ctx) -> tuple[bytes, bytes]:
     """A certificate (PEM) and key for 127.0.0.1, signed by the store's CA: what a child server the
     local cloud relays to (Azurite) presents."""
@@ -132,9 +144,15 @@ def normalise(host: str) -> str:
     return host.strip().rstrip(".").casefold()
 
 
-def claimed(host: str) -> bool:
-    """Whether `host` is one of the names the local cloud answers for (served or refused, never tunnelled)."""
-    return _pattern(normalise(host)) is not None
+def issuer_host(ctx: Ctx, host: str) -> bool:
+    """Whether the store holds a federation issuer at `host` (any letter case)."""
+    return bool(federation.on_host(ctx, normalise(host)))
+
+
+def claimed(host: str, ctx: Ctx | None = None) -> bool:
+    """Whether `host` is one of the names the local cloud answers for (served or refused, never tunnelled): a name
+    of HOSTS, or (given the store) the host of a federation issuer while the store holds one there."""
+    return _pattern(normalise(host)) is not None or (ctx is not None and issuer_host(ctx, host))
 
 
 def resource_for_host(ctx: Ctx, host: str) -> Resource | None:
@@ -152,16 +170,18 @@ def resource_for_host(ctx: Ctx, host: str) -> Resource | None:
 
 def served(ctx: Ctx, host: str) -> bool:
     """Whether a CONNECT to host:443 is answered locally: a fixed name always, a wildcard's name only while
-    its resource exists, so that an unknown vault behaves like a host that does not exist."""
+    its resource exists, so that an unknown vault behaves like a host that does not exist; a federation issuer's
+    host while the issuer exists."""
     pattern = _pattern(normalise(host))
     if pattern is None:
-        return False
+        return issuer_host(ctx, host)
     return HOSTS[pattern] is None or resource_for_host(ctx, host) is not None
 
 
 def connect_route(ctx: Ctx, host: str, port: int) -> tuple[str, str]:
-    """What the proxy does with CONNECT host:port: ("local", ""), ("refuse", why) or ("tunnel", "")."""
-    if not claimed(host):
+    """What the proxy does with CONNECT host:port: ("local", ""), ("refuse", why) or ("tunnel", ""). A federation
+    issuer's host is answered here while the store holds the issuer, and tunnelled (to the real host) otherwise."""
+    if not claimed(host, ctx):
         return "tunnel", ""
     if port != HTTPS_PORT:
         return "refuse", f"mi serves {normalise(host)} on port {HTTPS_PORT} only."
@@ -173,7 +193,8 @@ def connect_route(ctx: Ctx, host: str, port: int) -> tuple[str, str]:
 
 
 def served_urls(ctx: Ctx) -> list[str]:
-    """The https:// addresses the local cloud answers now: each fixed name, and each resource a wildcard serves."""
+    """The https:// addresses the local cloud answers now: each fixed name, each resource a wildcard serves, and
+    each federation issuer."""
     urls = []
     for pattern, type_ in HOSTS.items():
         if type_ is None:
@@ -181,4 +202,5 @@ def served_urls(ctx: Ctx) -> list[str]:
             continue
         rows = ctx.session.exec(select(Resource.name).where(func.lower(Resource.type) == type_.lower())).all()
         urls += sorted(f"https://{name.casefold()}{pattern[1:]}" for name in rows)
+    urls += [issuer.url for issuer in federation.list_all(ctx)]
     return urls
