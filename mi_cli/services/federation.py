@@ -158,10 +158,6 @@ def on_host(ctx: Ctx, host: str) -> list[FederationIssuer]:
                                  .order_by(FederationIssuer.created_at, FederationIssuer.id)).all())
 
 
-def hosts(ctx: Ctx) -> list[str]:
-    return sorted(set(ctx.session.exec(select(FederationIssuer.host)).all()))
-
-
 def _new_key(ctx: Ctx, url: str, kind: str) -> tuple[str, str, dict[str, Any]]:
     """(kid, private PEM, published JWK) of a new RS256 key. GitHub's keys come with a self-signed certificate
     (x5c, x5t; kid = x5t, as mi's own keys); a Kubernetes cluster publishes kty, use, kid, alg, n and e only, its kid
