@@ -237,6 +237,21 @@ def test_reset_empties_the_store(ok, mi, tenant_file):
     assert ok("export") == {"apiVersion": "mi/v1"}
 
 
+def test_under_a_seed_an_export_reset_and_applied_again_never_hands_its_ids_out_twice(ok, mi, tmp_path, monkeypatch):
+    monkeypatch.setenv("MI_SEED", "again")
+    ok("group", "create", "-n", "rg", "-l", "westeurope")
+    before = ok("resource", "create", "-g", "rg", "-n", "vm1", "--type", "vm", "--system-assigned")
+    exported = tmp_path / "tenant.yaml"
+    assert mi("export", "-f", str(exported)).code == 0
+    assert mi("reset", "--yes").code == 0
+    assert mi("apply", "-f", str(exported), "-o", "none").code == 0
+    # each new GUID was one the applied file had brought back: an IntegrityError (an InternalError) before
+    made = [ok("identity", "create", "-g", "rg", "-n", f"id{i}") for i in range(4)]
+    made.append(ok("resource", "create", "-g", "rg", "-n", "vm2", "--type", "vm", "--system-assigned")["identity"])
+    ids = {v for m in made for v in (m["principalId"], m.get("clientId"))} - {None}
+    assert before["identity"]["principalId"] not in ids and len(ids) == 9
+
+
 def test_the_schema_is_published_with_the_package():
     from importlib import resources
 
