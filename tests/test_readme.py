@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import pytest
 
 from mi_cli.cli.main import main
+from tests.clients.az import az_cli  # noqa: F401 - the fixture: the real az, installed on first use
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -80,7 +81,7 @@ def test_readme_console_examples_are_true(readme):
 @contextmanager
 def _as_the_readme_says(readme, section: str, tmp_path, monkeypatch, capsys) -> Iterator[Any]:
     """`mi serve` on a copy of the README's store, the environment of the section's `mi env` line applied;
-    yields the section's first Python block, compiled."""
+    yields the section's first Python block, compiled (None when it has none)."""
     from tests.clients.conftest import CLIENT_VARS, start_server
 
     _, _, built = readme
@@ -100,7 +101,8 @@ def _as_the_readme_says(readme, section: str, tmp_path, monkeypatch, capsys) -> 
             monkeypatch.delenv(var, raising=False)
         for k, v in variables.items():
             monkeypatch.setenv(k, v)
-        yield compile(re.findall(r"```python\n(.*?)```", section, re.S)[0], "README.md", "exec")
+        python = re.findall(r"```python\n(.*?)```", section, re.S)
+        yield compile(python[0], "README.md", "exec") if python else None
     finally:
         assert server.stop() == 0
 
@@ -151,3 +153,34 @@ def test_the_blob_example_writes_and_reads_and_another_container_is_refused(read
         with pytest.raises(HttpResponseError) as denied:
             exec(compile(source, "README.md", "exec"), {})
         assert denied.value.status_code == 403 and denied.value.error_code == "AuthorizationPermissionMismatch"
+
+
+def test_the_app_registration_example_puts_its_role_in_the_token(readme, capsys):
+    """The README's app registration block left vm-ops holding Orders.Read on api://orders: its token says so."""
+    import jwt
+
+    _, _, built = readme
+    capsys.readouterr()
+    assert main(["--db", str(built), "token", "get", "--resource", "vm-ops", "-g", "rg-demo", "--audience", "api://orders",
+                 "-o", "json"]) == 0
+    token = json.loads(capsys.readouterr().out)["access_token"]
+    assert jwt.decode(token, options={"verify_signature": False})["roles"] == ["Orders.Read"]
+
+
+def test_the_az_example_runs_as_written(readme, tmp_path, monkeypatch, capsys, az_cli):
+    """The README's az block, line by line as a shell runs it, against `mi serve` on the README's store: the real
+    az signs in as vm-ops, makes a group and an identity mi then shows, and is refused the role assignment."""
+    import subprocess
+
+    section = readme[0].split("## The local cloud: ARM, Entra and Graph", 1)[1].split("\n## ", 1)[0]
+    script = re.findall(r"```bash\n(.*?)```", section, re.S)[0]
+    lines = [line for line in script.splitlines() if not line.startswith("mi serve")]
+    with _as_the_readme_says(readme, section, tmp_path, monkeypatch, capsys):
+        bin_dir = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+        shell_env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "IDENTITY_", "MSI_", "IMDS_"))
+                     and k.upper() not in ("HTTPS_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")}
+        shell_env["PATH"] = os.pathsep.join([str(Path(az_cli).parent), str(bin_dir), shell_env.get("PATH", "")])
+        done = subprocess.run(["bash", "-c", "\n".join(lines)], env=shell_env, capture_output=True, text=True,
+                              timeout=600)
+    assert done.stdout.splitlines() == ["Succeeded", "id-from-az", "id-from-az"], done.stderr[-3000:]
+    assert "(AuthorizationFailed)" in done.stderr and "Microsoft.Authorization/roleAssignments/write" in done.stderr
