@@ -1,6 +1,7 @@
 """Tokens: which identity a request gets, what each token endpoint accepts and answers (IMDS, App Service,
-and Entra's own token endpoint for app registrations' client credentials), which resources the tenant issues
-tokens for, v1 app-only claims, signing, the token cache, verifying."""
+and Entra's own token endpoint: app registrations' client credentials, and a federated assertion exchanged for a
+user-assigned identity's token), which resources the tenant issues tokens for, v1 app-only claims, signing, the
+token cache, verifying."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from typing import Any, Mapping, Sequence
 from sqlmodel import select
 
 from mi_cli import ids
-from mi_cli.errors import InvalidTokenError, MiError, NotFoundError
-from mi_cli.models import Application, Resource
+from mi_cli.errors import InvalidTokenError, MiError
+from mi_cli.models import Application, FederatedCredential, Resource, ServicePrincipal, UserAssignedIdentity
 from mi_cli.services import Ctx, apps, endpoints, identities, keys, principals, resources
 from mi_cli.services.tenancy import default_tenant
 from mi_cli.services.validation import is_guid
@@ -269,7 +270,7 @@ def issue(ctx: Ctx, chosen: Chosen, audience: str, *, roles: Sequence[str] = (),
     claims |= {"sub": chosen.principal_id, "tid": tenant.id, "uti": _opaque(16), "ver": "1.0"}
     if not application:
         claims["xms_mirid"] = chosen.mirid
-    if chosen.kind == "UserAssigned":
+    if chosen.kind == "UserAssigned" and chosen.resource_id:  # a federated assertion's token: no resource asked
         claims["xms_az_rid"] = _claim_id(chosen.resource_id)
     # Header as Entra's v1 tokens: typ, alg, x5t, kid (access-tokens doc, "Validate the signature").
     token = jwt.encode(claims, keys.private_key(key), algorithm="RS256", headers={"typ": "JWT", **keys.token_header(key)})
@@ -533,41 +534,356 @@ def _scope_resource(params: Mapping[str, str], v2: bool, **context: Any) -> str:
     return scopes[0][: -len("/.default")]
 
 
-def _assertion_grant(ctx: Ctx, client_id: str, params: Mapping[str, str], **context: Any) -> TokenError:
-    """A client assertion (workload identity federation: a token from a federated issuer instead of a secret).
-    Exchanging it is for a later version: a managed identity's is refused as Entra refuses an assertion that no
-    federated credential matches (AADSTS70021, with the assertion's issuer, subject and audience:
-    Azure/azure-workload-identity troubleshooting), an app's as one with no federated credentials at all
-    (AADSTS70025)."""
-    claims: dict[str, Any] = {}
+# --- Entra's token endpoint: a federated assertion for a user-assigned identity -----------------------
+# Workload identity federation: a workload presents a JWT from its own issuer (GitHub Actions, a cluster...)
+# instead of a secret, and gets the user-assigned identity's token when a federated credential of that identity
+# trusts the token's issuer, subject and audience. Checked in the order Entra's codes imply (the research behind
+# each text is beside it; "chosen" marks what no real answer showed): the request's parameters, the client, the
+# JWT, the issuer among the identity's credentials, then its keys, the signature, the lifetime, the subject and
+# the audience, and last the resource, as for a secret.
+
+FEDERATION_DOCS = "https://docs.microsoft.com/en-us/azure/active-directory/develop/workload-identity-federation"
+FEDERATION_LEARN = "https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
+FEDERATION_CHECK = "Please check your federated identity credential Subject, Audience and Issuer against the presented assertion."
+# The algorithms Entra verifies an assertion with (AADSTS5002738's text lists them).
+ASSERTION_ALGORITHMS = ("RS256", "RS384", "RS512")
+# Clock skew allowed on exp and nbf: Microsoft.IdentityModel's default (TokenValidationParameters.DefaultClockSkew,
+# 300 seconds), which Entra's validation is built on (chosen: Entra documents none).
+ASSERTION_SKEW = 300
+# The longest lifetime Entra accepts in an external token: AADSTS70023, "1.01:00:00" (MicrosoftDocs/azure-docs#116275,
+# a Kubernetes service-account token of a year).
+ASSERTION_MAX_LIFETIME = 25 * 3600
+
+
+def _federation_refusal(aadsts: int, text: str, *, error: str = "invalid_client", **context: Any) -> TokenError:
+    # invalid_client is Entra's 401, invalid_request and unauthorized_client its 400 (external-secrets#2783 and
+    # Agents#202: 401; azure-workload-identity#642 and terraform-provider-azurerm#20623: 400)
+    return entra_refusal(error, aadsts, text, status=401 if error == "invalid_client" else 400, **context)
+
+
+def _entra_time(moment: Any) -> str:
+    """A time as AADSTS700024 prints it: seven fractional digits, Z (2024-10-02T22:05:03.6755165Z)."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}0Z"
+
+
+def asserted(params: Mapping[str, str]) -> bool:
+    """Whether a request to the token endpoint authenticates with a client assertion rather than a secret."""
+    return bool(params.get("client_assertion") or params.get("client_assertion_type"))
+
+
+@dataclass(frozen=True)
+class FederatedClient:
+    """Who a client id names for the assertion grant: a user-assigned identity (the one kind of client that
+    holds federated credentials in mi), or another client that holds none (its display name)."""
+
+    identity: UserAssignedIdentity | None
+    display_name: str
+
+
+def federated_client(ctx: Ctx, client_id: str) -> FederatedClient | None:
+    """The client an assertion is presented for, by its client id; None when the tenant has no such client."""
+    if not is_guid(client_id):
+        return None
+    wanted = client_id.casefold()
+    sp = ctx.session.exec(select(ServicePrincipal).where(ServicePrincipal.app_id == wanted)).first()
+    if sp is not None:
+        uami = identities.user_assigned_by_id(ctx, sp.mi_resource_id) if sp.is_explicit else None
+        if uami is not None and uami.principal_id == sp.id:
+            return FederatedClient(uami, uami.name)
+        return FederatedClient(None, sp.display_name)  # a system-assigned identity holds no federated credentials
+    app = ctx.session.exec(select(Application).where(Application.app_id == wanted)).first()
+    return FederatedClient(None, app.display_name) if app is not None else None
+
+
+def unknown_client(client_id: str, directory: str, **context: Any) -> TokenError:
+    # AADSTS700016 (MSAL.NET's MockHelpers, WrongTenantError700016; azure-sdk-for-python#8314; a federated
+    # request in terraform-provider-azurerm#20623, 400 unauthorized_client)
+    return entra_refusal("unauthorized_client", 700016, f"Application with identifier '{clip(client_id)}' was not "
+                         f"found in the directory '{clip(directory)}'. This can happen if the application has not been "
+                         "installed by the administrator of the tenant or consented to by any user in the tenant. You "
+                         "may have sent your authentication request to the wrong tenant.", **context)
+
+
+def _single_tenant(client_id: str, display_name: str, **context: Any) -> TokenError:
+    # AADSTS50194 (Azure-Samples/active-directory-javascript-singlepageapp-dotnet-webapi-v2#17): mi's app
+    # registrations are single-tenant, as `az ad app create` makes them, and so is every managed identity
+    return entra_refusal("invalid_request", 50194, f"Application '{client_id}'({clip(display_name)}) is not configured "
+                         "as a multi-tenant application. Usage of the /common endpoint is not supported for such "
+                         "applications created after '10/15/2018'. Use a tenant-specific endpoint or configure the "
+                         "application to be multi-tenant.", **context)
+
+
+@dataclass(frozen=True)
+class Assertion:
+    """A client assertion read without trusting it: header, claims, and the claims as Entra compares them."""
+
+    header: dict[str, Any]
+    claims: dict[str, Any]
+    issuer: str
+    subject: str
+    audiences: list[str]
+
+
+def _parse_assertion(text: str, **context: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
-        claims = decode(params.get("client_assertion", ""))[1]
+        return decode(text.strip())
     except InvalidTokenError:
-        # AADSTS50027 (MSAL.NET's MockHelpers, SendTenantIdInCredentialValueError50027)
-        return entra_refusal("invalid_request", 50027, "JWT token is invalid or malformed.", **context)
+        # AADSTS50027, 400 (az login --federated-token 'not-a-token' prints it; GitLab's docs: "RESPONSE 400 Bad
+        # Request"; MSAL.NET's MockHelpers, SendTenantIdInCredentialValueError50027)
+        raise _federation_refusal(50027, "JWT token is invalid or malformed.", error="invalid_request", **context) from None
+
+
+def _read_assertion(header: dict[str, Any], claims: dict[str, Any], **context: Any) -> Assertion:
+    """The claims Entra compares, each present and of its type."""
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    def text(value: Any) -> bool:
+        return isinstance(value, str) and value != ""
+
+    present = {"iss": text(claims.get("iss")), "sub": text(claims.get("sub")), "exp": number(claims.get("exp")),
+               "aud": text(claims.get("aud")) or (isinstance(claims.get("aud"), list) and bool(claims["aud"])
+                                                  and all(text(a) for a in claims["aud"]))}
+    for name in ("iss", "sub", "aud", "exp"):
+        if not present[name]:
+            # AADSTS90014 (MSAL.NET's MockHelpers, BadCredNoIssError90014 and BadCredNoAudError90014; chosen for sub
+            # and exp, and for a claim of the wrong type)
+            raise _federation_refusal(90014, f"The required field '{name}' is missing from the credential. Ensure that you "
+                                      "have all the necessary parameters for the login request.", error="invalid_request",
+                                      **context)
+    nbf = claims.get("nbf")
+    if nbf is not None and not number(nbf):
+        raise _federation_refusal(50027, "JWT token is invalid or malformed.", error="invalid_request", **context)
+    aud = claims["aud"]
+    return Assertion(header, claims, claims["iss"], claims["sub"], aud if isinstance(aud, list) else [aud])
+
+
+def _thumbprint_shown(header: Mapping[str, Any]) -> str:
+    """The key identifier AADSTS7000272 names: the certificate's SHA-1 thumbprint in hex (the header's x5t,
+    decoded) as Entra prints it (Azure/azure-workload-identity#1232); the kid as sent when there is no x5t."""
+    x5t = header.get("x5t")
+    if isinstance(x5t, str):
+        try:
+            raw = base64.urlsafe_b64decode(x5t + "=" * (-len(x5t) % 4))
+        except ValueError:
+            raw = b""
+        if len(raw) == 20:
+            return raw.hex().upper()
+    return clip(header.get("kid", ""))
+
+
+def _verify_signature(assertion_text: str, assertion: Assertion, jwks: list[dict[str, Any]], **context: Any) -> None:
+    """The signature, against the issuer's published keys: the key the header's kid names (or its x5t; without
+    either, any of them)."""
+    import json
+
+    import jwt  # lazily, as in issue()
+    from jwt.algorithms import RSAAlgorithm
+
+    kid, x5t = assertion.header.get("kid"), assertion.header.get("x5t")
+    rsa = [k for k in jwks if isinstance(k, dict) and k.get("kty") == "RSA" and k.get("use", "sig") == "sig"]
+    if isinstance(kid, str):
+        candidates = [k for k in rsa if k.get("kid") == kid]
+    elif isinstance(x5t, str):
+        candidates = [k for k in rsa if k.get("x5t") == x5t]
+    else:
+        candidates = rsa
+    if not candidates:
+        # AADSTS7000272, 401 invalid_client (Azure/azure-workload-identity#1232, the whole body)
+        raise _federation_refusal(7000272, f"The certificate with identifier {_thumbprint_shown(assertion.header)} used to "
+                                  "sign the federated credential could not be found in the metadata of identity provider "
+                                  f"{clip(assertion.issuer)}. Please validate that your Identity Provider's metadata "
+                                  "exposes the key used to sign the incoming token.", **context)
+    for jwk in candidates:
+        try:
+            key = RSAAlgorithm.from_jwk(json.dumps(jwk))
+            jwt.PyJWS().decode(assertion_text.strip(), key, algorithms=[assertion.header["alg"]])
+            return
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+            continue
+    # chosen: no federated case was found; Entra's catalogue (reference-error-codes.md) has AADSTS700027,
+    # "Client assertion failed signature validation."
+    raise _federation_refusal(700027, "Client assertion failed signature validation.", **context)
+
+
+def _check_lifetime(ctx: Ctx, assertion: Assertion, **context: Any) -> None:
+    from datetime import datetime, timezone
+
+    now = ctx.now()
+    exp, nbf, iat = assertion.claims["exp"], assertion.claims.get("nbf"), assertion.claims.get("iat")
+    at = now.timestamp()
+    if at > exp + ASSERTION_SKEW or (nbf is not None and at + ASSERTION_SKEW < nbf):
+        def shown(seconds: float) -> str:
+            try:
+                return _entra_time(datetime.fromtimestamp(seconds, timezone.utc))
+            except (OverflowError, OSError, ValueError):
+                return str(seconds)
+
+        # AADSTS700024 (MSAL.NET#4951, msal4j#984; a federated case in dotnet/docker-tools#1310); "valid from"
+        # is 1970-01-01 when the assertion has no nbf. A space before the last period, as Entra writes it. One
+        # text for expired and not yet valid alike (chosen for nbf: no answer to a future nbf was found).
+        raise _federation_refusal(700024, f"Client assertion is not within its valid time range. Current time: "
+                                  f"{_entra_time(now)}, assertion valid from {shown(nbf or 0)}, expiry time of "
+                                  f"assertion {shown(exp)}. Review the documentation at "
+                                  "https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
+                                  **context)
+    start = nbf if nbf is not None else iat
+    if isinstance(start, (int, float)) and not isinstance(start, bool) and exp - start > ASSERTION_MAX_LIFETIME:
+        # AADSTS70023 (MicrosoftDocs/azure-docs#116275; its error and status chosen, as for 700024)
+        raise _federation_refusal(70023, "External OIDC Provider token must have a lifetime of less than or equal to "
+                                  "1.01:00:00", **context)
+
+
+def _is_entra_issuer(issuer: str) -> bool:
+    from urllib.parse import urlsplit
+
+    from mi_cli.services.federated import ENTRA_ISSUER_HOSTS
+
     try:
-        principals.find(ctx, client_id)
-        managed_identity = True
-    except NotFoundError:
-        managed_identity = False
-    if managed_identity:
-        return entra_refusal("unauthorized_client", 70021, "No matching federated identity record found for presented "
-                             f"assertion. Assertion Issuer: '{clip(claims.get('iss', ''))}'. Assertion Subject: "
-                             f"'{clip(claims.get('sub', ''))}'. Assertion Audience: '{clip(claims.get('aud', ''))}'. "
-                             "https://docs.microsoft.com/en-us/azure/active-directory/develop/workload-identity-federation",
-                             status=401, **context)
-    return entra_refusal("invalid_client", 70025, "The client has no configured federated identity credentials.",
-                         status=401, **context)
+        return (urlsplit(issuer).hostname or "").casefold() in ENTRA_ISSUER_HOSTS
+    except ValueError:
+        return False
+
+
+def exchange_assertion(ctx: Ctx, request: TokenRequest, params: Mapping[str, str], client_id: str,
+                       context: dict[str, Any]) -> tuple[Issued, FederatedCredential]:
+    """The assertion grant, Entra's checks in order, each refusal raised as Entra's error; else the user-assigned
+    identity's token for the resource and the credential that matched. The issuer's keys are what mi publishes for
+    it (services.federation), as Entra reads them from the issuer's metadata; none for an issuer mi does not hold."""
+    from mi_cli.services import federated, federation
+
+    assertion_type = params.get("client_assertion_type", "")
+    text = params.get("client_assertion", "")
+    if not text:
+        # AADSTS7000218, 401 invalid_client (haystack-editor#41, the whole body)
+        raise _federation_refusal(7000218, "The request body must contain the following parameter: 'client_assertion' "
+                                  "or 'client_secret'.", **context)
+    if not assertion_type:
+        raise _missing("client_assertion_type", **context)
+    if assertion_type != CLIENT_ASSERTION_TYPE:
+        # AADSTS90011 (AzureAD/azure-activedirectory-library-for-ruby#53: invalid_request)
+        raise _federation_refusal(90011, "Unexpected client assertion type.", error="invalid_request", **context)
+    client = federated_client(ctx, client_id)
+    if client is None:
+        raise unknown_client(client_id, request.tenant, **context)
+    header, claims = _parse_assertion(text, **context)
+    if client.identity is None:
+        # AADSTS70025 with the client's name (users' transcripts of azure/login: "The client 'wolfpacc-github-signing'
+        # has no configured federated identity credentials."; its error and status chosen)
+        raise _federation_refusal(70025, f"The client '{clip(client.display_name)}' has no configured federated identity "
+                                  "credentials.", **context)
+    uami = client.identity
+    if request.tenant.strip().casefold() in TENANT_ALIASES:
+        raise _single_tenant(uami.client_id, uami.name, **context)
+    assertion = _read_assertion(header, claims, **context)
+    alg = assertion.header.get("alg")
+    if alg not in ASSERTION_ALGORITHMS:
+        # AADSTS5002738, 401 invalid_client (MSAL.NET's MockHelpers, for HS256)
+        raise _federation_refusal(5002738, f"Invalid JWT token. '{clip(alg)}' is not a supported signature algorithm. "
+                                  "Supported signing algorithms are: 'RS256,RS384,RS512'", **context)
+    if _is_entra_issuer(assertion.issuer):
+        # AADSTS700222, 401 invalid_client (AzureAD/microsoft-identity-web#2519)
+        raise _federation_refusal(700222, "AAD-issued tokens may not be used for federated identity flows.", **context)
+    trusting = federated.with_issuer(federated.list_for(ctx, uami), assertion.issuer)
+    if not trusting:
+        # AADSTS700211, invalid_client (Azure/azure-workload-identity#1200, the whole body; Azure/login#360)
+        raise _federation_refusal(700211, f"No matching federated identity record found for presented assertion issuer "
+                                  f"'{clip(assertion.issuer)}'. {FEDERATION_CHECK} {FEDERATION_DOCS}", **context)
+    jwks = federation.signing_keys(ctx, assertion.issuer)
+    if jwks is None:
+        # AADSTS50166, 400 invalid_request: Entra's answer when the issuer's metadata or keys cannot be fetched
+        # (Azure/azure-workload-identity#642, the whole body; azure-cli#28863)
+        raise _federation_refusal(50166, "Request to External OIDC endpoint failed.", error="invalid_request", **context)
+    _verify_signature(text, assertion, jwks, **context)
+    _check_lifetime(ctx, assertion, **context)
+    fic, case_only = federated.with_subject(trusting, assertion.subject)
+    if fic is None and case_only:
+        # AADSTS7002138 (Azure/login#515, #497, #573): since August 2024 a subject must match case-sensitively
+        raise _federation_refusal(7002138, f"No matching federated identity record found for presented assertion subject "
+                                  f"'{clip(assertion.subject)}'. The subject matches with case-insensitive comparison, but "
+                                  "not with case-sensitive comparison. Check your federated identity credential Subject, "
+                                  "Audience and Issuer against the presented assertion. See documentation at: "
+                                  f"{FEDERATION_LEARN}. See breaking change notification and remediation at: "
+                                  "https://learn.microsoft.com/en-us/entra/identity-platform/reference-breaking-changes#august-2024.",
+                                  **context)
+    if fic is None:
+        # AADSTS700213 (Azure/azure-workload-identity#1200 comment of 2025-04, dotnet/maui#31978, Azure/login#482):
+        # "Check", not "Please check", and learn.microsoft.com
+        raise _federation_refusal(700213, f"No matching federated identity record found for presented assertion subject "
+                                  f"'{clip(assertion.subject)}'. Check your federated identity credential Subject, "
+                                  f"Audience and Issuer against the presented assertion. {FEDERATION_LEARN}", **context)
+    if not federated.audience_matches(fic, assertion.audiences):
+        # AADSTS700212, invalid_client (AthenZ's AzureAccessTokenProviderTest fixture of 2024-04; GitLab's docs)
+        shown = assertion.audiences[0] if len(assertion.audiences) == 1 else ",".join(assertion.audiences)
+        raise _federation_refusal(700212, f"No matching federated identity record found for presented assertion audience "
+                                  f"'{clip(shown)}'. {FEDERATION_CHECK} {FEDERATION_DOCS}", **context)
+    audience = _scope_resource(params, request.v2, **context)
+    check_resource(audience)
+    resource = apps.resource_principal(ctx, audience)
+    if resource is None:
+        raise unknown_resource(audience, request.tenant, **context)
+    # A managed identity's token lives 24 hours however it was asked for (azure/login's README: "with Managed
+    # Identities, it would be 24 hours"; AKS's workload identity overview: "Microsoft Entra tokens expire in 24
+    # hours"), and no resource asked for it: no xms_az_rid.
+    chosen = Chosen("UserAssigned", uami.principal_id, uami.client_id, _claim_id(uami.arm_id), "")
+    return issue(ctx, chosen, audience, roles=apps.roles_for(ctx, uami.principal_id, resource)), fic
+
+
+def _federated_credentials(ctx: Ctx, request: TokenRequest, params: Mapping[str, str], client_id: str,
+                           context: dict[str, Any]) -> Issued | TokenError:
+    """The assertion grant with its sign-in record: under the identity's id once the client id names one."""
+    outcome: Issued | TokenError
+    fic = None
+    try:
+        _request_checks(ctx, request, params, client_id, context)
+        outcome, fic = exchange_assertion(ctx, request, params, client_id, context)
+    except TokenError as exc:
+        outcome = exc if exc.body is not None else entra_refusal(
+            exc.code, 500011 if exc.code == "invalid_resource" else 900144, exc.message, **context)
+    client = federated_client(ctx, client_id) if client_id else None
+    presented = ""
+    try:
+        _, claims = decode(params.get("client_assertion", "").strip())
+        presented = f"; iss={clip(claims.get('iss'))}; sub={clip(claims.get('sub'))}; aud={clip(claims.get('aud'))}"
+    except InvalidTokenError:
+        pass
+    if isinstance(outcome, Issued):
+        ctx.log("Microsoft.ManagedIdentity/token/issue", outcome.chosen.mirid, caller=outcome.chosen.principal_id,
+                detail=f"aud={clip(outcome.claims['aud'])}; via=entra; grant=federated; credential={fic.name}{presented}")
+    elif client is not None and client.identity is not None:
+        ctx.log("Microsoft.ManagedIdentity/token/issue", client.identity.arm_id, status="Failed",
+                caller=client.identity.principal_id,
+                detail=f"via=entra; grant=federated{presented}; error={outcome.code}: {clip(outcome.message)}")
+    else:
+        ctx.log("Microsoft.Directory/applications/token/issue", f"/applications/{clip(client_id) or '(no client)'}",
+                status="Failed", caller=clip(client_id) or "(no client)",
+                detail=f"via=entra; grant=federated{presented}; error={outcome.code}: {clip(outcome.message)}")
+    return outcome
+
+
+def _entra_body(issued: Issued, v2: bool) -> dict[str, Any]:
+    expires_in = issued.expires_in()
+    if v2:
+        return {"token_type": "Bearer", "expires_in": expires_in, "ext_expires_in": expires_in,
+                "access_token": issued.access_token}
+    # the v1 endpoint's body: every value a string, with the resource and the times (adal's token response)
+    return {"token_type": "Bearer", "expires_in": str(expires_in), "ext_expires_in": str(expires_in),
+            "expires_on": str(issued.expires_on), "not_before": str(issued.not_before), "resource": issued.claims["aud"],
+            "access_token": issued.access_token}
 
 
 def client_credentials(ctx: Ctx, request: TokenRequest) -> dict[str, Any] | TokenError:
-    """Entra's token endpoint for the client credentials grant: the tenant, the grant, the client (an app
-    registration of the tenant) and its secret, then the resource of the scope, each refused with Entra's
-    AADSTS error; else a v1.0 app-only token for the app's service principal, with the app roles it holds on
-    the resource. Every answer is in the activity log."""
+    """Entra's token endpoint for the client credentials grant: the tenant, the grant, the client and how it
+    authenticates, then the resource of the scope, each refused with Entra's AADSTS error. An app registration
+    with its secret gets a v1.0 app-only token for its service principal; a federated assertion presented for a
+    user-assigned identity gets that identity's token (exchange_assertion). Either carries the app roles the
+    principal holds on the resource. Every answer is in the activity log."""
     context = {"now": ctx.now(), "correlation_id": request.correlation_id}
     params = dict(request.form)
     client_id = params.get("client_id", "").strip() or (request.basic[0] if request.basic else "")
+    if asserted(params):
+        outcome = _federated_credentials(ctx, request, params, client_id, context)
+        return outcome if isinstance(outcome, TokenError) else _entra_body(outcome, request.v2)
     outcome = _client_credentials(ctx, request, params, client_id, context)
     if isinstance(outcome, TokenError):
         ctx.log("Microsoft.Directory/applications/token/issue", f"/applications/{clip(client_id) or '(no client)'}",
@@ -577,48 +893,37 @@ def client_credentials(ctx: Ctx, request: TokenRequest) -> dict[str, Any] | Toke
     issued = outcome
     ctx.log("Microsoft.Directory/applications/token/issue", f"/applications/{issued.chosen.client_id}",
             caller=issued.chosen.principal_id, detail=f"aud={clip(issued.claims['aud'])}; via=entra; grant=client_credentials")
-    expires_in = issued.expires_in()
-    if request.v2:
-        return {"token_type": "Bearer", "expires_in": expires_in, "ext_expires_in": expires_in,
-                "access_token": issued.access_token}
-    # the v1 endpoint's body: every value a string, with the resource and the times (adal's token response)
-    return {"token_type": "Bearer", "expires_in": str(expires_in), "ext_expires_in": str(expires_in),
-            "expires_on": str(issued.expires_on), "not_before": str(issued.not_before), "resource": issued.claims["aud"],
-            "access_token": issued.access_token}
+    return _entra_body(issued, request.v2)
+
+
+def _request_checks(ctx: Ctx, request: TokenRequest, params: Mapping[str, str], client_id: str,
+                    context: dict[str, Any]) -> None:
+    """What every client credentials request must be, however the client authenticates: for a tenant of this
+    store, of the client_credentials grant, naming its client."""
+    tenant = resolve_tenant(ctx, request.tenant)
+    if tenant is None:
+        raise unknown_tenant(request.tenant, **context)
+    grant = params.get("grant_type", "").strip()
+    if not grant:
+        raise _missing("grant_type", **context)
+    if grant != "client_credentials":
+        # mi signs in no users: the other grants are not served (AADSTS70003's text: MicrosoftDocs/power-platform#1480)
+        raise entra_refusal("unsupported_grant_type", 70003, f"The app requested an unsupported grant type "
+                            f"'{clip(grant)}'.", **context)
+    if not client_id:
+        raise _missing("client_id", **context)
 
 
 def _client_credentials(ctx: Ctx, request: TokenRequest, params: Mapping[str, str], client_id: str,
                         context: dict[str, Any]) -> Issued | TokenError:
     try:
-        tenant = resolve_tenant(ctx, request.tenant)
-        if tenant is None:
-            raise unknown_tenant(request.tenant, **context)
-        grant = params.get("grant_type", "").strip()
-        if not grant:
-            raise _missing("grant_type", **context)
-        if grant != "client_credentials":
-            # mi signs in no users: the other grants are not served (AADSTS70003's text: MicrosoftDocs/power-platform#1480)
-            raise entra_refusal("unsupported_grant_type", 70003, f"The app requested an unsupported grant type "
-                                f"'{clip(grant)}'.", **context)
-        if not client_id:
-            raise _missing("client_id", **context)
-        if params.get("client_assertion_type") == CLIENT_ASSERTION_TYPE or params.get("client_assertion"):
-            raise _assertion_grant(ctx, client_id, params, **context)
+        _request_checks(ctx, request, params, client_id, context)
         app = ctx.session.exec(select(Application).where(Application.app_id == client_id.casefold())).first() \
             if is_guid(client_id) else None
         if app is None:
-            # AADSTS700016 (MSAL.NET's MockHelpers, WrongTenantError700016; azure-sdk-for-python#8314)
-            raise entra_refusal("unauthorized_client", 700016, f"Application with identifier '{clip(client_id)}' was not "
-                                f"found in the directory '{clip(request.tenant)}'. This can happen if the application has "
-                                "not been installed by the administrator of the tenant or consented to by any user in "
-                                "the tenant. You may have sent your authentication request to the wrong tenant.", **context)
+            raise unknown_client(client_id, request.tenant, **context)
         if request.tenant.strip().casefold() in TENANT_ALIASES:
-            # AADSTS50194 (Azure-Samples/active-directory-javascript-singlepageapp-dotnet-webapi-v2#17): mi's
-            # app registrations are single-tenant, as `az ad app create` makes them
-            raise entra_refusal("invalid_request", 50194, f"Application '{app.app_id}'({clip(app.display_name)}) is not "
-                                "configured as a multi-tenant application. Usage of the /common endpoint is not supported "
-                                "for such applications created after '10/15/2018'. Use a tenant-specific endpoint or "
-                                "configure the application to be multi-tenant.", **context)
+            raise _single_tenant(app.app_id, app.display_name, **context)
         secret = params.get("client_secret") or (request.basic[1] if request.basic else "")
         if not secret:
             # AADSTS7000216 (MicrosoftDocs/azure-docs#30777)
