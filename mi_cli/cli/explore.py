@@ -106,7 +106,8 @@ def doctor(
     query: QueryOpt = None,
 ) -> None:
     """What Azure leaves to people: dangling references, orphaned role assignments, idle identities,
-    control-plane roles used for data, resources near their identity limit; each with its fix."""
+    control-plane roles used for data, resources near their identity limit, federated credentials that no
+    assertion can match; each with its fix."""
     from mi_cli.services import explore
 
     with transaction(write=False) as ctx:

@@ -401,13 +401,29 @@ def fic_show(
     output: OutputOpt = "table",
     query: QueryOpt = None,
 ) -> None:
-    """Show one federated credential."""
-    from mi_cli.services import federated, views
+    """Show one federated credential. The table view also says what an assertion must carry to be exchanged
+    with it; the data (-o json and the rest) is az's, with nothing added."""
+    from mi_cli.services import federated, federation, tenancy, views
 
     with transaction(write=False) as ctx:
         uami = _fic_parent(ctx, identity_name, group, subscription)
-        data = views.federated_credential(uami, federated.get(ctx, uami, name))
-    emit(data, output, query, _fic_row)
+        fic = federated.get(ctx, uami, name)
+        data = views.federated_credential(uami, fic)
+        explained = federated.explain(fic, client_id=uami.client_id, tenant_id=tenancy.default_tenant(ctx).id,
+                                      held=federation.signing_keys(ctx, fic.issuer) is not None)
+
+    def view(item: dict) -> None:
+        import sys
+
+        from mi_cli.errors import inert
+        from mi_cli.render import write_table
+
+        write_table([_fic_row(item)], sys.stdout)
+        print()
+        for line in explained:  # issuer and subject are text from the store: printed inert
+            print(inert(line))
+
+    emit(data, output, query, view=view)
 
 
 @fic_app.command("delete")

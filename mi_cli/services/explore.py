@@ -10,8 +10,9 @@ from sqlmodel import select
 
 from mi_cli import ids
 from mi_cli.catalog import catalog
-from mi_cli.models import Attachment, Resource, ResourceGroup, RoleAssignment, ServicePrincipal, Subscription, UserAssignedIdentity
-from mi_cli.services import Ctx, assignments, roles
+from mi_cli.models import (Attachment, FederatedCredential, Resource, ResourceGroup, RoleAssignment, ServicePrincipal,
+                           Subscription, UserAssignedIdentity)
+from mi_cli.services import Ctx, assignments, federated, federation, roles
 from mi_cli.services.tenancy import default_tenant
 
 LIFETIME_NOTE = "lives and dies with {name}"
@@ -35,6 +36,8 @@ class Picture:
     by_resource: dict[int, list[Attachment]] = field(default_factory=dict)
     uami_by_key: dict[str, UserAssignedIdentity] = field(default_factory=dict)
     holders: dict[str, list[Resource]] = field(default_factory=dict)
+    credentials: list[FederatedCredential] = field(default_factory=list)  # federated, of every user-assigned identity
+    held_issuers: frozenset[str] = frozenset()  # the issuer URLs mi holds keys for
 
     def __post_init__(self) -> None:
         res_by_pk = {r.pk: r for r in self.resources}
@@ -64,6 +67,9 @@ def load(ctx: Ctx) -> Picture:
         {sp.id: sp for sp in s.exec(select(ServicePrincipal)).all()},
         list(s.exec(select(RoleAssignment).order_by(RoleAssignment.scope_key, RoleAssignment.name)).all()),
         {guid: r.role_name for guid, r in roles.by_guid(ctx).items()},
+        credentials=list(s.exec(select(FederatedCredential).order_by(FederatedCredential.identity_pk,
+                                                                     FederatedCredential.name_key)).all()),
+        held_issuers=frozenset(i.url for i in federation.list_all(ctx)),
     )
 
 
@@ -266,8 +272,9 @@ def doctor(pic: Picture) -> list[dict[str, Any]]:
                 f"The role assignment '{pic.role_names.get(ra.role_definition_id, '?')}' at {ra.scope} belongs to a "
                 f"principal that no longer exists ({ra.principal_id}): Identity not found.",
                 f"mi role assignment delete --ids {assignments.assignment_id(ra)}"))
+    federating = {f.identity_pk for f in pic.credentials}  # in use by workloads elsewhere, though on no resource
     for u in pic.uamis:
-        if not pic.holders.get(u.id_key):
+        if not pic.holders.get(u.id_key) and u.pk not in federating:
             findings.append(_finding(
                 "UnattachedUserAssignedIdentity", "info", u.arm_id,
                 f"The user-assigned identity {u.name} is attached to no resource; attach it or delete it.",
@@ -305,4 +312,27 @@ def doctor(pic: Picture) -> list[dict[str, Any]]:
                 "NearUserAssignedLimit", "warning", r.arm_id,
                 f"{r.name} holds {len(atts)} of the {limit} user-assigned identities its type allows.",
                 f"mi identity remove --resource {r.arm_id} --identities {spare.identity_id}"))
+    findings += _federated_findings(pic)
     return findings
+
+
+def _federated_findings(pic: Picture) -> list[dict[str, Any]]:
+    """Federated credentials that no assertion can ever match (or that are unusual), each with its fix."""
+    import shlex
+
+    found = []
+    uami_by_pk = {u.pk: u for u in pic.uamis}
+    for fic in pic.credentials:
+        uami = uami_by_pk.get(fic.identity_pk)
+        if uami is None:
+            continue
+        target = f"{uami.arm_id}/federatedIdentityCredentials/{fic.name}"
+        which = f"-n {shlex.quote(fic.name)} --identity-name {shlex.quote(uami.arm_id)}"
+        for code, severity, text, (change, value) in federated.never_match(
+                fic.issuer, fic.subject, list(fic.audiences), pic.held_issuers.__contains__):
+            fix = {"issuer": f"mi identity federated-credential update {which} --issuer {shlex.quote(value)}",
+                   "audience": f"mi identity federated-credential update {which} --audiences {shlex.quote(value)}",
+                   "declare": f"mi federation issuer create --issuer {shlex.quote(value)}",
+                   "delete": f"mi identity federated-credential delete {which} --yes"}[change]
+            found.append(_finding(code, severity, target, f"The federated credential {fic.name} of {uami.name}: {text}", fix))
+    return found
