@@ -403,3 +403,31 @@ def test_the_v1_endpoint_and_azure_identitys_message(cloud, github, aks):
     assert (refused["refused"], refused["status"]) == ("ClientAuthenticationError", 401)
     assert f"(invalid_client) AADSTS700211: No matching federated identity record found for presented assertion " \
            f"issuer '{AKS}'." in refused["message"]
+
+
+def test_the_request_and_the_assertion_itself_are_checked_first(cloud, github):
+    now = int(time.time())
+    good = Path(github["AZURE_FEDERATED_TOKEN_FILE"]).read_text()
+    claims = {"iss": GITHUB, "sub": GITHUB_SUBJECT, "aud": EXCHANGE, "exp": now + 600}
+    for form, expected in (
+            ({"client_assertion": ""}, (401, "invalid_client", 7000218, "The request body must contain the following "
+                                        "parameter: 'client_assertion' or 'client_secret'.")),
+            ({"client_assertion_type": ""}, (400, "invalid_request", 900144, "The request body must contain the "
+                                             "following parameter: 'client_assertion_type'.")),
+            ({"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:saml2-bearer"},
+             (400, "invalid_request", 90011, "Unexpected client assertion type.")),
+            ({"client_assertion": _own_key_assertion({k: v for k, v in claims.items() if k != "aud"})},
+             (400, "invalid_request", 90014, "The required field 'aud' is missing from the credential. Ensure that you "
+                                             "have all the necessary parameters for the login request.")),
+            ({"client_assertion": jwt.encode(claims, "k" * 32, algorithm="HS256")},
+             (401, "invalid_client", 5002738, "Invalid JWT token. 'HS256' is not a supported signature algorithm. "
+                                              "Supported signing algorithms are: 'RS256,RS384,RS512'")),
+            ({"client_assertion": _own_key_assertion({**claims, "iss": f"https://sts.windows.net/{cloud['tenant']}/"})},
+             (401, "invalid_client", 700222, "AAD-issued tokens may not be used for federated identity flows.")),
+            ({"client_assertion": mint(cloud, GITHUB, GITHUB_SUBJECT, f"iat={now}", f"nbf={now}", f"exp={now + 26 * 3600}")},
+             (401, "invalid_client", 70023, "External OIDC Provider token must have a lifetime of less than or equal to "
+                                            "1.01:00:00"))):
+        status, body = _post(cloud, github, form.pop("client_assertion", good), **form)
+        _refused(status, body, *expected)
+    status, body = _post(cloud, github, good, tenant="common")
+    assert (status, body["error_codes"]) == (400, [50194])  # a managed identity is single-tenant
