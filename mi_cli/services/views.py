@@ -121,7 +121,8 @@ def resources(ctx: Ctx, items: list[Resource]) -> list[dict[str, Any]]:
 
 
 def user_assigned(uami: UserAssignedIdentity, tenant_id: str) -> dict[str, Any]:
-    # The client-flattened shape of `az identity create/show`.
+    # The client-flattened shape of `az identity create/show` (az 2.91's generated commands print only the
+    # fields that hold a value: no systemData, which ARM does not send for identities).
     return {
         "clientId": uami.client_id,
         "id": uami.arm_id,
@@ -130,7 +131,6 @@ def user_assigned(uami: UserAssignedIdentity, tenant_id: str) -> dict[str, Any]:
         "name": uami.name,
         "principalId": uami.principal_id,
         "resourceGroup": _group_name(uami.arm_id),
-        "systemData": None,
         "tags": uami.tags,
         "tenantId": tenant_id,
         "type": ids.UAMI_TYPE,
@@ -248,7 +248,6 @@ def federated_credential(uami: UserAssignedIdentity, fic: FederatedCredential) -
         "name": fic.name,
         "resourceGroup": _group_name(uami.arm_id),
         "subject": fic.subject,
-        "systemData": None,
         "type": ids.FIC_TYPE,
     }
     if fic.description:

@@ -228,7 +228,7 @@ def test_identity_list_is_az_identity_list_and_kind_adds_system_ones(ok, mi, sce
     listed = ok("identity", "list")
     assert listed == [ok("identity", "show", "-g", "rg", "-n", "shared")]
     assert set(listed[0]) == {"clientId", "id", "isolationScope", "location", "name", "principalId", "resourceGroup",
-                              "systemData", "tags", "tenantId", "type"}
+                              "tags", "tenantId", "type"}
     # no table transformer is registered for it: knack's auto-table (keys sorted; id, type and
     # objects left out), as the AKS docs' `az identity list -o table` shows it
     table = mi("identity", "list", "-o", "table").out.splitlines()

@@ -16,7 +16,7 @@ GITHUB = "https://token.actions.githubusercontent.com"
 AKS = "https://westeurope.oic.prod-aks.azure.com/8d3b2a71-4c3e-4f5e-9a1b-2c7d8e9f0a1b/4f6e2d1c-0b9a-4e8f-8d7c-6b5a4e3d2c1b/"
 HELD = "https://ci.example.com"
 EXCHANGE = "api://AzureADTokenExchange"
-AZ_FIELDS = ["audiences", "id", "issuer", "name", "resourceGroup", "subject", "systemData", "type"]
+AZ_FIELDS = ["audiences", "id", "issuer", "name", "resourceGroup", "subject", "type"]
 
 
 @pytest.fixture

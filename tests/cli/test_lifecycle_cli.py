@@ -119,7 +119,7 @@ def test_identity_list_shows_user_assigned_ones_and_kind_adds_system_ones(ok, sc
 
 def test_user_assigned_identity_json_is_the_az_flattened_shape(ok, scenario):
     assert set(scenario) == {"clientId", "id", "isolationScope", "location", "name", "principalId", "resourceGroup",
-                             "systemData", "tags", "tenantId", "type"}
+                             "tags", "tenantId", "type"}
     assert "/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/shared" in scenario["id"]
     assert scenario["isolationScope"] == "None" and scenario["type"] == "Microsoft.ManagedIdentity/userAssignedIdentities"
     assert scenario["tenantId"] == ok("account", "show")["tenantId"]
@@ -152,7 +152,6 @@ def test_federated_credentials_through_the_cli(ok, mi):
         "name": "main-branch",
         "resourceGroup": "rg",
         "subject": "repo:org/app:ref:refs/heads/main",
-        "systemData": None,
         "type": "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials",
     }
     assert [f["name"] for f in ok("identity", "federated-credential", "list", "--identity-name", "deployer", "-g", "rg")] == ["main-branch"]
