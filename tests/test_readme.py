@@ -184,3 +184,13 @@ def test_the_az_example_runs_as_written(readme, tmp_path, monkeypatch, capsys, a
                               timeout=600)
     assert done.stdout.splitlines() == ["Succeeded", "id-from-az", "id-from-az"], done.stderr[-3000:]
     assert "(AuthorizationFailed)" in done.stderr and "Microsoft.Authorization/roleAssignments/write" in done.stderr
+
+
+def test_the_federation_example_exchanges_the_assertion(readme, tmp_path, monkeypatch, capsys):
+    """The README's workload identity section as written: `mi env --workload-identity` in the environment, and
+    DefaultAzureCredential gets id-deploy's token by exchanging the GitHub-shaped assertion."""
+    section = readme[0].split("## Workload identity federation", 1)[1].split("\n## ", 1)[0]
+    with _as_the_readme_says(readme, section, tmp_path, monkeypatch, capsys) as code:
+        assert os.environ.get("AZURE_FEDERATED_TOKEN_FILE") and not os.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST")
+        exec(code, {})
+        assert capsys.readouterr().out == "id-deploy\n"
