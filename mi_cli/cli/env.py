@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -31,6 +29,9 @@ def az_config_dir(base: Path, arm_id: str) -> Path:
     """az's configuration folder for a resource: one per resource, under the store's, as each VM has its own
     ~/.azure. `az login --identity --client-id X` on one resource is then never read by az on another (where X
     is not attached), and nothing az writes reaches the user's own ~/.azure."""
+    import hashlib  # here, not at the top: `mi --help` loads this module
+    import re
+
     name = re.sub(r"[^A-Za-z0-9._-]", "_", arm_id.rsplit("/", 1)[-1])[:64]
     return base / f"{name}-{hashlib.sha256(arm_id.casefold().encode()).hexdigest()[:10]}"
 
@@ -49,6 +50,9 @@ OTHER_THAN_WORKLOAD = ("AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "
 def token_file(store_path: str, identity_id: str, issuer: str, subject: str, audience: str) -> Path:
     """Where a workload's assertion is kept: beside the store, in a 0700 folder, a file for each identity, issuer,
     subject and audience (as each pod has its own projected token)."""
+    import hashlib
+    import re
+
     digest = hashlib.sha256("\n".join((identity_id.casefold(), issuer, subject, audience)).encode()).hexdigest()[:12]
     name = re.sub(r"[^A-Za-z0-9._-]", "_", identity_id.rsplit("/", 1)[-1])[:64]
     return Path(f"{store_path}.tokens") / f"{name}-{digest}.jwt"
