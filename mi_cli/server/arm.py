@@ -197,7 +197,7 @@ def json_body(request: Request) -> dict[str, Any] | None:
         return {}
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays or objects nested past the parser's depth
         return None
     return body if isinstance(body, dict) else None
 
@@ -662,9 +662,6 @@ def _resource(call: Call, sub: Any, group_name: str, rt: Any, names: list[str], 
 def _put_resource(ctx: Ctx, group: Any, rt: Any, names: list[str], *, location: str, tags: Any, existing: Any,
                   system_assigned: bool = False, user_assigned: list[identities.Reference] = ()) -> Any:
     """resources.create, the CLI's one write path for a resource, with the name and parent a path gives."""
-    if tags is not None and not isinstance(tags, dict):
-        raise ValidationError("InvalidRequestContent", "The request content was invalid and could not be deserialized: "
-                              "'tags must be an object'.")
     parent = "/".join(names[:-1]) or None
     kwargs: dict[str, Any] = {} if existing is None else {"existing": existing}
     return resources.create(ctx, group, names[-1], rt.type, location=location, tags=tags, parent=parent,

@@ -106,7 +106,11 @@ def resource_name(name: str, rule: NameRule, type_name: str) -> str:
 def check_tags(tags: dict[str, str]) -> dict[str, str]:
     """Azure's tag rules: at most 50; names of 1-512 characters without <>%&\\?/ or control
     characters; values of up to 256. Azure documents "All characters" for values; mi refuses control
-    characters in them too (see no_control), with a code of its own."""
+    characters in them too (see no_control), with a code of its own. A request body's tags that are no object
+    (ARM's JSON) are InvalidRequestContent, as ARM answers them."""
+    if not isinstance(tags, dict):
+        raise ValidationError("InvalidRequestContent", "The request content was invalid and could not be deserialized: "
+                              "'tags must be an object'.")
     if len(tags) > MAX_TAGS:
         raise ValidationError("InvalidTagCount", f"{len(tags)} tags were given; a resource can have at most {MAX_TAGS}.")
     for name, value in tags.items():

@@ -307,3 +307,31 @@ def test_a_web_app_put_with_both_identities_then_read_listed_and_deleted_through
     # the app's system identity went with it; the user-assigned one stays (rule 3)
     assert cloud["mi"]("identity", "show", "-g", "rg", "-n", "app-identity")["principalId"] == mine.principal_id
     ops.resources.begin_delete_by_id(app_id, "2024-04-01").result()  # deleting what is gone succeeds
+
+
+def test_bodies_arm_cannot_read_are_its_400s_not_failures(cloud):
+    """Tags that are no object and JSON nested past any parser's depth are answered InvalidRequestContent, for a
+    group, a user-assigned identity and a resource alike; nothing is made."""
+    sub = cloud["sub"]
+    admin = token(cloud, "admin")
+    group = f"/subscriptions/{sub}/resourcegroups/malformed?api-version=2024-11-01"
+    uami = f"/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/malformed?api-version=2023-01-31"
+    vm = f"/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/malformed?api-version=2024-11-01"
+    for path in (group, uami, vm):
+        for tags in ("x", [1]):
+            refused = raw(cloud, "PUT", path, token=admin, body={"location": "westeurope", "tags": tags})
+            assert refused.status_code == 400, (path, refused.text)
+            assert refused.json()["error"] == {
+                "code": "InvalidRequestContent",
+                "message": "The request content was invalid and could not be deserialized: 'tags must be an object'."}
+    patched = raw(cloud, "PATCH", f"/subscriptions/{sub}/resourcegroups/rg?api-version=2024-11-01", token=admin,
+                  body={"tags": "x"})
+    assert patched.status_code == 400 and patched.json()["error"]["code"] == "InvalidRequestContent"
+
+    env = cloud["envs"]["admin"]
+    session = requests.Session()
+    session.trust_env, session.proxies, session.verify = False, {"https": env["HTTPS_PROXY"]}, env["REQUESTS_CA_BUNDLE"]
+    deep = session.put(ARM + group, data=b"[" * 100_000 + b"]" * 100_000, timeout=60,
+                       headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"})
+    assert deep.status_code == 400 and deep.json()["error"]["code"] == "InvalidRequestContent"
+    assert raw(cloud, "GET", group, token=admin).status_code == 404
