@@ -125,7 +125,7 @@ def _listing(request: Request, items: list[dict], entity: str, properties: set[s
         items = [o for o in items if keep(o)]
     top = query.get("$top")
     if top:
-        if not top.isdigit() or not 1 <= int(top) <= 999:
+        if not re.fullmatch(r"[0-9]{1,4}", top) or not 1 <= int(top) <= 999:  # isdigit() takes '²', which int() refuses
             raise Problem(400, "Request_BadRequest", f"Invalid page size specified: '{shown(top)}'. Must be between 1 and 999 "
                           "inclusive.")
         items = items[: int(top)]
@@ -335,7 +335,7 @@ def handle(request: Request, state: ServerState) -> Response:
     if raw:
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays or objects nested past the parser's depth
             return answer(400, "BadRequest", "Unable to read JSON request payload. Please ensure Content-Type header is set "
                           "and payload is of valid JSON format.")
     # getByIds is a POST that reads

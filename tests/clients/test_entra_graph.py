@@ -250,3 +250,16 @@ def test_app_role_assignments_through_graph_need_graphs_permission(shell):
     gone = requests.delete(f"{GRAPH}/servicePrincipals/{api_sp['id']}/appRoleAssignedTo/{made.json()['id']}", headers=headers)
     assert gone.status_code == 204
     assert _claims(ManagedIdentityCredential().get_token("api://orders/.default").token)["roles"] == ["Orders.Read"]
+
+
+def test_graph_answers_queries_and_bodies_it_cannot_read_with_its_400s(shell):
+    """A $top of digits Python reads but Graph does not ('²', thousands of them) and a body nested past any JSON
+    parser's depth are Graph's 400s, not failures."""
+    headers = {"Authorization": f"Bearer {_graph_token(shell)}"}
+    for top in ("²", "9" * 5000, "0", "1000", "-1"):
+        refused = requests.get(f"{GRAPH}/servicePrincipals", params={"$top": top}, headers=headers)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "Request_BadRequest", top
+    assert len(requests.get(f"{GRAPH}/servicePrincipals", params={"$top": "1"}, headers=headers).json()["value"]) == 1
+    deep = requests.post(f"{GRAPH}/directoryObjects/getByIds", data=b"[" * 100_000 + b"]" * 100_000,
+                         headers={**headers, "Content-Type": "application/json"})
+    assert deep.status_code == 400 and deep.json()["error"]["code"] == "BadRequest"
