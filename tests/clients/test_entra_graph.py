@@ -144,8 +144,8 @@ def test_openid_metadata_keys_and_instance_discovery_on_entras_host(shell):
     config = requests.get(f"{LOGIN}/{tenant}/v2.0/.well-known/openid-configuration").json()
     assert config["token_endpoint"] == f"{LOGIN}/{tenant}/oauth2/v2.0/token"
     assert config["issuer"] == f"{LOGIN}/{tenant}/v2.0" and config["jwks_uri"] == f"{LOGIN}/{tenant}/discovery/v2.0/keys"
+    token = _graph_token(shell)  # first: the tenant's key is made when a token is first signed
     keys = requests.get(config["jwks_uri"]).json()["keys"]
-    token = _graph_token(shell)
     assert jwt.get_unverified_header(token)["kid"] in {k["kid"] for k in keys}
     common = requests.get(f"{LOGIN}/common/v2.0/.well-known/openid-configuration").json()
     assert common["issuer"] == f"{LOGIN}/{{tenantid}}/v2.0" and common["token_endpoint"] == f"{LOGIN}/common/oauth2/v2.0/token"
