@@ -43,6 +43,9 @@ from mi_cli.errors import ValidationError, shown
 INVALID = "InvalidRoleAssignmentCondition"
 INVALID_TEXT = "The given role assignment condition is invalid"  # ARM's words (conditions-troubleshoot.md)
 MAX_LENGTH = 8192  # "A condition can be up to 8 KB long" (conditions-faq.md)
+# mi's own bound on parentheses and NOT inside one another: 8 KB of '(' would otherwise exhaust the
+# parser's (and the evaluation's) recursion; real conditions nest a few levels
+MAX_DEPTH = 64
 SOURCES = {"resource": "Resource", "request": "Request", "principal": "Principal", "environment": "Environment"}
 SUB_OPERATION = "subOperation"  # the request context's key for the sub-operation
 
@@ -309,6 +312,12 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = _tokens(text)
         self.i = 0
+        self.depth = 0
+
+    def _deeper(self, token: _Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _invalid(f"parentheses and NOT nest more than {MAX_DEPTH} deep", token.position)
 
     @property
     def peek(self) -> _Token:
@@ -347,16 +356,19 @@ class _Parser:
 
     def unary(self) -> Node:
         if self.peek.kind == "NOT":
-            self.take()
-            return Not(self.unary())
+            self._deeper(self.take())
+            node = Not(self.unary())
+            self.depth -= 1
+            return node
         return self.primary()
 
     def primary(self) -> Node:
         token = self.peek
         if token.kind == "(":
-            self.take()
+            self._deeper(self.take())
             node = self.expression()
             self.expect(")", "')'")
+            self.depth -= 1
             return node
         if token.kind == "WORD" and token.value in ("ActionMatches", "SubOperationMatches"):
             self.take()

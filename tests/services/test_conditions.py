@@ -247,6 +247,15 @@ def test_a_condition_longer_than_8_kb_is_refused():
         conditions.validate(base + "x" * (8192 - len(base)) + "'")
 
 
+def test_parentheses_and_not_nested_past_the_bound_are_refused_not_a_crash():
+    inner = f"{CONTAINER} StringEquals 'logs'"
+    nested = "(" * conditions.MAX_DEPTH + inner + ")" * conditions.MAX_DEPTH
+    assert conditions.evaluate(nested, conditions.request(READ, blob("logs", "x"))).holds
+    for text in ("(" * 4000, "(" * 4000 + inner + ")" * 4000, "NOT " * 2000 + inner, "!" * 8000):
+        with pytest.raises(ValidationError, match=f"nest more than {conditions.MAX_DEPTH} deep"):
+            conditions.validate(text)
+
+
 def test_parsed_conditions_are_cached_by_text():
     text = f"{CONTAINER} StringEquals 'cached-{id(object())}'"
     before = conditions.parse.cache_info()
