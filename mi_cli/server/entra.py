@@ -131,7 +131,10 @@ def instance_discovery(request: Request, state: ServerState) -> Response:
     tenant's discovery document and the clouds' host aliases, for an authorization endpoint on a host Entra
     knows; api-version 1.0 names the v1 discovery document. Another host is AADSTS50049, invalid_instance."""
     endpoint = request.query_params.get("authorization_endpoint", "")
-    parts = urlsplit(endpoint)
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:  # an unclosed [ of an IPv6 host
+        parts = urlsplit("")
     host = (parts.hostname or "").casefold()
     if parts.scheme != "https" or host not in KNOWN_HOSTS:
         return refusal(tokens.entra_refusal("invalid_instance", 50049, "Unknown or invalid instance.",

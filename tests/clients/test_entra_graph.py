@@ -156,6 +156,8 @@ def test_openid_metadata_keys_and_instance_discovery_on_entras_host(shell):
     assert requests.get(f"{LOGIN}/common/discovery/instance", params={
         "api-version": "1.1", "authorization_endpoint": "https://login.example.test/x/oauth2/authorize"}).json()["error"] \
         == "invalid_instance"
+    unparsable = requests.get(f"{LOGIN}/common/discovery/instance", params={"authorization_endpoint": "https://[::1/x"})
+    assert unparsable.status_code == 400 and unparsable.json()["error_codes"] == [50049]
 
 
 @pytest.mark.parametrize("style, resource", [("imds", "vm1"), ("appservice", "web1")])
