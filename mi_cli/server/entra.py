@@ -12,10 +12,8 @@ from urllib.parse import unquote, urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mi_cli import ids
 from mi_cli.server.state import ServerState
 from mi_cli.services import Ctx, keys, tokens
-from mi_cli.services.tenancy import default_tenant
 
 LOGIN_HOST = "login.microsoftonline.com"
 # Instance discovery's metadata: the host names of each cloud's sign-in, as Entra answers
@@ -120,8 +118,7 @@ def jwks(request: Request, state: ServerState, tenant: str, v2: bool) -> Respons
     https://login.microsoftonline.com/{tid}/v2.0, as Entra's keys of one tenant do)."""
     with state.store.transaction(write=False) as session:
         ctx = Ctx.from_env(session)
-        known = default_tenant(ctx, create=False)
-        if ids.key(tenant) in tokens.TENANT_ALIASES or (known and ids.key(tenant) == ids.key(known.id)):
+        if tokens.resolve_tenant(ctx, tenant) is not None:
             return JSONResponse(keys.jwks(ctx, v2=v2))
     return _unknown_tenant(tenant, request)
 

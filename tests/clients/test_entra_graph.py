@@ -147,6 +147,11 @@ def test_openid_metadata_keys_and_instance_discovery_on_entras_host(shell):
     token = _graph_token(shell)  # first: the tenant's key is made when a token is first signed
     keys = requests.get(config["jwks_uri"]).json()["keys"]
     assert jwt.get_unverified_header(token)["kid"] in {k["kid"] for k in keys}
+    # the tenant named as every endpoint names it: the metadata and the keys agree on which names are this tenant's
+    for name in (tenant.upper(), f"%20{tenant}", "organizations", "nobody"):
+        metadata = requests.get(f"{LOGIN}/{name}/v2.0/.well-known/openid-configuration")
+        jwks = requests.get(f"{LOGIN}/{name}/discovery/v2.0/keys")
+        assert metadata.status_code == jwks.status_code == (400 if name == "nobody" else 200), name
     common = requests.get(f"{LOGIN}/common/v2.0/.well-known/openid-configuration").json()
     assert common["issuer"] == f"{LOGIN}/{{tenantid}}/v2.0" and common["token_endpoint"] == f"{LOGIN}/common/oauth2/v2.0/token"
     found = requests.get(f"{LOGIN}/common/discovery/instance", params={
