@@ -144,17 +144,8 @@ def _decide(state: ServerState, request: Request, raw_path: str, query: list[tup
 def _forward(ctx: Ctx, read_at: float, refusal: Response | None = None, *, probe: bool = False) -> Verdict:
     """A request to relay to Azurite (or a refusal decided after authorisation), with the storage accounts
     Azurite must know as the store has them now."""
-    from sqlmodel import select
-
-    owners: dict[str, str] = {}
-    taken = set()
-    rows = ctx.session.exec(select(Resource.name, Resource.name_key, Resource.created_at)
-                            .where(Resource.type == storage.ACCOUNT_TYPE).order_by(Resource.pk)).all()
-    for name, key, made in rows:  # a name held twice is the first made's, as in the accounts
-        if key not in taken:
-            taken.add(key)
-            owners[name] = made.isoformat()
-    return Verdict(refusal, accounts=storage.azurite_accounts(ctx), probe=probe, read_at=read_at, owners=owners)
+    accounts, owners = storage.azurite(ctx)
+    return Verdict(refusal, accounts=accounts, probe=probe, read_at=read_at, owners=owners)
 
 
 def _absent(ctx: Ctx, op: blob.BlobOperation, query: list[tuple[str, str]]) -> Response | None:

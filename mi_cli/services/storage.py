@@ -160,14 +160,22 @@ def connection_string(ctx: Ctx, resource: Resource, *, key_name: str = "key1", p
 
 
 def azurite_accounts(ctx: Ctx) -> str:
-    """AZURITE_ACCOUNTS for every storage account in the store (`name:key1:key2;...`), making the keys
-    of those that have none yet: call it in a write transaction. A name held twice is given once, the
-    first made's, as `account` finds it."""
+    """AZURITE_ACCOUNTS for every storage account in the store (`name:key1:key2;...`): see azurite()."""
+    return azurite(ctx)[0]
+
+
+def azurite(ctx: Ctx) -> tuple[str, dict[str, str]]:
+    """What Azurite must know of the store's storage accounts, from one read: AZURITE_ACCOUNTS
+    (`name:key1:key2;...`), making the keys of those that have none yet (call it in a write transaction),
+    and each account's name -> its creation time, which tells an account from a deleted one of the same
+    name. A name held twice is given once, the first made's, as `account` finds it."""
     rows = ctx.session.exec(select(Resource).where(Resource.type == ACCOUNT_TYPE).order_by(Resource.pk)).all()
-    out: dict[str, str] = {}
+    accounts: dict[str, str] = {}
+    owners: dict[str, str] = {}
     for res in rows:
-        if res.name_key in out:
+        if res.name_key in accounts:
             continue
         row = settings(ctx, res, create=True)
-        out[res.name_key] = f"{res.name}:{row.key1}:{row.key2}"
-    return ";".join(out.values())
+        accounts[res.name_key] = f"{res.name}:{row.key1}:{row.key2}"
+        owners[res.name] = res.created_at.replace(tzinfo=None).isoformat()  # UTC, as SQLite gives it back
+    return ";".join(accounts.values()), owners

@@ -30,6 +30,19 @@ def test_azurite_accounts_names_every_account_with_both_keys(ok, store):
         assert storage.azurite_accounts(ctx) == f"st1:{listed['st1'][0]}:{listed['st1'][1]}"
 
 
+def test_an_account_made_again_under_a_deleted_ones_name_is_told_apart_by_its_creation_time(ok, store):
+    _tenant(ok)
+    with store() as ctx:
+        accounts, before = storage.azurite(ctx)
+        assert accounts == storage.azurite_accounts(ctx)
+    assert set(before) == {"st1", "st2"}
+    ok("resource", "delete", "-g", "rg2", "-n", "st2", "--yes")
+    ok("resource", "create", "-g", "rg", "-n", "st2", "--type", "storage")
+    with store() as ctx:
+        _, after = storage.azurite(ctx)
+    assert after["st1"] == before["st1"] and after["st2"] != before["st2"]
+
+
 def test_azurite_accounts_of_a_store_without_accounts_is_empty(ok, store):
     ok("group", "create", "-n", "rg", "-l", "westeurope")
     with store() as ctx:
