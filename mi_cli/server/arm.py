@@ -6,7 +6,6 @@ which builds on the helpers here (arm_error, caller, require, forbidden, ArmRefu
 from __future__ import annotations
 
 import base64
-import importlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -957,13 +956,9 @@ def handle(request: Request, state: ServerState) -> Response:
     parts = segments(request)
     split = _authorization_split(parts)
     if split is not None:
-        try:
-            module = importlib.import_module("mi_cli.server.arm_authorization")
-        except ModuleNotFoundError as exc:
-            if exc.name != "mi_cli.server.arm_authorization":
-                raise
-            return not_found(request.url.path)
-        return module.handle(request, state, *split)
+        from mi_cli.server import arm_authorization  # here: it imports this module's shared pieces
+
+        return arm_authorization.handle(request, state, *split)
     api_version = request.query_params.get("api-version", "").strip()
     if not api_version:
         return arm_error(400, "MissingApiVersionParameter", MISSING_API_VERSION)
