@@ -195,6 +195,7 @@ def _get_by_ids(ctx: Ctx, body: Any) -> dict:
     if unknown:
         raise Problem(400, "Request_BadRequest", f"Invalid type specified: '{shown(unknown[0])}'.")
     user = _signed_in_user(ctx)
+    applications = {a.id: a for a in apps.list_all(ctx)} if wanted & {"application", "directoryobject"} else {}
     found = []
     for object_id in dict.fromkeys(i.strip().casefold() for i in body["ids"]):
         if wanted & {"serviceprincipal", "directoryobject"}:
@@ -203,7 +204,7 @@ def _get_by_ids(ctx: Ctx, body: Any) -> dict:
                 found.append(view)
                 continue
         if wanted & {"application", "directoryobject"}:
-            app = next((a for a in apps.list_all(ctx) if a.id == object_id), None)
+            app = applications.get(object_id)
             if app is not None:
                 found.append(apps.application_view(ctx, app))
                 continue

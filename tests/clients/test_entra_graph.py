@@ -207,6 +207,11 @@ def test_graph_answers_what_az_asks_about_managed_identities(shell):
     stubs = requests.post(f"{GRAPH}/directoryObjects/getByIds", headers=headers, json={
         "ids": [vm, "5f3e4f0c-2a9b-4c1e-9a55-0d8f6c2b1a77"], "types": ["user", "group", "servicePrincipal"]}).json()["value"]
     assert [(s["@odata.type"], s["id"]) for s in stubs] == [("#microsoft.graph.servicePrincipal", vm)]
+    objects = requests.post(f"{GRAPH}/directoryObjects/getByIds", headers=headers, json={
+        "ids": [shell["api"]["id"], vm, shell["daemon"]["id"]]}).json()["value"]
+    assert [(o["@odata.type"], o["id"]) for o in objects] == [("#microsoft.graph.application", shell["api"]["id"]),
+                                                              ("#microsoft.graph.servicePrincipal", vm),
+                                                              ("#microsoft.graph.application", shell["daemon"]["id"])]
     apps = requests.get(f"{GRAPH}/applications", params={"$filter": "identifierUris/any(s:s eq 'api://orders')"},
                         headers=headers).json()["value"]
     assert [a["id"] for a in apps] == [shell["api"]["id"]]
