@@ -98,7 +98,7 @@ def _body(raw: bytes) -> dict[str, Any] | Response:
         return {}
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return _error(400, "BadParameter", "The request body is not valid JSON.")
     return body if isinstance(body, dict) else _error(400, "BadParameter", "The request body must be a JSON object.")
 

@@ -161,3 +161,10 @@ def test_a_change_made_through_the_plane_is_logged_as_the_identity_that_made_it(
     assert {op for op, _ in rows} >= {"Microsoft.KeyVault/vaults/secrets/write", "Microsoft.KeyVault/vaults/secrets/delete",
                                       "Microsoft.KeyVault/vaults/secrets/recover/action"}
     assert {caller for _, caller in rows} == {oid}, rows
+
+
+def test_a_body_nested_past_the_parsers_depth_is_key_vaults_400_not_a_failure(cloud):
+    before = _versions(cloud)
+    status, answer = _request(cloud, "PUT", "/secrets/p1" + Q, b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400 and answer["error"] == {"code": "BadParameter", "message": "The request body is not valid JSON."}
+    assert _versions(cloud) == before
