@@ -10,14 +10,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from mi_cli.errors import InvalidTokenError
-from mi_cli.models import Resource
 from mi_cli.server.azurite import AzuriteError
 from mi_cli.server.state import ServerState
 from mi_cli.services import Ctx, access, blob, localcloud, storage, tenancy
@@ -26,7 +25,6 @@ from mi_cli.services.tokens import clip
 STREAMING = True  # app.py hands this plane the request unread: bodies flow through, never held whole
 # What Storage accepts as a bearer token's audience: its resource, its application id, the account's own URL.
 STORAGE_AUDIENCES = ("https://storage.azure.com/", "e406a681-f3d4-42a8-90b6-c2b029497af1")
-PREFIX = "@Request[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:prefix]"
 # Headers of one hop only (RFC 9110 7.6.1), never relayed in either direction.
 HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection", b"te",
               b"trailer", b"transfer-encoding", b"upgrade"}
@@ -64,31 +62,6 @@ def unavailable(message: str, status: int, headers: dict[str, str]) -> Response:
     return response
 
 
-def _context(op: blob.BlobOperation, query: list[tuple[str, str]]) -> dict[str, Any]:
-    """What a role assignment's condition may ask about this request beyond its scope: the sub-operation
-    (Blob.List for List Blobs) and List Blobs' prefix."""
-    context: dict[str, Any] = {"subOperation": op.suboperation}
-    prefix = next((v for k, v in query if k == "prefix"), None)
-    if prefix is not None:
-        context[PREFIX] = prefix
-    return context
-
-
-def _required(account: Resource, op: blob.BlobOperation, scope: str, context: dict[str, Any],
-              new_blob: bool) -> list[tuple[tuple[str, ...], str, dict[str, Any]]]:
-    """Each group of permissions the request needs (any one of a group suffices) with the scope it is
-    checked at: the operation's own, and a copy's read of its source when that is a blob of this account
-    reached without a SAS."""
-    groups = [(group, scope, context) for group in op.required(new_blob=new_blob)]
-    source = blob.copy_source(op)
-    if source is not None:
-        host, read = source
-        source_query = parse_qsl(urlsplit(op.source or "").query, keep_blank_values=True)
-        if host == f"{account.name.casefold()}.blob.core.windows.net" and blob.is_shared_key_or_sas({}, source_query) is None:
-            groups.append(((read.action,), blob.scope(account.arm_id, read), _context(read, [])))
-    return groups
-
-
 def _decide(state: ServerState, request: Request, raw_path: str, query: list[tuple[str, str]],
             new_blob: bool | None = None) -> Verdict:
     """Authorise one request (a worker thread: the store is read and the decision logged in one
@@ -123,16 +96,18 @@ def _decide(state: ServerState, request: Request, raw_path: str, query: list[tup
             return _forward(ctx, read_at, _absent(ctx, op, query))
         authorization = request.headers.get("authorization")
         audiences = (*STORAGE_AUDIENCES, f"https://{account.name.casefold()}.blob.core.windows.net/")
-        context = _context(op, query)
+        context = blob.request_context(op, query)
         try:
             claims = access.authenticate(ctx, authorization, audiences)
         except InvalidTokenError as exc:
             log("Failed", "(no valid token)", f"401 {exc.message}")
             code, detail = blob.token_error(exc.kind)
             return Verdict(_error(code, ctx, tenant_id=tenant_id, detail=detail))
-        granted, denied = _evaluate(ctx, claims["oid"], _required(account, op, scope, context, bool(new_blob)))
-        if denied is not None and new_blob is None and op.if_new and _evaluate(
-                ctx, claims["oid"], _required(account, op, scope, context, True))[1] is None:
+        def needed(new: bool) -> list:
+            return blob.required(op, account.name, account.arm_id, scope, context, new_blob=new)
+
+        granted, denied = _evaluate(ctx, claims["oid"], needed(bool(new_blob)))
+        if denied is not None and new_blob is None and op.if_new and _evaluate(ctx, claims["oid"], needed(True))[1] is None:
             return _forward(ctx, read_at, probe=True)  # allowed only if the blob is new
         if denied is not None:
             log("Failed", claims["oid"], f"403 {denied.reason()}", denied.action, denied.scope)
@@ -149,22 +124,9 @@ def _forward(ctx: Ctx, read_at: float, refusal: Response | None = None, *, probe
 
 
 def _absent(ctx: Ctx, op: blob.BlobOperation, query: list[tuple[str, str]]) -> Response | None:
-    """Storage's answer to an authorised request for what this store never holds, which Azurite would
-    carry out on the base blob instead (it ignores both parameters): a blob version (versionid; the store
-    keeps no versions, so none exists: 404 BlobNotFound) and a permanent delete (deletetype=permanent;
-    the account has no soft-deleted snapshots or versions and permanent delete is not enabled: 400). Run
-    there, a Delete Blob checked as deleteBlobVersion/action or permanentDelete/action would delete the
-    current blob, which neither permission grants."""
-    if op.blob is None:
-        return None
-    names = {name.lower(): value for name, value in query}
-    if "versionid" in names:
-        return _error("BlobNotFound", ctx)
-    if op.name == "Delete Blob" and names.get("deletetype", "").strip().lower() == "permanent":
-        return _error("InvalidQueryParameterValue", ctx, extra={
-            "QueryParameterName": "deletetype", "QueryParameterValue": names["deletetype"],
-            "Reason": "Permanent delete is not enabled on this account."})
-    return None
+    """Storage's answer to an authorised request for what this store never holds (blob.absent)."""
+    found = blob.absent(op, query)
+    return None if found is None else _error(found[0], ctx, extra=found[1])
 
 
 def _evaluate(ctx: Ctx, principal_id: str, groups: list) -> tuple[list, Any]:

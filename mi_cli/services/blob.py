@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterable, Mapping
-from urllib.parse import unquote_to_bytes, urlsplit
+from typing import Any, Iterable, Mapping
+from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 # -- permissions --------------------------------------------------------------------------------------
 # From "Authorize with Microsoft Entra ID" (REST API), section "Permissions for calling data operations"
@@ -644,6 +644,53 @@ def copy_source(op: BlobOperation) -> tuple[str, BlobOperation] | None:
         return None
     container, blob = names  # type: ignore[misc]
     return url.hostname.lower(), BlobOperation(f"{op.name} (source)", READ, True, container, blob)
+
+
+# The attribute a role assignment's condition reads List Blobs' prefix from (storage-auth-abac-attributes.md).
+PREFIX = f"@Request[{BLOBS}:prefix]"
+
+
+def request_context(op: BlobOperation, query: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """What a role assignment's condition may ask about this request beyond its scope: the sub-operation
+    (Blob.List for List Blobs) and List Blobs' prefix."""
+    context: dict[str, Any] = {"subOperation": op.suboperation}
+    prefix = next((v for k, v in query if k == "prefix"), None)
+    if prefix is not None:
+        context[PREFIX] = prefix
+    return context
+
+
+def required(op: BlobOperation, account_name: str, account_id: str, at: str, context: dict[str, Any], *,
+             new_blob: bool) -> list[tuple[tuple[str, ...], str, dict[str, Any]]]:
+    """Each group of permissions the request needs (any one of a group suffices) with the scope and the
+    condition context it is checked with: the operation's own at `at`, and a copy's read of its source when
+    that is a blob of this account reached without a SAS."""
+    groups = [(group, at, context) for group in op.required(new_blob=new_blob)]
+    source = copy_source(op)
+    if source is not None:
+        host, read = source
+        source_query = parse_qsl(urlsplit(op.source or "").query, keep_blank_values=True)
+        if host == f"{account_name.casefold()}.blob.core.windows.net" and is_shared_key_or_sas({}, source_query) is None:
+            groups.append(((read.action,), scope(account_id, read), request_context(read, [])))
+    return groups
+
+
+def absent(op: BlobOperation, query: Iterable[tuple[str, str]]) -> tuple[str, dict[str, str] | None] | None:
+    """Storage's error (code, extra elements) for an authorised request for what this store never holds,
+    which Azurite would carry out on the base blob instead (it ignores both parameters): a blob version
+    (versionid; the store keeps no versions, so none exists: 404 BlobNotFound) and a permanent delete
+    (deletetype=permanent; the account has no soft-deleted snapshots or versions and permanent delete is
+    not enabled: 400). Run there, a Delete Blob checked as deleteBlobVersion/action or
+    permanentDelete/action would delete the current blob, which neither permission grants."""
+    if op.blob is None:
+        return None
+    names = {name.lower(): value for name, value in query}
+    if "versionid" in names:
+        return "BlobNotFound", None
+    if op.name == "Delete Blob" and names.get("deletetype", "").strip().lower() == "permanent":
+        return "InvalidQueryParameterValue", {"QueryParameterName": "deletetype", "QueryParameterValue": names["deletetype"],
+                                              "Reason": "Permanent delete is not enabled on this account."}
+    return None
 
 
 # -- how a request authenticates -----------------------------------------------------------------------

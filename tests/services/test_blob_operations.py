@@ -318,6 +318,34 @@ def test_a_copy_source_in_the_account_needs_blobs_read_on_its_blob():
     assert blob.copy_source(container_only) is None
 
 
+def test_a_copy_needs_read_on_its_source_only_in_the_same_account_and_without_a_sas():
+    def groups(source: str) -> list:
+        op = blob.operation("PUT", "/c/b", [], {"x-ms-copy-source": source})
+        return blob.required(op, "Acct", ACCOUNT, BL, {"subOperation": None}, new_blob=False)
+
+    own = groups("https://acct.blob.core.windows.net/src/a.txt")
+    assert own[-1] == ((READ,), f"{SVC}/containers/src/blobs/a.txt", {"subOperation": None})
+    assert all(at == BL for _, at, _ in own[:-1])
+    for elsewhere in ("https://other.blob.core.windows.net/src/a.txt",
+                      "https://acct.blob.core.windows.net/src/a.txt?sv=2023-11-03&sig=x"):
+        assert len(groups(elsewhere)) == len(own) - 1
+
+
+def test_a_list_blobs_prefix_reaches_the_condition():
+    op = blob.operation("GET", "/c", [("restype", "container"), ("comp", "list"), ("prefix", "logs/")], {})
+    assert blob.request_context(op, [("restype", "container"), ("comp", "list"), ("prefix", "logs/")]) == {
+        "subOperation": "Blob.List", blob.PREFIX: "logs/"}
+
+
+def test_versions_and_permanent_deletes_are_answered_as_an_account_that_keeps_neither():
+    get = blob.operation("GET", "/c/b", [("versionid", "v1")], {})
+    assert blob.absent(get, [("versionid", "v1")]) == ("BlobNotFound", None)
+    delete = blob.operation("DELETE", "/c/b", [("deletetype", "Permanent")], {})
+    code, extra = blob.absent(delete, [("deletetype", "Permanent")])
+    assert code == "InvalidQueryParameterValue" and extra["QueryParameterValue"] == "Permanent"
+    assert blob.absent(blob.operation("GET", "/c/b", [], {}), []) is None
+
+
 @pytest.mark.parametrize("headers,query,kind", [
     ({"Authorization": "SharedKey acct:c2lnbmF0dXJl"}, [], "SharedKey"),
     ({"authorization": "SharedKeyLite acct:c2lnbmF0dXJl"}, [], "SharedKeyLite"),
