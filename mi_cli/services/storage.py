@@ -89,11 +89,15 @@ def _key(row: StorageAccount, name: str) -> dict[str, Any]:
     return {"creationTime": created.isoformat(), "keyName": name, "permissions": "FULL", "value": getattr(row, name)}
 
 
+def _check_key_name(key_name: str) -> None:
+    if key_name not in KEY_NAMES:
+        raise ValidationError("InvalidParameter", f"The key name '{shown(key_name)}' is not valid: it is key1 or key2.")
+
+
 def renew(ctx: Ctx, resource: Resource, key_name: str) -> list[dict[str, Any]]:
     """Regenerate one key (`key1` or `key2`, regenerateKey's keyName); the other stays. Returns both, as
     `az storage account keys renew` prints them."""
-    if key_name not in KEY_NAMES:
-        raise ValidationError("InvalidParameter", f"The key name '{shown(key_name)}' is not valid: it is key1 or key2.")
+    _check_key_name(key_name)
     row = settings(ctx, resource, create=True)
     setattr(row, key_name, _new_key())
     setattr(row, f"{key_name}_created_at", ctx.now())
@@ -104,9 +108,8 @@ def renew(ctx: Ctx, resource: Resource, key_name: str) -> list[dict[str, Any]]:
 
 
 def key_value(ctx: Ctx, resource: Resource, key_name: str = "key1") -> str:
-    """One key's value (for a plane that checks a Shared Key signature)."""
-    if key_name not in KEY_NAMES:
-        raise ValidationError("InvalidParameter", f"The key name '{shown(key_name)}' is not valid: it is key1 or key2.")
+    """One key's value (for the connection string)."""
+    _check_key_name(key_name)
     return getattr(settings(ctx, resource, create=True), key_name)
 
 
