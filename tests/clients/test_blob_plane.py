@@ -712,7 +712,7 @@ def test_an_account_made_under_load_restarts_azurite_once(plane):
         thread.start()
     time.sleep(0.3)
     mi_json(plane["db"], "resource", "create", "-g", "rg", "-n", "st8", "--type", "storage")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # as long as mi gives Azurite to start, and more
     while log_file.read_text().count("successfully listens") <= starts and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(1.0)  # requests that read the store before the change keep arriving
