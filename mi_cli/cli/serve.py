@@ -33,10 +33,12 @@ def serve(
     http://HOST:PORT/msi/token with the resource's IDENTITY_HEADER. 'mi env' prints both.
     The store is read on every request, so changes made with mi take effect at once.
 
-    The local cloud: Azure's HTTPS hosts that mi serves (https://VAULT.vault.azure.net for each Key
-    Vault in the store) are answered through an HTTP CONNECT proxy on --proxy-port, with a certificate
-    signed by the store's own CA; other hosts are tunnelled untouched. 'mi env' points HTTPS_PROXY and
-    the CA bundle at them.
+    The local cloud: Azure's HTTPS hosts that mi serves (management.azure.com, login.microsoftonline.com,
+    graph.microsoft.com, https://VAULT.vault.azure.net for each Key Vault in the store, and the hosts of
+    the federation issuers it holds) are answered through an HTTP CONNECT proxy on --proxy-port, with a
+    certificate signed by the store's own CA; other hosts are tunnelled untouched. 'mi env' points
+    HTTPS_PROXY and the CA bundle at them, so that az and the SDKs work unchanged, authorised by the
+    store's roles.
 
     Blob Storage (https://ACCOUNT.blob.core.windows.net for each storage account) is kept by Azurite,
     Microsoft's emulator, which mi serve starts when it finds it (npm install -g azurite) and fronts
