@@ -106,8 +106,9 @@ def _decide(state: ServerState, request: Request, raw_path: str, query: list[tup
         def needed(new: bool) -> list:
             return blob.required(op, account.name, account.arm_id, scope, context, new_blob=new)
 
-        granted, denied = _evaluate(ctx, claims["oid"], needed(bool(new_blob)))
-        if denied is not None and new_blob is None and op.if_new and _evaluate(ctx, claims["oid"], needed(True))[1] is None:
+        granted, denied = access.check_groups(ctx, claims["oid"], needed(bool(new_blob)), data=blob.is_data)
+        if denied is not None and new_blob is None and op.if_new and access.check_groups(
+                ctx, claims["oid"], needed(True), data=blob.is_data)[1] is None:
             return _forward(ctx, read_at, probe=True)  # allowed only if the blob is new
         if denied is not None:
             log("Failed", claims["oid"], f"403 {denied.reason()}", denied.action, denied.scope)
@@ -127,22 +128,6 @@ def _absent(ctx: Ctx, op: blob.BlobOperation, query: list[tuple[str, str]]) -> R
     """Storage's answer to an authorised request for what this store never holds (blob.absent)."""
     found = blob.absent(op, query)
     return None if found is None else _error(found[0], ctx, extra=found[1])
-
-
-def _evaluate(ctx: Ctx, principal_id: str, groups: list) -> tuple[list, Any]:
-    """(the granting decisions, the first refusal or None): each group needs one of its permissions."""
-    granted = []
-    for permissions, scope, context in groups:
-        decisions = []
-        for permission in permissions:
-            decision = access.check(ctx, principal_id, permission, scope, data=blob.is_data(permission), context=context)
-            decisions.append(decision)
-            if decision.allowed:
-                granted.append(decision)
-                break
-        else:
-            return granted, decisions[0]
-    return granted, None
 
 
 async def handle(request: Request, state: ServerState) -> Response:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from sqlmodel import select
 
@@ -223,6 +223,26 @@ def authorize(ctx: Ctx, authorization: str | None, action: str, scope_ref: str, 
     is_data = classify(action, data=data)
     claims = authenticate(ctx, authorization, audiences or (audience_for(action, is_data),))
     return claims, check(ctx, claims["oid"], action, scope_ref, data=is_data, context=context)
+
+
+def check_groups(ctx: Ctx, principal_id: str, groups: list[tuple[tuple[str, ...], str, Context | None]], *,
+                 data: Callable[[str], bool] | None = None) -> tuple[list[Decision], Decision | None]:
+    """A request that needs several permissions, as Storage checks some: each group (permissions, scope,
+    context) is granted when any one of its permissions is. Returns the granting decisions and the first
+    refused group's decision for its first permission (None when every group is granted). `data` says
+    which list grants a permission when the operation catalog does not."""
+    granted = []
+    for permissions, scope, context in groups:
+        decisions = []
+        for permission in permissions:
+            decision = check(ctx, principal_id, permission, scope, data=data(permission) if data else None, context=context)
+            decisions.append(decision)
+            if decision.allowed:
+                granted.append(decision)
+                break
+        else:
+            return granted, decisions[0]
+    return granted, None
 
 
 def authenticate(ctx: Ctx, authorization: str | None, audiences: tuple[str, ...]) -> dict[str, Any]:

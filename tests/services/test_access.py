@@ -158,3 +158,21 @@ def test_a_pattern_matches_the_whole_action_name_only():
     assert access.matches("Microsoft.KeyVault/vaults/read", "microsoft.keyvault/VAULTS/read")
     assert not access.matches("Microsoft.KeyVault/vaults/read", "Microsoft.KeyVault/vaults/read\n")
     assert not access.matches("Microsoft.KeyVault/*/read", "Microsoft.KeyVault/vaults/read\n")
+
+
+def test_a_request_needing_several_permissions_is_granted_group_by_group(tenant):
+    """Storage's Put Blob with x-ms-tags: (write or add) and tags/write. Storage Blob Data Contributor holds
+    write but not tags/write; Owner holds both (azure-cli#23536)."""
+    store, ids = tenant
+    blobs = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
+    scope = f"{ids['st']}/blobServices/default/containers/c/blobs/a.txt"
+    groups = [((f"{blobs}/write", f"{blobs}/add/action"), scope, None), ((f"{blobs}/tags/write",), scope, None)]
+    _grant(tenant, "Storage Blob Data Contributor", "st")
+    with store() as ctx:
+        granted, denied = access.check_groups(ctx, ids["principal"], groups, data=lambda p: True)
+    assert [d.action for d in granted] == [f"{blobs}/write"]
+    assert denied is not None and denied.action == f"{blobs}/tags/write" and not denied.allowed
+    _grant(tenant, "Storage Blob Data Owner", "st")
+    with store() as ctx:
+        granted, denied = access.check_groups(ctx, ids["principal"], groups, data=lambda p: True)
+    assert denied is None and [d.action for d in granted] == [f"{blobs}/write", f"{blobs}/tags/write"]
