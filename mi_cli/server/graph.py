@@ -95,12 +95,15 @@ def _split_and(text: str) -> list[str]:
             continue
         current += text[i]
         i += 1
-    return [p.strip() for p in parts + [current] if p.strip()]
+    return [p.strip() for p in parts + [current]]
 
 
 def parse_filter(text: str, entity: str, properties: set[str]) -> Callable[[dict], bool]:
     predicates = []
-    for clause in _split_and(text):
+    clauses = _split_and(text)
+    if not all(clauses):  # `and` with nothing on a side: Graph's syntax error, never a filter that keeps everything
+        raise Problem(400, "BadRequest", f"Invalid filter clause: syntax error in '{shown(text)}'.")
+    for clause in clauses:
         for pattern, build in _CLAUSES:
             match = pattern.fullmatch(clause)
             if match and match.group(1) in properties:

@@ -204,6 +204,9 @@ def test_graph_answers_what_az_asks_about_managed_identities(shell):
     for clause in (f"servicePrincipalNames/any(c:c eq '{app_id}')", f"appId eq '{app_id}'", "displayName eq 'orders-api'"):
         found = requests.get(f"{GRAPH}/servicePrincipals", params={"$filter": clause}, headers=headers).json()["value"]
         assert [s["appId"] for s in found] == [app_id], clause
+    for broken in (" and ", f"appId eq '{app_id}' and ", f" and appId eq '{app_id}'"):  # never "keep everything"
+        refused = requests.get(f"{GRAPH}/servicePrincipals", params={"$filter": broken}, headers=headers)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "BadRequest", broken
     stubs = requests.post(f"{GRAPH}/directoryObjects/getByIds", headers=headers, json={
         "ids": [vm, "5f3e4f0c-2a9b-4c1e-9a55-0d8f6c2b1a77"], "types": ["user", "group", "servicePrincipal"]}).json()["value"]
     assert [(s["@odata.type"], s["id"]) for s in stubs] == [("#microsoft.graph.servicePrincipal", vm)]
