@@ -56,7 +56,22 @@ def resolve_principal(ctx: Ctx, assignee: str) -> ServicePrincipal:
         return by_name[0]
     if len(by_name) > 1:
         raise ValidationError("AmbiguousAssignee", f"Several managed identities are named '{text}'; give a principal id or an ARM id.")
+    app = _application(ctx, text)
+    if app is not None:  # an app registration's service principal, by its appId, object id or display name
+        return ServicePrincipal(id=app.service_principal_id, app_id=app.app_id, tenant_id=app.tenant_id,
+                                display_name=app.display_name, is_explicit=False, mi_resource_id="",
+                                created_at=app.created_at)
     raise principal_not_found(text, tenant.id)
+
+
+def _application(ctx: Ctx, text: str):  # noqa: ANN202 - an Application or None
+    from mi_cli.services import apps  # apps builds on this module
+
+    try:
+        return apps.find_by_name_or_id(ctx, text)
+    except (MiError, NotFoundError):
+        key = text.casefold()
+        return next((a for a in apps.list_all(ctx) if a.service_principal_id == key), None) if is_guid(text) else None
 
 
 def _limit_check(ctx: Ctx, sub_id: str) -> None:

@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from mi_cli import ids
 from mi_cli.errors import ConflictError, NotFoundError
-from mi_cli.models import ServicePrincipal
+from mi_cli.models import Application, ServicePrincipal
 from mi_cli.services import Ctx
 from mi_cli.services.tenancy import default_tenant
 
@@ -43,11 +43,13 @@ def signed_in_user_id(tenant_id: str) -> str:
 
 
 def principal_type(ctx: Ctx, object_id: str) -> str | None:
-    """What the directory says an object id is, as ARM's principalType: a managed identity's service
-    principal, the signed-in user, or None when the directory has no such object."""
+    """What the directory says an object id is, as ARM's principalType: a managed identity's or an app
+    registration's service principal, the signed-in user, or None when the directory has no such object."""
     oid = object_id.strip().casefold()
     if ctx.session.get(ServicePrincipal, oid) is not None:
         return "ServicePrincipal"
+    if ctx.session.exec(select(Application.id).where(Application.service_principal_id == oid)).first() is not None:
+        return "ServicePrincipal"  # an app registration's
     tenant = default_tenant(ctx, create=False)
     if tenant is not None and oid == signed_in_user_id(tenant.id):
         return "User"

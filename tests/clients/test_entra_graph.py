@@ -278,3 +278,26 @@ def test_graph_answers_queries_and_bodies_it_cannot_read_with_its_400s(shell):
     deep = requests.post(f"{GRAPH}/directoryObjects/getByIds", data=b"[" * 100_000 + b"]" * 100_000,
                          headers={**headers, "Content-Type": "application/json"})
     assert deep.status_code == 400 and deep.json()["error"]["code"] == "BadRequest"
+
+
+def test_an_app_registration_given_a_role_by_its_app_id_manages_resources_through_arm(shell):
+    """`mi role assignment create --assignee APPID` on an app registration's service principal, as az takes it;
+    the app signs in with its secret and ARM authorises it by that assignment (refused before it)."""
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.resource import ResourceManagementClient
+
+    credential = ClientSecretCredential(shell["tenant"], shell["daemon"]["appId"], shell["secret"])
+    subscription = mi_json(shell["db"], "account", "show")["id"]
+    client = ResourceManagementClient(credential, subscription)
+    with pytest.raises(HttpResponseError) as refused:
+        client.resource_groups.create_or_update("rg-daemon", {"location": "westeurope"})
+    assert refused.value.status_code == 403 and refused.value.error.code == "AuthorizationFailed"
+    made = mi_json(shell["db"], "role", "assignment", "create", "--assignee", shell["daemon"]["appId"], "--role",
+                   "Contributor", "--scope", f"/subscriptions/{subscription}")
+    try:
+        assert made["principalType"] == "ServicePrincipal" and made["principalId"] == _claims(
+            credential.get_token("https://management.azure.com/.default").token)["oid"]
+        assert client.resource_groups.create_or_update("rg-daemon", {"location": "westeurope"}).name == "rg-daemon"
+        assert mi_json(shell["db"], "group", "show", "-n", "rg-daemon")["location"] == "westeurope"
+    finally:
+        mi_json(shell["db"], "role", "assignment", "delete", "--ids", made["id"], "--yes")
