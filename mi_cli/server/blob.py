@@ -178,7 +178,9 @@ def _client(state: ServerState) -> Any:  # an httpx.AsyncClient
         import httpx
 
         trust = ssl.create_default_context(cafile=str(state.ca_file))
-        client = httpx.AsyncClient(verify=trust, timeout=httpx.Timeout(None, connect=10),
+        # An Azurite that hangs (rather than dies) must not hold a request for ever: 10 minutes without a byte
+        # either way, Storage's longest server timeout (Put Blob), ends it as a failure to answer.
+        client = httpx.AsyncClient(verify=trust, timeout=httpx.Timeout(600, connect=10, pool=60),
                                    limits=httpx.Limits(max_connections=64, keepalive_expiry=IDLE_SECONDS))
         state.clients["azurite"] = client
     return client
