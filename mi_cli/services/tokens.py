@@ -91,10 +91,12 @@ class TokenError(MiError):
 def entra_refusal(error: str, aadsts: int, text: str, *, status: int = 400, now: Any = None,
                   correlation_id: str | None = None) -> TokenError:
     """Entra's error answer: the OAuth error code, the description (AADSTS code and text, then the trace id,
-    correlation id and time on their own lines), error_codes, timestamp, trace_id, correlation_id and error_uri,
-    as every recorded Entra error has them (e.g. azure-cli#22145, AADSTS90002; Microsoft-Teams-apps issues with
-    AADSTS7000215; MSAL.NET's MockHelpers for AADSTS500011 through IMDS). The correlation id is the client's
-    client-request-id when it sent one, as Entra echoes it."""
+    correlation id and time), error_codes, timestamp, trace_id, correlation_id and error_uri, as every recorded
+    Entra error has them (e.g. azure-cli#22145, AADSTS90002; Microsoft-Teams-apps issues with AADSTS7000215;
+    MSAL.NET's MockHelpers for AADSTS500011 through IMDS). The tail follows the text on the same line, separated
+    by spaces, as Entra has sent it since about December 2023 (azure-workload-identity#1200, MSAL.NET's 2023-12
+    fixtures, haystack-editor#41's verbatim body); older answers had it on lines of its own. The correlation id
+    is the client's client-request-id when it sent one, as Entra echoes it."""
     from datetime import datetime, timezone
 
     when = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M:%SZ")
@@ -102,8 +104,8 @@ def entra_refusal(error: str, aadsts: int, text: str, *, status: int = 400, now:
     correlation = correlation_id if correlation_id and len(correlation_id) <= 64 and correlation_id.isprintable() \
         else str(uuid.uuid4())
     description = f"AADSTS{aadsts}: {text}"
-    body = {"error": error, "error_description": f"{description}\r\nTrace ID: {trace}\r\nCorrelation ID: {correlation}"
-                                                f"\r\nTimestamp: {when}",
+    body = {"error": error, "error_description": f"{description} Trace ID: {trace} Correlation ID: {correlation} "
+                                                f"Timestamp: {when}",
             "error_codes": [aadsts], "timestamp": when, "trace_id": trace, "correlation_id": correlation,
             "error_uri": ENTRA_ERROR_URI.format(code=aadsts)}
     return TokenError(description, error=error, status=status, body=body)

@@ -95,7 +95,7 @@ def test_entra_refuses_as_entra_does(shell):
     assert (wrong["error"], wrong["error_codes"]) == ("invalid_client", [7000215]) and set(wrong) >= ENTRA_ERROR
     assert wrong["error_description"].startswith("AADSTS7000215: Invalid client secret provided. Ensure the secret being "
                                                  "sent in the request is the client secret value, not the client secret "
-                                                 f"ID, for a secret added to app '{app_id}'.\r\nTrace ID: ")
+                                                 f"ID, for a secret added to app '{app_id}'. Trace ID: ")
     assert wrong["error_uri"] == "https://login.microsoftonline.com/error?code=7000215"
     stranger = "5f3e4f0c-2a9b-4c1e-9a55-0d8f6c2b1a77"
     unknown = client(client_id=stranger).acquire_token_for_client(scopes=["api://orders/.default"])

@@ -309,8 +309,8 @@ def _refused(status: int, body: dict, expected_status: int, error: str, code: in
     assert list(body) == ENTRA_ERROR, body
     assert (status, body["error"], body["error_codes"]) == (expected_status, error, [code]), body
     description = body["error_description"]
-    assert description == f"AADSTS{code}: {text}\r\nTrace ID: {body['trace_id']}\r\nCorrelation ID: " \
-                          f"{body['correlation_id']}\r\nTimestamp: {body['timestamp']}", description
+    assert description == f"AADSTS{code}: {text} Trace ID: {body['trace_id']} Correlation ID: " \
+                          f"{body['correlation_id']} Timestamp: {body['timestamp']}", description
     assert body["correlation_id"] == "5e1f0c2a-7d3b-4a9e-8c6f-1b2d3e4f5a6b"
     assert body["error_uri"] == f"https://login.microsoftonline.com/error?code={code}"
 
@@ -352,7 +352,7 @@ def test_each_failure_is_entras_code_text_and_status(cloud, github):
     assert text.startswith("AADSTS700024: Client assertion is not within its valid time range. Current time: ")
     exp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now - 3600))
     assert f", expiry time of assertion {exp}.0000000Z. Review the documentation at " \
-           "https://learn.microsoft.com/entra/identity-platform/certificate-credentials .\r\nTrace ID: " in text
+           "https://learn.microsoft.com/entra/identity-platform/certificate-credentials . Trace ID: " in text
     status, early = _post(cloud, github, mint(cloud, GITHUB, GITHUB_SUBJECT, f"nbf={now + 3600}", f"exp={now + 7200}"))
     assert (status, early["error"], early["error_codes"]) == (401, "invalid_client", [700024])
     assert f"assertion valid from {time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now + 3600))}.0000000Z" \
