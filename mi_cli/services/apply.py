@@ -12,10 +12,12 @@ from mi_cli import ids
 from mi_cli.catalog import catalog
 from mi_cli.errors import ConflictError, MiError, NotFoundError, ValidationError
 from mi_cli.models import (
-    Attachment, CustomRole, FederatedCredential, Resource, ResourceGroup, RoleAssignment, ServicePrincipal, Subscription,
-    UserAssignedIdentity,
+    Application, AppRoleAssignment, Attachment, CustomRole, FederatedCredential, FederationIssuer, Resource, ResourceGroup,
+    RoleAssignment, ServicePrincipal, StorageAccount, Subscription, UserAssignedIdentity,
 )
-from mi_cli.services import Ctx, assignments, federated, groups, identities, keyvault, resources, roles, tenancy
+from mi_cli.services import (
+    Ctx, apps, assignments, federated, federation, groups, identities, keyvault, resources, roles, storage, tenancy,
+)
 from mi_cli.services.tenant_file import ApplyError, at
 
 # What a delete in the activity log removed, as the plan names its kind.
@@ -27,6 +29,9 @@ DELETED_KINDS = {
     "microsoft.resources/resourcegroups": "resourceGroup",
     "microsoft.directory/serviceprincipals": "servicePrincipal",
     "microsoft.keyvault/vaults/secrets": "secret",
+    "microsoft.directory/applications": "application",
+    "microsoft.directory/approleassignments": "appRoleAssignment",
+    "microsoft.managedidentity/federationissuers": "federationIssuer",
 }
 
 
@@ -63,6 +68,8 @@ class Applier:
         self.ctx, self.source, self.prune = ctx, source, prune
         self.progress = progress or (lambda n: None)
         self.plan = Plan()
+        self.declared_app_refs: dict[str, str] = {}  # a principal or an app's service principal -> a declared app role grant
+        self.declared_issuer_refs: dict[str, str] = {}  # an issuer URL -> a declared federated credential naming it
 
     def run(self, doc: dict[str, Any]) -> Plan:
         s = self.ctx.session
@@ -77,9 +84,12 @@ class Applier:
             self._subscriptions(doc.get("subscriptions") or [])
             self._resource_groups(doc.get("resourceGroups") or [])
             self._custom_roles(doc.get("customRoles") or [])
+            self._issuers(doc.get("federationIssuers") or [])
             self._user_assigned(doc.get("userAssignedIdentities") or [])
             self._resources(doc.get("resources") or [])
             self._secrets(doc.get("resources") or [])
+            self._applications(doc.get("applications") or [])
+            self._app_role_assignments(doc.get("appRoleAssignments") or [])
             self._role_assignments(doc.get("roleAssignments") or [])
         if self.prune:
             self._prune()
@@ -228,6 +238,7 @@ class Applier:
         """The identity's federated credentials as declared; others go only with --prune."""
         current = list(have)
         for c in wanted:
+            self.declared_issuer_refs.setdefault(c["issuer"], f"{uami.arm_id}/federatedIdentityCredentials/{c['name']}")
             fic = federated.create(self.ctx, uami, c["name"], issuer=c["issuer"], subject=c["subject"], audiences=c.get("audiences"),
                                    description=c.get("description"), current=current)
             current = [f for f in current if f.name_key != fic.name_key] + [fic]
@@ -257,6 +268,9 @@ class Applier:
         attached: dict[int, list[Attachment]] = {}
         for a in s.exec(select(Attachment)).all():
             attached.setdefault(a.resource_pk, []).append(a)
+        # read once and held (the session's identity map keeps only weak references): storage.settings
+        # then finds an account's row in the session, not by a query
+        accounts = s.exec(select(StorageAccount)).all()  # noqa: F841
         self.declared_resources: set[str] = set()
         self.declared_refs: dict[str, str] = {}  # principal of a user-assigned identity -> a declared resource listing it
         self.resource_at: dict[int, Any] = {}  # entry index -> the resource it made, for its secrets
@@ -290,6 +304,8 @@ class Applier:
                                                     principal_id=identity.get("principalId"), client_id=identity.get("clientId"),
                                                     current=attached.get(res.pk, []) if existing is not None else [],
                                                     in_use=self._in_use)
+                if entry.get("allowSharedKeyAccess") is not None:
+                    storage.set_shared_key_access(self.ctx, res, entry["allowSharedKeyAccess"])
                 index[key] = res
                 for ref in refs:
                     self.declared_refs.setdefault(ref.principal_id, res.arm_id)
@@ -327,6 +343,101 @@ class Applier:
                 except MiError as exc:
                     raise self._fail(spot, exc) from None
                 self.plan.add(op, "secret", keyvault.secret_scope(vault, secret["name"]))
+
+    def _issuers(self, entries: list[dict[str, Any]]) -> None:
+        """Simulated issuers through federation.create, as `mi federation issuer create`: a new one makes its
+        own signing key; one that exists is kept (another kind is the command's conflict)."""
+        existing = set(self.ctx.session.exec(select(FederationIssuer.url)).all())
+        self.declared_issuers: set[str] = set()
+        for i, entry in enumerate(entries):
+            try:
+                _once(self.declared_issuers, entry["url"], f"the issuer {entry['url']}")
+                self._put("federationIssuer", entry["url"] in existing,
+                          lambda: federation.create(self.ctx, entry["url"], entry.get("kind")), lambda f: f.url)
+            except MiError as exc:
+                raise self._fail(at("federationIssuers", i, entry), exc) from None
+
+    def _applications(self, entries: list[dict[str, Any]]) -> None:
+        """App registrations through apps.create (a new one, with the ids the file gives) or apps.update (what
+        differs from the file: identifier URIs, app roles). An entry without ids is the application of that
+        display name, as `mi app create` finds it."""
+        rows = list(self.ctx.session.exec(select(Application)).all())
+        self.apps: dict[str, Any] = {}  # object id and appId -> application
+        named: dict[str, list[Any]] = {}
+        for a in rows:
+            self.apps[a.id] = self.apps[a.app_id] = a
+            named.setdefault(a.display_name, []).append(a)
+            self.principal_ids.add(a.service_principal_id)
+            self.principal_ids.add(a.id)
+            self.app_ids.add(a.app_id)
+        self.declared_apps: set[str] = set()  # service principal ids
+        for i, entry in enumerate(entries):
+            where = at("applications", i, entry)
+            given = {k: entry[k].casefold() for k in ("id", "appId", "servicePrincipalId") if entry.get(k)}
+            app = self.apps.get(given.get("id", "")) or self.apps.get(given.get("appId", ""))
+            if app is None and not given and len(named.get(entry["displayName"].strip(), [])) == 1:
+                app = named[entry["displayName"].strip()][0]
+            before = self.ctx.changes
+            try:
+                if app is None:
+                    app = apps.create(self.ctx, display_name=entry["displayName"], identifier_uris=entry.get("identifierUris"),
+                                      app_roles=entry.get("appRoles"), object_id=given.get("id"), app_id=given.get("appId"),
+                                      service_principal_id=given.get("servicePrincipalId"), in_use=self._in_use)
+                    existed = False
+                else:
+                    existed = True
+                for k, have in (("id", app.id), ("appId", app.app_id), ("servicePrincipalId", app.service_principal_id)):
+                    if k in given and given[k] != have:  # `mi app create` found one of that name
+                        raise ValidationError("Conflict", f"the application {app.display_name} ({app.id}) has {k} {have}, "
+                                              f"not {given[k]}.")
+                if existed:
+                    if entry["displayName"] != app.display_name:
+                        raise ValidationError("Conflict", f"the application {app.id} is named '{app.display_name}'; an "
+                                              f"application's display name is not changed by apply.")
+                    uris = entry.get("identifierUris") or []
+                    wanted_roles = entry.get("appRoles") or []
+                    roles_differ = apps.validate_app_roles(wanted_roles, existing=app.app_roles) != list(app.app_roles)
+                    apps.update(self.ctx, app, identifier_uris=uris if uris != list(app.identifier_uris) else None,
+                                app_roles=wanted_roles if roles_differ else None)
+                if app.service_principal_id in self.declared_apps:
+                    raise ValidationError("Conflict", f"the application {entry['displayName']} is declared twice.")
+            except MiError as exc:
+                raise self._fail(where, exc) from None
+            self.declared_apps.add(app.service_principal_id)
+            self.apps[app.id] = self.apps[app.app_id] = app
+            self.plan.add("create" if not existed else "update" if self.ctx.changes > before else "unchanged",
+                          "application", app.id)
+            self.progress(1)
+
+    def _app_role_assignments(self, entries: list[dict[str, Any]]) -> None:
+        """App roles granted through apps.assign_role, as `mi app role assign`; one already granted is unchanged."""
+        held = {(g.principal_id, g.resource_id, g.app_role_id): g.id
+                for g in self.ctx.session.exec(select(AppRoleAssignment)).all()}
+        self.declared_app_grants: set[str] = set()
+        principals_: dict[str, Any] = {}
+        resources_: dict[str, Any] = {}
+        for i, entry in enumerate(entries):
+            try:
+                if entry["assignee"] not in principals_:
+                    principals_[entry["assignee"]] = apps.principal(self.ctx, entry["assignee"])
+                if entry["app"] not in resources_:
+                    resources_[entry["app"]] = apps.resource_by_ref(self.ctx, entry["app"])
+                who, resource = principals_[entry["assignee"]], resources_[entry["app"]]
+                key = (who.id, resource.service_principal_id, apps._role(resource, entry["role"])["id"])
+                if held.get(key) in self.declared_app_grants:
+                    raise ValidationError("Conflict", "the app role assignment is declared twice.")
+                if key in held:
+                    self.plan.add("unchanged", "appRoleAssignment", held[key])
+                else:
+                    held[key] = apps.assign_role(self.ctx, who, resource, entry["role"]).id
+                    self.plan.add("create", "appRoleAssignment", held[key])
+            except MiError as exc:
+                raise self._fail(at("appRoleAssignments", i, entry), exc) from None
+            self.declared_app_grants.add(held[key])
+            # what pruning must not take from under it: the principal and the application
+            self.declared_app_refs.setdefault(who.id, held[key])
+            self.declared_app_refs.setdefault(resource.service_principal_id, held[key])
+            self.progress(1)
 
     def _role_assignments(self, entries: list[dict[str, Any]]) -> None:
         existed = set(self.ctx.session.exec(select(RoleAssignment.name)).all())
@@ -367,14 +478,27 @@ class Applier:
             for ra in s.exec(select(RoleAssignment)).all():
                 if ra.name not in self.declared_assignments:
                     assignments.delete(self.ctx, ids_=[assignments.assignment_id(ra)], sub_id=ra.subscription_id)
+            for grant in s.exec(select(AppRoleAssignment)).all():
+                if grant.id not in self.declared_app_grants:
+                    resource = apps.resource_by_sp_id(self.ctx, grant.resource_id)
+                    if resource is not None:
+                        apps.delete_assignment(self.ctx, resource, grant.id)
+            for app in s.exec(select(Application)).all():
+                if app.service_principal_id not in self.declared_apps:
+                    self._refuse_dangling(f"the application '{app.display_name}'", app.service_principal_id)
+                    self._refuse_dangling(f"the application '{app.display_name}'", None, app.service_principal_id,
+                                          self.declared_app_refs)
+                    apps.delete(self.ctx, app)
             for res in sorted(s.exec(select(Resource)).all(), key=lambda r: -len(r.arm_id)):
                 if res.id_key not in self.declared_resources and s.get(Resource, res.pk) is not None:
                     self._refuse_cascade(res.arm_id, res.id_key, self.declared_resources, self.declared_scopes)
                     self._refuse_dangling(res.arm_id, res.system_principal_id)
+                    self._refuse_dangling(res.arm_id, None, res.system_principal_id, self.declared_app_refs)
                     resources.delete_resource(self.ctx, res)
             for uami in s.exec(select(UserAssignedIdentity)).all():
                 if uami.id_key not in self.declared_uamis:
                     self._refuse_dangling(uami.arm_id, uami.principal_id, uami.principal_id)
+                    self._refuse_dangling(uami.arm_id, None, uami.principal_id, self.declared_app_refs)
                     identities.delete_user_assigned(self.ctx, uami)
             for g in s.exec(select(ResourceGroup)).all():
                 if g.pk not in self.declared_group_pks:
@@ -386,6 +510,10 @@ class Applier:
                 if row.id not in self.declared_roles:
                     self._refuse_dangling(f"the custom role '{row.role_name}'", row.id)
                     roles.delete_custom(self.ctx, row.id)
+            for issuer in s.exec(select(FederationIssuer)).all():
+                if issuer.url not in self.declared_issuers:
+                    self._refuse_dangling(f"the issuer {issuer.url}", None, issuer.url, self.declared_issuer_refs)
+                    federation.delete(self.ctx, issuer.url)
         finally:
             self.ctx.journal = None
         for operation, target in journal:
@@ -402,12 +530,14 @@ class Applier:
                              f"deleting {target}, which the file does not declare, would also delete {len(taken)} "
                              f"thing(s) it declares, such as {_shown(taken[0])}; declare {target} too, or drop --prune.")
 
-    def _refuse_dangling(self, target: str, grant_key: str | None, ref_key: str | None = None) -> None:
+    def _refuse_dangling(self, target: str, grant_key: str | None, ref_key: str | None = None,
+                         refs: dict[str, str] | None = None) -> None:
         """Deleting `target` would leave a declared entry pointing at nothing (an assignment's assignee
-        or role, the user-assigned identity a resource lists), and the same file could not be applied again."""
+        or role, the user-assigned identity a resource lists, an app role grant's principal or application,
+        a federated credential's issuer), and the same file could not be applied again."""
         used_by = self.declared_grants.get(grant_key) if grant_key else None
         if used_by is None and ref_key is not None:
-            used_by = self.declared_refs.get(ref_key)
+            used_by = (self.declared_refs if refs is None else refs).get(ref_key)
         if used_by is not None:
             raise ApplyError("PruneConflict", self.source, "--prune",
                              f"deleting {_shown(target)}, which the file does not declare, would leave {_shown(used_by)}, "

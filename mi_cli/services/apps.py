@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sqlmodel import select
 
@@ -380,10 +380,12 @@ def list_all(ctx: Ctx, *, display_name: str | None = None, app_id: str | None = 
 
 
 def create(ctx: Ctx, *, display_name: str, identifier_uris: list[str] | None = None,
-           app_roles: Any = None) -> Application:
+           app_roles: Any = None, object_id: str | None = None, app_id: str | None = None,
+           service_principal_id: str | None = None, in_use: Callable[[str, str], bool] | None = None) -> Application:
     """`az ad app create`: a new application (and, as the portal makes it, its service principal); when exactly
     one application already has this display name (and the identifier URIs given), it is patched with what is
-    given instead, with az's warning."""
+    given instead, with az's warning. A tenant file may give the new application's ids (an export writes them), which
+    must be unused; `in_use` answers from a bulk caller's index instead of a query."""
     display_name = display_name.strip() if isinstance(display_name, str) else display_name
     if not display_name or len(display_name) > MAX_NAME or any(ord(c) < 32 for c in display_name):
         raise GraphError("Request_BadRequest", f"Invalid value specified for property 'displayName' of resource "
@@ -401,7 +403,21 @@ def create(ctx: Ctx, *, display_name: str, identifier_uris: list[str] | None = N
     uris = _validate_uris(ctx, identifier_uris or [], None)
     roles = validate_app_roles(app_roles) if app_roles is not None else []
     tenant = default_tenant(ctx)
-    object_id, app_id, sp_id = ctx.new_guid(), ctx.new_guid(), ctx.new_guid()
+    object_id, app_id, sp_id = (object_id or ctx.new_guid()).casefold(), (app_id or ctx.new_guid()).casefold(), \
+        (service_principal_id or ctx.new_guid()).casefold()
+    if object_id or app_id or service_principal_id:
+        if in_use is not None:
+            taken = in_use(sp_id, app_id) | in_use(object_id, object_id)
+        else:
+            given = [object_id, app_id, sp_id]
+            taken = ctx.session.exec(select(ServicePrincipal.id).where(
+                ServicePrincipal.id.in_(given) | ServicePrincipal.app_id.in_(given))).first() is not None \
+                or ctx.session.exec(select(Application.id).where(
+                    Application.id.in_(given) | Application.app_id.in_(given)
+                    | Application.service_principal_id.in_(given))).first() is not None
+        if taken:
+            raise GraphError("Request_BadRequest", f"Another object with the same value for property id, appId or "
+                             f"servicePrincipalId ({object_id}, {app_id}, {sp_id}) already exists.")
     app = ctx.insert(Application, {"id": object_id, "app_id": app_id, "service_principal_id": sp_id, "tenant_id": tenant.id,
                                    "display_name": display_name, "identifier_uris": uris, "app_roles": roles,
                                    "created_at": ctx.now()})

@@ -9,17 +9,18 @@ from sqlmodel import delete, select
 from mi_cli.catalog import catalog
 from mi_cli.models import (
     ActivityLog, Application, ApplicationSecret, AppRoleAssignment, Attachment, CustomRole, EndpointSecret, FederatedCredential,
-    FederationIssuer, KeyVaultSecret, Resource, ResourceGroup, RoleAssignment, ServicePrincipal, SigningKey, Subscription,
-    Tenant, UserAssignedIdentity,
+    FederationIssuer, KeyVaultSecret, Resource, ResourceGroup, RoleAssignment, ServicePrincipal, SigningKey, StorageAccount,
+    Subscription, Tenant, UserAssignedIdentity,
 )
-from mi_cli.services import Ctx, keyvault, roles, tenancy
+from mi_cli.services import Ctx, apps, keyvault, roles, tenancy
 from mi_cli.services.tenant_file import API_VERSION
 
 
 def export(ctx: Ctx, *, include_secrets: bool = False) -> dict[str, Any]:
     """The whole tenant in the file format (not the activity log, not signing keys). Key Vault secrets,
     values included, only with `include_secrets`: a tenant file is shared and kept where secrets should
-    not go unasked."""
+    not go unasked. Never written: applications' client secrets (the store keeps only their hashes),
+    federation issuers' private keys (an applied store makes its own) and storage account keys."""
     s = ctx.session
     tenant = tenancy.default_tenant(ctx, create=False)
     if tenant is None:
@@ -37,6 +38,7 @@ def export(ctx: Ctx, *, include_secrets: bool = False) -> dict[str, Any]:
         atts.setdefault(a.resource_pk, []).append(a)
     uami_rows = list(s.exec(select(UserAssignedIdentity).order_by(UserAssignedIdentity.id_key)).all())
     live = {(u.id_key, u.principal_id) for u in uami_rows}
+    shared_key = {a.resource_pk: a.allow_shared_key_access for a in s.exec(select(StorageAccount)).all()}
 
     def placed(group_pk: int) -> dict[str, str]:
         g = group_by_pk[group_pk]
@@ -72,6 +74,8 @@ def export(ctx: Ctx, *, include_secrets: bool = False) -> dict[str, Any]:
                 for a in atts[r.pk]]
         if identity:
             entry["identity"] = identity
+        if shared_key.get(r.pk) is not None:  # only when set: unset is Azure's null
+            entry["allowSharedKeyAccess"] = shared_key[r.pk]
         if include_secrets and r.type == keyvault.VAULT_TYPE:
             secrets = keyvault.exported(ctx, r)
             if secrets:
@@ -80,6 +84,17 @@ def export(ctx: Ctx, *, include_secrets: bool = False) -> dict[str, Any]:
 
     custom = [r for r in roles.all_roles(ctx) if r.role_type == "CustomRole"]
     role_names = roles.by_guid(ctx)
+    app_rows = list(s.exec(select(Application).order_by(Application.display_name, Application.id)).all())
+    graph = apps.graph(ctx)
+    # the resources whose roles can be granted (the apps' service principals, Microsoft Graph's), and who holds them
+    granting = {a.service_principal_id: (a.app_id, {r["id"]: r.get("value") for r in a.app_roles}) for a in app_rows}
+    granting[graph.service_principal_id] = (graph.app_id, {r["id"]: r["value"] for r in graph.app_roles})
+    holders = set(sps) | {a.service_principal_id for a in app_rows}
+    app_grants = sorted(
+        ({"assignee": g.principal_id, "app": granting[g.resource_id][0],
+          "role": granting[g.resource_id][1].get(g.app_role_id) or g.app_role_id}
+         for g in s.exec(select(AppRoleAssignment)).all() if g.principal_id in holders and g.resource_id in granting),
+        key=lambda g: (g["app"], g["assignee"], g["role"]))
     return {
         "apiVersion": API_VERSION,
         "tenant": {"id": tenant.id, "displayName": tenant.display_name},
@@ -89,8 +104,15 @@ def export(ctx: Ctx, *, include_secrets: bool = False) -> dict[str, Any]:
         "customRoles": [{"id": r.guid, "roleName": r.role_name, "description": r.description,
                          "permissions": [p.to_json() for p in r.permissions], "assignableScopes": list(r.assignable_scopes)}
                         for r in custom],
+        "federationIssuers": [{"url": f.url, "kind": f.kind}
+                              for f in s.exec(select(FederationIssuer).order_by(FederationIssuer.url)).all()],
         "userAssignedIdentities": [uami_entry(u) for u in uami_rows],
         "resources": [resource_entry(r) for r in s.exec(select(Resource).order_by(Resource.id_key)).all()],
+        "applications": [{"displayName": a.display_name, "id": a.id, "appId": a.app_id, "servicePrincipalId": a.service_principal_id,
+                          "identifierUris": list(a.identifier_uris),
+                          "appRoles": [{k: v for k, v in r.items() if k != "origin"} for r in a.app_roles]}
+                         for a in app_rows],
+        "appRoleAssignments": app_grants,
         "roleAssignments": [
             {"name": ra.name, "assignee": ra.principal_id, "principalType": ra.principal_type,
              "role": role_names[ra.role_definition_id].role_name if ra.role_definition_id in role_names else ra.role_definition_id,

@@ -62,15 +62,16 @@ def _check(res: Resource) -> None:
         raise ValidationError("InvalidResourceType", f"'{shown(res.arm_id, 300)}' is not a storage account.")
 
 
-def settings(ctx: Ctx, resource: Resource, *, create: bool) -> StorageAccount | None:
+def settings(ctx: Ctx, resource: Resource, *, create: bool, allow_shared_key_access: bool | None = None) -> StorageAccount | None:
     """The account's row; made on first need (`create`) with two fresh keys and allowSharedKeyAccess
-    unset, Azure's null. Without `create`, None until then."""
+    as given (unset by default, Azure's null). Without `create`, None until then."""
     _check(resource)
     row = ctx.session.get(StorageAccount, resource.pk)
     if row is not None or not create:
         return row
     now = ctx.now()
-    row = ctx.insert(StorageAccount, {"resource_pk": resource.pk, "allow_shared_key_access": None, "key1": _new_key(),
+    row = ctx.insert(StorageAccount, {"resource_pk": resource.pk, "allow_shared_key_access": allow_shared_key_access,
+                                      "key1": _new_key(),
                                       "key2": _new_key(), "key1_created_at": now, "key2_created_at": now})
     # The keys themselves never reach the log: they are secrets.
     ctx.log(f"{ACCOUNT_TYPE}/write", resource.arm_id, detail="account keys key1 and key2 created")
@@ -123,11 +124,14 @@ def shared_key_allowed(ctx: Ctx, resource: Resource) -> bool:
 
 def set_shared_key_access(ctx: Ctx, resource: Resource, allowed: bool) -> StorageAccount:
     """Set allowSharedKeyAccess (true or false; once set, it is no longer null). Logged when it changes."""
-    row = settings(ctx, resource, create=True)
-    if row.allow_shared_key_access != allowed:
-        row.allow_shared_key_access = allowed
-        ctx.session.add(row)
-        ctx.session.flush()
+    existing = settings(ctx, resource, create=False)
+    # a new row starts with the setting: inside a batched apply it is not an ORM object yet
+    row = existing or settings(ctx, resource, create=True, allow_shared_key_access=allowed)
+    if existing is None or row.allow_shared_key_access != allowed:
+        if existing is not None:
+            row.allow_shared_key_access = allowed
+            ctx.session.add(row)
+            ctx.session.flush()
         ctx.log(f"{ACCOUNT_TYPE}/write", resource.arm_id, detail=f"allowSharedKeyAccess: {'true' if allowed else 'false'}")
     return row
 

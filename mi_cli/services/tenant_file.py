@@ -225,8 +225,10 @@ def check_schema(doc: Any, source: str) -> None:
 
 
 def at(section: str, i: int, entry: dict) -> str:
-    return f"{section}[{i}] ({entry.get('name') or entry.get('roleName') or entry.get('assignee', '')})"
+    name = entry.get("name") or entry.get("roleName") or entry.get("displayName") or entry.get("url") or entry.get("assignee", "")
+    return f"{section}[{i}] ({name})"
 
 
 def count_entries(doc: dict[str, Any]) -> int:
-    return sum(len(doc.get(k) or []) for k in ("resourceGroups", "userAssignedIdentities", "resources", "roleAssignments"))
+    return sum(len(doc.get(k) or []) for k in ("resourceGroups", "userAssignedIdentities", "resources", "roleAssignments",
+                                                 "applications", "appRoleAssignments"))

@@ -46,10 +46,23 @@ resources:
   - {name: staging, type: slot, parent: web, resourceGroup: rg-app, identity: {systemAssigned: true}}
   - {name: kv-app-01, type: keyvault, resourceGroup: rg-app}
   - {name: edge-01, type: arc, resourceGroup: rg-app}
+  - {name: stapp01, type: storage, resourceGroup: rg-app, allowSharedKeyAccess: false}
   - name: vm1
     type: vm
     resourceGroup: rg-app
     identity: {userAssigned: [FAR_AWAY]}
+federationIssuers:
+  - {url: "https://token.actions.githubusercontent.com"}
+applications:
+  - displayName: orders-api
+    identifierUris: ["api://orders"]
+    appRoles:
+      - {allowedMemberTypes: [Application], description: Read orders, displayName: Read, value: Orders.Read}
+      - {allowedMemberTypes: [User, Application], description: Write orders, displayName: Write, value: Orders.Write}
+  - {displayName: orders-client}
+appRoleAssignments:
+  - {assignee: deployer, app: orders-api, role: Orders.Read}
+  - {assignee: orders-client, app: orders-api, role: Orders.Write}
 roleAssignments:
   - {assignee: web, role: Key Vault Secrets User, scope: VAULT}
   - {assignee: deployer, role: Secret Lister, scope: GROUP, description: CI reads names}
@@ -88,6 +101,17 @@ def build_by_commands(db, tmp_path) -> None:
     run(db, "resource", "create", "-g", "rg-app", "-n", "staging", "--type", "slot", "--parent", "web", "--system-assigned", "-o", "none")
     vault = json.loads(run(db, "resource", "create", "-g", "rg-app", "-n", "kv-app-01", "--type", "keyvault", "-o", "json"))["id"]
     run(db, "resource", "create", "-g", "rg-app", "-n", "edge-01", "--type", "arc", "-o", "none")
+    run(db, "resource", "create", "-g", "rg-app", "-n", "stapp01", "--type", "storage", "-o", "none")
+    run(db, "storage", "account", "update", "-g", "rg-app", "-n", "stapp01", "--allow-shared-key-access", "false", "-o", "none")
+    run(db, "federation", "issuer", "create", "--issuer", "https://token.actions.githubusercontent.com", "-o", "none")
+    app_roles = [{"allowedMemberTypes": ["Application"], "description": "Read orders", "displayName": "Read", "value": "Orders.Read"},
+                 {"allowedMemberTypes": ["User", "Application"], "description": "Write orders", "displayName": "Write",
+                  "value": "Orders.Write"}]
+    run(db, "app", "create", "--display-name", "orders-api", "--identifier-uris", "api://orders", "--app-roles", json.dumps(app_roles),
+        "-o", "none")
+    run(db, "app", "create", "--display-name", "orders-client", "-o", "none")
+    run(db, "app", "role", "assign", "--assignee", "deployer", "--app", "orders-api", "--role", "Orders.Read", "-o", "none")
+    run(db, "app", "role", "assign", "--assignee", "orders-client", "--app", "orders-api", "--role", "Orders.Write", "-o", "none")
     run(db, "resource", "create", "-g", "rg-app", "-n", "vm1", "--type", "vm", "--user-assigned", far, "-o", "none")
     run(db, "role", "assignment", "create", "--assignee", "web", "--role", "Key Vault Secrets User", "--scope", vault, "-o", "none")
     run(db, "role", "assignment", "create", "--assignee", "deployer", "--role", "Secret Lister", "-g", "rg-app",
@@ -142,13 +166,17 @@ def test_commands_and_apply_build_the_same_tenant_with_the_same_log(tmp_path):
     assert exported == canonical(run(by_apply, "export", "-o", "json"))
     tenant = json.loads(exported)
     assert all(tenant[k] for k in ("subscriptions", "resourceGroups", "customRoles", "userAssignedIdentities", "resources",
-                                   "roleAssignments"))  # every kind of entity is exercised
+                                   "roleAssignments", "federationIssuers", "applications", "appRoleAssignments"))  # every kind
+    assert [r["allowSharedKeyAccess"] for r in tenant["resources"] if "allowSharedKeyAccess" in r] == [False]
     assert operations(by_commands) == operations(by_apply)
     # and the log says what happened, not only that something did
     ops = operations(by_apply)
-    assert ops["Microsoft.Directory/servicePrincipals/create"] == 5  # 2 user-assigned, web, staging, the Arc machine
+    assert ops["Microsoft.Directory/servicePrincipals/create"] == 7  # 2 user-assigned, web, staging, the Arc machine, 2 apps
     assert ops["Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write"] == 1
     assert ops["Microsoft.Authorization/roleAssignments/write"] == 3
+    assert ops["Microsoft.Directory/applications/create"] == 2
+    assert ops["Microsoft.Directory/appRoleAssignments/create"] == 2
+    assert ops["Microsoft.ManagedIdentity/federationIssuers/write"] == 1
 
 
 @pytest.fixture
