@@ -525,12 +525,7 @@ def _resources_in(call: Call, sub: Any, group_name: str | None) -> Response:
     else:
         scope, action = call.path(4), f"{GROUP_ACTION}/resources/read"
         decision = decide(call.ctx, call.oid, action, scope)
-        group = groups.get_by_id(call.ctx, sub.id, group_name)
-        if group is None:
-            if not decision.allowed:
-                raise ArmRefusal(_refused(call, action, scope, decision))
-            call.done(action, scope, decision, 404, "ResourceGroupNotFound")
-            return from_mi_error(group_not_found(group_name))
+        group = _group_or_404(call, sub, group_name, action, scope, decision)
     items = _resource_filter(call, _generic_listing(call.ctx, group=group, sub_id=sub.id))
     return _filtered(call, action, scope, items)
 
@@ -545,8 +540,12 @@ def _refused(call: Call, action: str, scope: str, decision: access.Decision) -> 
 
 
 def _group_or_404(call: Call, sub: Any, name: str, action: str, scope: str, decision: access.Decision | None) -> Any:
+    """The group, or ARM's answer when it is missing: 403 to a caller not allowed `action` there (a listing
+    decides that itself), else 404 ResourceGroupNotFound."""
     group = groups.get_by_id(call.ctx, sub.id, name)
     if group is None:
+        if decision is not None and not decision.allowed:
+            raise ArmRefusal(_refused(call, action, scope, decision))
         call.done(action, scope, decision, 404, "ResourceGroupNotFound")
         raise ArmRefusal(from_mi_error(group_not_found(name)))
     return group
@@ -576,12 +575,7 @@ def _provider_path(call: Call, sub: Any, group_name: str, tail: list[str]) -> Re
         scope = "/".join([group_scope, "providers", namespace, *segments_])
         action = f"{rt.type}/read"
         decision = decide(call.ctx, call.oid, action, scope)
-        group = groups.get_by_id(call.ctx, sub.id, group_name)
-        if group is None:
-            if not decision.allowed:
-                raise ArmRefusal(_refused(call, action, scope, decision))
-            call.done(action, scope, decision, 404, "ResourceGroupNotFound")
-            return from_mi_error(group_not_found(group_name))
+        group = _group_or_404(call, sub, group_name, action, scope, decision)
         parent = "/".join(names) + "/" if names else ""
         found = [r for r in resources.list_all(call.ctx, group=group, type_text=rt.type)
                  if not parent or r.name_key.startswith(ids.key(parent))]

@@ -335,3 +335,12 @@ def test_bodies_arm_cannot_read_are_its_400s_not_failures(cloud):
                        headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"})
     assert deep.status_code == 400 and deep.json()["error"]["code"] == "InvalidRequestContent"
     assert raw(cloud, "GET", group, token=admin).status_code == 404
+
+
+@pytest.mark.parametrize("listing", ["resources", "providers/Microsoft.Compute/virtualMachines"])
+def test_listing_in_a_group_that_does_not_exist_is_404_to_who_may_read_there_and_403_to_others(cloud, listing):
+    path = f"/subscriptions/{cloud['sub']}/resourceGroups/no-such-rg/{listing}?api-version=2024-11-01"
+    allowed = raw(cloud, "GET", path, token=token(cloud, "admin"))  # Owner of the subscription
+    assert allowed.status_code == 404 and allowed.json()["error"]["code"] == "ResourceGroupNotFound"
+    refused = raw(cloud, "GET", path, token=token(cloud, "ops"))  # Owner of rg only
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "AuthorizationFailed"
