@@ -542,20 +542,9 @@ class Principal:
 def principal(ctx: Ctx, ref: str) -> Principal:
     """--assignee: a managed identity (as `role assignment create --assignee` names one) or an application's service
     principal (by its appId, object id, service principal id or exact display name)."""
-    from mi_cli.services import assignments  # the one place that turns an assignee into a managed identity
+    from mi_cli.services import assignments  # the one place that turns an assignee into a principal
 
-    text = ref.strip()
-    key = text.casefold()
-    app = ctx.session.exec(select(Application).where((Application.app_id == key) | (Application.service_principal_id == key)
-                                                     | (Application.id == key))).first() if is_guid(text) else None
-    if app is None and not is_guid(text) and not text.startswith("/"):
-        named = [a for a in list_all(ctx) if a.display_name == text]
-        mi_named = principals.list_all(ctx, display_name=text)
-        if len(named) == 1 and not mi_named:
-            app = named[0]
-    if app is not None:
-        return Principal(app.service_principal_id, app.display_name, app.app_id)
-    sp = assignments.resolve_principal(ctx, text)
+    sp = assignments.resolve_principal(ctx, ref)
     return Principal(sp.id, sp.display_name, sp.app_id)
 
 

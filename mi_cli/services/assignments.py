@@ -68,8 +68,8 @@ def _application(ctx: Ctx, text: str):  # noqa: ANN202 - an Application or None
     from mi_cli.services import apps  # apps builds on this module
 
     try:
-        return apps.find_by_name_or_id(ctx, text)
-    except (MiError, NotFoundError):
+        return apps.find_by_name_or_id(ctx, text)  # two apps of that display name: its AmbiguousApplication
+    except NotFoundError:
         key = text.casefold()
         return next((a for a in apps.list_all(ctx) if a.service_principal_id == key), None) if is_guid(text) else None
 

@@ -186,3 +186,14 @@ def test_a_version_6_store_gains_the_app_tables(tmp_path, mi, db):
     assert con.execute("SELECT count(*) FROM application").fetchone() == (1,)
     con.close()
     assert SCHEMA_VERSION >= 7
+
+
+def test_an_app_registration_takes_azure_roles_by_app_id_object_id_or_name(ok, mi, api):
+    sp = ok("app", "sp", "show", "--id", api["appId"])["id"]
+    for assignee in (api["appId"], sp, "orders-api"):
+        made = ok("role", "assignment", "create", "--assignee", assignee, "--role", "Reader", "-g", "rg")
+        assert (made["principalId"], made["principalType"]) == (sp, "ServicePrincipal"), assignee
+    assert ok("access", "check", "--principal", "orders-api", "--action", "Microsoft.Compute/virtualMachines/read",
+              "--scope", ok("group", "show", "-n", "rg")["id"])["allowed"] is True
+    r = mi("role", "assignment", "create", "--assignee", "orders-apj", "--role", "Reader", "-g", "rg")
+    assert r.code != 0 and "(PrincipalNotFound)" in r.err and "Traceback" not in r.err
