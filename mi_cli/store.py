@@ -1,4 +1,4 @@
-"""The store: an SQLite file, its pragmas, schema version and transactions."""
+"""The store: an SQLite file (or a PostgreSQL database), its settings, schema version and transactions."""
 
 from __future__ import annotations
 
@@ -54,6 +54,26 @@ def default_path() -> Path:
     from platformdirs import user_data_path
 
     return user_data_path("mi", appauthor=False) / "mi.db"
+
+
+def companion(where: str) -> str:
+    """What the files kept beside a store are named after (NAME.serve.json, NAME.ca.pem, NAME.azurite/...):
+    the store file's own path, or for a PostgreSQL store a name in the user data folder made from its URL
+    (without the password), one per server and database on this machine."""
+    from mi_cli import postgres
+
+    if not postgres.is_url(where):
+        return where
+    import hashlib
+    import re
+
+    from platformdirs import user_data_path
+
+    _, shown = postgres.parse(where)
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", shown.split("://", 1)[1])[:80]
+    folder = user_data_path("mi", appauthor=False) / "postgres"
+    folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+    return str(folder / f"{readable}-{hashlib.sha256(shown.encode()).hexdigest()[:12]}")
 
 
 # The longest path SQLite's unix VFS opens (MAX_PATHNAME, 512 bytes with its terminating NUL); a longer one
@@ -304,8 +324,9 @@ class Store:
     """One opened store. `transaction()` is the unit of work of a command or a request."""
 
     def __init__(self, engine: Engine, where: str, timeout: float = DEFAULT_BUSY_TIMEOUT,
-                 file: tuple[Path, int, int] | None = None) -> None:
+                 file: tuple[Path, int, int] | None = None, *, rollback: bool = False) -> None:
         self.engine = engine
+        self.rollback = rollback  # every transaction is undone at its end (a dry run on PostgreSQL)
         self.where = where
         self.timeout = timeout
         self._file = file  # (absolute path, device, inode) of the file opened
@@ -333,7 +354,10 @@ class Store:
 
     def snapshot(self) -> "Store":
         """An in-memory copy of the store, taken under a read transaction: a dry run does the real
-        work there, so its plan is exactly a real run's, and the file is only read (no write lock)."""
+        work there, so its plan is exactly a real run's, and the file is only read (no write lock).
+        On PostgreSQL the dry run is the real transaction, rolled back at its end."""
+        if self.engine.dialect.name != "sqlite":
+            return Store(self.engine, self.where, self.timeout, rollback=True)
         copy = sqlite3.connect(":memory:", check_same_thread=False)
         try:
             source = self.engine.raw_connection()
@@ -382,10 +406,12 @@ class Store:
                 conn.info["write"] = write
                 conn.info["deadline"] = deadline
                 with Session(bind=conn, expire_on_commit=False, autoflush=True) as session:
-                    with conn.begin():
+                    with conn.begin() as tx:
                         _check_schema(conn, self.where)
                         yield session
                         session.flush()
+                        if self.rollback:
+                            tx.rollback()
         except (OperationalError, DatabaseError) as exc:
             raise _store_error(exc, self.where, self.timeout) from None
         except sqlite3.Error as exc:  # from the driver's own cursor (the bulk writer's)
@@ -406,6 +432,10 @@ def _known_store_error(exc: Exception, where: str, timeout: float) -> StoreError
     """The store error an SQLite error stands for, by SQLite's result code, each with its cause and what
     to do; None for an error that says nothing about the store (a failed constraint: a bug of mi's)."""
     orig = getattr(exc, "orig", exc)
+    if not isinstance(orig, sqlite3.Error) and hasattr(orig, "sqlstate"):
+        from mi_cli import postgres
+
+        return postgres.known_error(exc, where, timeout)
     message = str(orig)
     code = getattr(orig, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
@@ -559,16 +589,47 @@ def _ensure_schema(engine: Engine, where: str) -> None:
                 conn.execute(text("UPDATE meta SET value = :v WHERE key = 'schema_version'"), {"v": str(version)})
                 return
             if inspect(conn).get_table_names():
-                raise StoreError("InvalidStore", f"The file '{where}' is an SQLite database, but not an mi store.")
+                kind = "an SQLite database" if conn.dialect.name == "sqlite" else "a database with tables of its own"
+                raise StoreError("InvalidStore", f"The store '{where}' is {kind}, but not an mi store.")
             SQLModel.metadata.create_all(conn)
             conn.execute(
                 text("INSERT INTO meta (key, value) VALUES ('schema_version', :v)"), {"v": str(models.SCHEMA_VERSION)}
             )
 
 
+_PG_ENGINES: dict[tuple[str, float], tuple[Engine, str]] = {}
+
+
+def _open_postgres(where: str, timeout: float) -> Store:
+    """A store on a PostgreSQL server: its schema made or migrated under the write lock on first use.
+    Engines are kept per URL, as for files (a server's connections are dearer than a file's)."""
+    from mi_cli import postgres
+
+    with _ENGINES_LOCK:
+        found = _PG_ENGINES.get((where, timeout))
+        if found is None:
+            url, shown = postgres.parse(where)
+            found = _PG_ENGINES[(where, timeout)] = (postgres.engine(url, shown, timeout), shown)
+    engine, shown = found
+    try:
+        _ensure_schema(engine, shown)
+    except (OperationalError, DatabaseError) as exc:
+        engine.dispose()
+        raise _store_error(exc, shown, timeout) from None
+    except StoreError:
+        engine.dispose()
+        raise
+    return Store(engine, shown, timeout)
+
+
 def open_store(path: str | os.PathLike | None = None) -> Store:
-    """Open (creating if new) the SQLite store at `path`, or the default file."""
+    """Open (creating if new) the SQLite store at `path`, the PostgreSQL database it names as a URL, or
+    the default file."""
+    from mi_cli import postgres
+
     timeout = busy_timeout()
+    if isinstance(path, str) and postgres.is_url(path):
+        return _open_postgres(path, timeout)
     if path is not None and not os.fspath(path):
         raise StoreError("InvalidStore", "The store path is empty: give a file with --db or MI_DB, or neither for the "
                          "default store.")

@@ -219,3 +219,21 @@ def store(db):
     yield tx
     for s in opened:
         s.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for the whole run (tests/pg.py): started on first use, stopped at the end."""
+    from tests import pg
+
+    server = pg.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_db(pg_server) -> str:
+    """The URL of a new, empty database on the test server: a store for one test."""
+    url = pg_server.database()
+    yield url
+    pg_server.drop(url)

@@ -117,12 +117,12 @@ def env(
     DefaultAzureCredential then exchanges the assertion through the identity's federated credential.
     """
     from mi_cli.services import endpoints, localcloud
-    from mi_cli.store import default_path
+    from mi_cli.store import companion, default_path
 
     workload = _workload_arguments(resource, workload_identity, issuer, subject, audience, lifetime, style, identity,
                                    type_)
     style = style or Style.imds
-    where = str(state["db"] or os.environ.get("MI_DB") or default_path())
+    where = companion(str(state["db"] or os.environ.get("MI_DB") or default_path()))
     running = endpoints.read_address(where)
     if port is None:
         if running is None:

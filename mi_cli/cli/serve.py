@@ -54,7 +54,7 @@ def serve(
     from mi_cli.server.proxy import Proxy
     from mi_cli.server.state import Fault, ServerState, Throttle
     from mi_cli.services import Ctx, endpoints, localcloud, lookup, storage
-    from mi_cli.store import default_path, open_store
+    from mi_cli.store import companion, default_path, open_store
 
     try:
         faults = [Fault.parse(spec) for spec in inject or []]
@@ -62,6 +62,7 @@ def serve(
         raise UsageError("InvalidArgumentValue", str(exc)) from None
     where = str(state["db"] or os.environ.get("MI_DB") or default_path())
     store = open_store(where)
+    files_at = companion(where)  # the CA, certificates, address and Azurite's data: beside a store file
     default_resource = None
     if resource:
         with store.transaction(write=False) as session:
@@ -77,10 +78,10 @@ def serve(
     tls_sock = _bind("127.0.0.1", 0)  # reached only through the proxy
     with store.transaction(write=True) as session:
         ctx = Ctx.from_env(session)
-        cloud = localcloud.prepare(ctx, where)  # the CA is made on first use, so this writes
+        cloud = localcloud.prepare(ctx, files_at)  # the CA is made on first use, so this writes
         served = localcloud.served_urls(ctx)
         executable = azurite.find(azurite_path)
-        blob_server = azurite.Azurite(executable, Path(f"{where}.azurite"), localcloud.loopback_certificate(ctx)) \
+        blob_server = azurite.Azurite(executable, Path(f"{files_at}.azurite"), localcloud.loopback_certificate(ctx)) \
             if executable else None
         accounts = storage.azurite_accounts(ctx) if executable else ""
         for warning in ctx.warnings:
@@ -101,8 +102,8 @@ def serve(
     relay = Proxy(state_.connect_route, ("127.0.0.1", tls_sock.getsockname()[1]))
     shown = f"[{host}]" if ":" in host else host
     proxied = proxy_sock.getsockname()[1]
-    address = endpoints.write_address(where, host, bound, proxy_port=proxied, tls_port=tls_sock.getsockname()[1])
-    print(f"mi serve: listening on http://{shown}:{bound} for the store {where}", file=sys.stderr)
+    address = endpoints.write_address(files_at, host, bound, proxy_port=proxied, tls_port=tls_sock.getsockname()[1])
+    print(f"mi serve: listening on http://{shown}:{bound} for the store {store.where}", file=sys.stderr)
     print(f"  IMDS and App Service: http://{shown}:{bound}", file=sys.stderr)
     print(f"  local cloud proxy: http://{shown}:{proxied} (HTTPS_PROXY); CA: {cloud.ca}", file=sys.stderr)
     for url in served:
