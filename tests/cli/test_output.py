@@ -96,13 +96,13 @@ def test_the_command_tree_is_built_once_and_a_run_leaves_no_state_behind(tmp_pat
 def _commands(cmd, path: tuple[str, ...] = ()):
     """Every command and group of the click tree `mi` runs, with its path."""
     yield path, cmd
-    for name, sub in getattr(cmd, "commands", {}).items():
-        yield from _commands(sub, (*path, name))
+    for name in cmd.list_commands(None) if hasattr(cmd, "list_commands") else ():
+        yield from _commands(cmd.get_command(None, name), (*path, name))
 
 
 def test_every_command_has_help_text():
     found = list(_commands(command()))
-    assert len([c for _, c in found if not hasattr(c, "commands")]) > 25
+    assert len([c for _, c in found if not hasattr(c, "list_commands")]) > 25
     assert {"identity", "resource", "group", "role", "token", "apply", "serve"} <= {p[0] for p, _ in found if p}
     for path, cmd in found:
         where = f"'mi {' '.join(path)}'"
