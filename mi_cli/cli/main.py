@@ -78,7 +78,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     db: Annotated[
-        Optional[str], typer.Option("--db", envvar="MI_DB", help="Store file (default: a file in the user data folder).")
+        Optional[str], typer.Option("--db", envvar="MI_DB", help="The store: a file, or a PostgreSQL database as postgresql://USER@HOST:PORT/DATABASE (default: a file in the user data folder).")
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show a traceback for unexpected errors.")] = False,
     version: Annotated[
