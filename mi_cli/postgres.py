@@ -15,19 +15,13 @@ from sqlalchemy.types import TypeDecorator
 
 from mi_cli.errors import StoreError
 
-SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+from mi_cli.locations import is_url  # noqa: F401  (a --db value that names a server)
 
 # The one lock every write transaction of every process takes first, as SQLite's BEGIN IMMEDIATE does: held
 # until the transaction ends, so each writer reads what the one before it committed. (Plain READ COMMITTED
 # lost 146 of 200 concurrent read-then-write updates.) The number is mi's own, in the database's space of
 # advisory locks: 'mi-store' in ASCII.
 WRITE_LOCK = 0x6D692D73746F7265
-
-
-def is_url(where: str) -> bool:
-    """Whether a --db / MI_DB value names a PostgreSQL server rather than a file."""
-    scheme, sep, _ = where.partition("://")
-    return bool(sep) and scheme.lower() in SCHEMES
 
 
 def parse(where: str) -> tuple[URL, str]:

@@ -24,6 +24,7 @@ from sqlmodel import Session, SQLModel
 
 from mi_cli import models
 from mi_cli.errors import StoreError
+from mi_cli.locations import companion  # noqa: F401  (where the files beside a store go)
 
 # How long a writer waits for another one before giving up. One command's write takes milliseconds, but an
 # `mi apply` of 100,000 identities holds the write lock for several seconds, and eight busy processes on a
@@ -54,26 +55,6 @@ def default_path() -> Path:
     from platformdirs import user_data_path
 
     return user_data_path("mi", appauthor=False) / "mi.db"
-
-
-def companion(where: str) -> str:
-    """What the files kept beside a store are named after (NAME.serve.json, NAME.ca.pem, NAME.azurite/...):
-    the store file's own path, or for a PostgreSQL store a name in the user data folder made from its URL
-    (without the password), one per server and database on this machine."""
-    from mi_cli import postgres
-
-    if not postgres.is_url(where):
-        return where
-    import hashlib
-    import re
-
-    from platformdirs import user_data_path
-
-    _, shown = postgres.parse(where)
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", shown.split("://", 1)[1])[:80]
-    folder = user_data_path("mi", appauthor=False) / "postgres"
-    folder.mkdir(parents=True, mode=0o700, exist_ok=True)
-    return str(folder / f"{readable}-{hashlib.sha256(shown.encode()).hexdigest()[:12]}")
 
 
 # The longest path SQLite's unix VFS opens (MAX_PATHNAME, 512 bytes with its terminating NUL); a longer one
