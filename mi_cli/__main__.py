@@ -1,5 +1,5 @@
 """Allows `python -m mi_cli`."""
 
-from mi_cli.cli.main import run
+from mi_cli.cli.thin import run
 
 run()

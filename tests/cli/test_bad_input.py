@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import az_error, dump, one_error
+from tests.forwarding import command_host, mi  # noqa: F401  (each test runs here and forwarded to mi serve)
 
 ISSUER = "https://token.actions.githubusercontent.com"
 SYSTEM_ID_SUFFIX = "/providers/Microsoft.ManagedIdentity/identities/default"

@@ -9,6 +9,7 @@ import yaml
 
 from mi_cli import __version__
 from mi_cli.cli.main import command, main
+from tests.forwarding import command_host, mi  # noqa: F401  (each test runs here and forwarded to mi serve)
 
 
 def build_two(ok, mi):
