@@ -2,7 +2,11 @@
 
 A tenant that several tests start from is built once per module by a recipe (`prebuilt`) and copied
 into each test's store file: the copy is the same file, ids and GUID counter included, that running the
-recipe's commands in the test would have made."""
+recipe's commands in the test would have made.
+
+A test (or module) marked `both_stores` runs twice: once on an SQLite file, once on a database of a real
+PostgreSQL server; its `db` is then the file's Path or the database's URL, and `dump`, `prebuilt` and
+`new_store` work the same on either."""
 
 from __future__ import annotations
 
@@ -39,9 +43,49 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
 
 
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "both_stores: run once on an SQLite store and once on a PostgreSQL one")
+
+
+def pytest_generate_tests(metafunc):
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_stores"):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def db(tmp_path) -> Path:
+def backend(request) -> str:
+    """The kind of store the test's `db` is: "sqlite", unless the test is marked both_stores."""
+    return getattr(request, "param", "sqlite")
+
+
+def is_url(db) -> bool:
+    return isinstance(db, str) and "://" in db
+
+
+@pytest.fixture
+def db(tmp_path, backend, request) -> Path | str:
+    """The test's store: a file not made yet, or the URL of a new, empty database (`pg_db`)."""
+    if backend == "postgres":
+        return request.getfixturevalue("pg_db")
     return tmp_path / "store.db"
+
+
+@pytest.fixture
+def new_store(backend, tmp_path, request):
+    """new_store(name): another new store of the test's kind: a file beside the test's, or an empty database."""
+
+    def make(name: str) -> Path | str:
+        if backend == "postgres":
+            server = request.getfixturevalue("pg_server")
+            url = server.database()
+            request.addfinalizer(lambda: server.drop(url))
+            return url
+        return tmp_path / f"{name}.db"
+
+    return make
 
 
 @dataclass
@@ -74,7 +118,7 @@ def one_error(err: str) -> bool:
     return lines[1] == f"Code: {code}" and lines[2] == f"Message: {message}"
 
 
-def run_mi(db: Path, *args: str) -> Result:
+def run_mi(db: Path | str, *args: str) -> Result:
     """Run `mi` in-process on `db`, capturing what it prints (for code outside a test's capsys)."""
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
@@ -116,8 +160,13 @@ def ok(mi):
     return run
 
 
-def dump(db: Path) -> str:
-    """The whole store as SQL text: equal dumps mean nothing changed."""
+def dump(db: Path | str) -> str:
+    """The whole store as SQL text: equal dumps mean nothing changed. A PostgreSQL store's: its tables,
+    columns and indexes, and every row (INSERT INTO "table" VALUES(...), as SQLite's dump writes it) in
+    byte order. Its sequences are left out: a rolled-back transaction moves them too, and changes no row."""
+    if is_url(db):
+        return _dump_postgres(db)
+    db = Path(db)
     if not db.exists():
         return ""
     con = sqlite3.connect(db)
@@ -125,6 +174,26 @@ def dump(db: Path) -> str:
         return "\n".join(con.iterdump())
     finally:
         con.close()
+
+
+def _dump_postgres(url: str) -> str:
+    import psycopg
+
+    lines = []
+    with psycopg.connect(url, options="-c timezone=UTC") as con:
+        con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one moment of the store
+        tables = [t for (t,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = "
+                                            "'public' AND table_type = 'BASE TABLE' ORDER BY table_name COLLATE \"C\"")]
+        for table in tables:
+            columns = con.execute(
+                "SELECT column_name, data_type, collation_name, is_nullable, column_default FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND table_name = %s ORDER BY ordinal_position", (table,)).fetchall()
+            lines.append(f'CREATE TABLE "{table}" ({", ".join(" ".join(filter(None, c)) for c in columns)});')
+            lines += [f"{d};" for (d,) in con.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' "
+                                                        "AND tablename = %s ORDER BY indexdef COLLATE \"C\"", (table,))]
+            lines += [f'INSERT INTO "{table}" VALUES{row};'
+                      for (row,) in con.execute(f'SELECT t::text FROM "{table}" AS t ORDER BY t::text COLLATE "C"')]
+    return "\n".join(lines)
 
 
 # A recipe builds a tenant: recipe(ok, mi) runs commands (as the fixtures of the same names do) and
@@ -137,31 +206,46 @@ SHAPING_VARS = ("MI_SEED", "MI_SUBSCRIPTION")
 
 
 @pytest.fixture(scope="module")
-def _templates() -> dict:
-    """(recipe, environment) -> (template file, the recipe's result), for one module."""
-    return {}
+def _templates():
+    """(recipe, environment, backend) -> (template file or database URL, the recipe's result), for one
+    module. The template databases are dropped at its end."""
+    made: dict = {}
+    yield made
+    for template, _ in made.values():
+        if is_url(template):
+            from tests import pg
+
+            pg.drop(template)
 
 
 @pytest.fixture
-def prebuilt(_templates, tmp_path_factory, db):
+def prebuilt(_templates, tmp_path_factory, db, backend, request):
     """prebuilt(recipe): this test's store becomes the tenant `recipe` builds; returns the recipe's
-    result. The recipe runs once per module and environment; each test gets a copy of its file."""
+    result. The recipe runs once per module, environment and backend; each test gets a copy of its
+    file, or on PostgreSQL a database made from its database (CREATE DATABASE ... TEMPLATE)."""
 
     def use(recipe: Recipe):
-        if db.exists():
+        if (dump(db) if is_url(db) else db.exists()):
             raise RuntimeError(f"prebuilt({recipe.__name__}) needs a new store, but {db} exists already: "
                                "request the prebuilt fixture before anything that writes the store")
-        key = (recipe, tuple(os.environ.get(var) for var in SHAPING_VARS))
+        key = (recipe, tuple(os.environ.get(var) for var in SHAPING_VARS), backend)
         if key not in _templates:
-            _templates[key] = _build(recipe, tmp_path_factory.mktemp(recipe.__name__) / "store.db")
+            where = request.getfixturevalue("pg_server").database("tpl") if is_url(db) else \
+                tmp_path_factory.mktemp(recipe.__name__) / "store.db"
+            _templates[key] = _build(recipe, where)
         template, value = _templates[key]
-        shutil.copy(template, db)  # with its mode: 0600, as mi creates a store
+        if is_url(db):
+            from tests import pg
+
+            pg.clone(template, db)  # a drop and a copy: far cheaper than the recipe's commands
+        else:
+            shutil.copy(template, db)  # with its mode: 0600, as mi creates a store
         return copy.deepcopy(value)
 
     return use
 
 
-def runners(path: Path):
+def runners(path: Path | str):
     """(ok, mi) on the store at `path`, as the fixtures of the same names are on the test's store."""
 
     def mi(*args: str) -> Result:
@@ -173,9 +257,11 @@ def runners(path: Path):
     return ok, mi
 
 
-def _build(recipe: Recipe, path: Path) -> tuple[Path, Any]:
+def _build(recipe: Recipe, path: Path | str) -> tuple[Path | str, Any]:
     value = recipe(*runners(path))
     json.dumps(value)  # plain data only: every test gets its own deep copy
+    if is_url(path):
+        return path, value  # every command closed its connections: the database can be a template
     # Every command closed its connections, so the WAL was checkpointed into the file: one file is the store.
     leftovers = [p.name for p in path.parent.iterdir() if p != path]
     assert not leftovers, f"the template store left {leftovers} beside it"
