@@ -1,8 +1,12 @@
-"""The lifecycle rules as a user meets them: commands, their JSON, their warnings and exit codes."""
+"""The lifecycle rules as a user meets them: commands, their JSON, their warnings and exit codes, on either store."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import az_error
+
+pytestmark = pytest.mark.both_stores
 
 
 def _block(ok, resource):
