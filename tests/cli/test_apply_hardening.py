@@ -26,6 +26,7 @@ def prod(ok):
     return ok("group", "show", "-n", "rg-prod")["id"]
 
 
+@pytest.mark.both_stores
 def test_prune_never_deletes_what_the_file_declares_through_a_cascade(mi, db, tmp_path, prod):
     # the file declares the identity in rg-prod, but not rg-prod itself
     f = tmp_path / "b.yaml"
@@ -47,6 +48,7 @@ def test_prune_never_deletes_what_the_file_declares_through_a_cascade(mi, db, tm
     assert dump(db) == before
 
 
+@pytest.mark.both_stores
 @pytest.mark.parametrize("drop, gone", [
     ("vm-prod", "vm-prod"),              # a declared assignment's assignee is the VM's system identity
     ("id-prod", "id-prod"),              # a declared assignment's assignee, and a declared resource's identity
@@ -82,6 +84,7 @@ def test_prune_never_deletes_what_a_declared_entry_refers_to(ok, mi, db, tmp_pat
         assert dump(db) == before
 
 
+@pytest.mark.both_stores
 def test_a_dry_run_lists_every_delete_a_real_run_makes_cascades_included(ok, mi, db, tmp_path, prod):
     f = tmp_path / "empty.yaml"
     f.write_text("apiVersion: mi/v1\n")
@@ -151,6 +154,7 @@ def test_stdin_is_read_up_to_the_limit_only(db, tmp_path, monkeypatch):
     assert main(["--db", str(db), "apply", "-f", "-"]) == 1
 
 
+@pytest.mark.both_stores
 def test_an_export_that_fails_midway_leaves_the_previous_file_whole(ok, mi, db, tmp_path):
     ok("group", "create", "-n", "rg", "-l", "westeurope")
     out = tmp_path / "tenant.yaml"
@@ -204,6 +208,8 @@ def test_the_event_reader_resolves_scalars_as_the_safe_loader_does():
 
 
 def test_a_dry_run_needs_no_write_lock(ok, mi, db, tmp_path, monkeypatch):
+    # SQLite only: there a dry run works on a copy of the file. On PostgreSQL it is the real transaction,
+    # rolled back, and waits for the write lock as a real run does (tests/test_postgres_store.py).
     import sqlite3
 
     ok("group", "create", "-n", "rg", "-l", "westeurope")
