@@ -1,4 +1,4 @@
-"""Real processes writing one SQLite store at once: nothing lost, nothing locked."""
+"""Real processes writing one store at once, SQLite file or PostgreSQL database: nothing lost, nothing locked."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+
+import pytest
+
+from tests.conftest import is_url
+
+pytestmark = pytest.mark.both_stores
 
 WORKER = """
 import sys
@@ -49,10 +55,9 @@ def workers(script: str, db, n: int = 8):
             p.stderr.close()
 
 
-def test_eight_processes_creating_25_identities_each_end_with_200(tmp_path, capfd):
+def test_eight_processes_creating_25_identities_each_end_with_200(db, capfd):
     from mi_cli.cli.main import main
 
-    db = tmp_path / "shared.db"
     assert main(["--db", str(db), "group", "create", "-n", "rg", "-l", "westeurope", "-o", "none"]) == 0
     with workers(WORKER, db) as wait:
         results = wait()
@@ -127,30 +132,64 @@ def _setup(db) -> None:
         assert main(["--db", str(db), *argv, "-o", "none"]) == 0
 
 
-def test_eight_processes_of_mixed_writes_end_equal_to_the_serial_run(tmp_path, capfd):
+# The serial run's end state, as names: the same on either store, so made once, on an SQLite file.
+_SERIAL: dict = {}
+
+
+def _serial_state(folder) -> dict:
     from mi_cli.cli.main import main
 
-    shared, serial = tmp_path / "shared.db", tmp_path / "serial.db"
-    _setup(shared)
-    _setup(serial)
-    namespace: dict = {}
-    exec(OPS, namespace)  # the same operations, one after another, in this process
-    with workers(MIXED_WORKER, shared) as wait:
+    if not _SERIAL:
+        serial = folder / "serial.db"
+        _setup(serial)
+        namespace: dict = {}
+        exec(OPS, namespace)  # the same operations, one after another, in this process
         for w in range(8):
             for argv in namespace["ops"](w):
                 assert main(["--db", str(serial), *argv, "-o", "none"]) == 0, argv
+        _SERIAL.update(_state(serial))
+    return dict(_SERIAL)
+
+
+def test_eight_processes_of_mixed_writes_end_equal_to_the_serial_run(db, tmp_path, capfd):
+    shared = db
+    _setup(shared)
+    namespace: dict = {}
+    exec(OPS, namespace)
+    with workers(MIXED_WORKER, shared) as wait:
+        expected = _serial_state(tmp_path)  # while the workers run
         results = wait()
     assert [code for code, _ in results] == [0] * 8, [err for _, err in results]
     assert not any("locked" in err for _, err in results)
     capfd.readouterr()
-    got, expected = _state(shared), _state(serial)
+    got = _state(shared)
     assert got == expected
     shared_writes = sum(1 for w in range(8) for argv in namespace["ops"](w) if argv[:2] == ["identity", "assign"] and "app-shared" in argv)
     assert len(got["attachments"]["app-shared"]) == shared_writes  # every worker's writes to the shared app landed
     assert ("w0-id15", "broken") in got["attachments"]["app-shared"]  # deleted after sharing: dangling, as in Azure
 
 
-def test_killing_apply_midway_leaves_the_store_as_it_was(tmp_path, capfd):
+def _writing_sqlite(db) -> bool:
+    wal = db.parent / f"{db.name}-wal"
+    return wal.exists() and wal.stat().st_size > 4 * 1024 * 1024
+
+
+def _writing_postgres(url: str) -> bool:
+    """Whether a transaction holds mi's write lock in this database, and has written 4 MB of identities
+    (not committed: the table's file grows as rows go in, whoever may see them)."""
+    import psycopg
+
+    from mi_cli.postgres import WRITE_LOCK
+
+    with psycopg.connect(url, autocommit=True) as con:
+        return con.execute(
+            "SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND classid = %s AND objid = %s) AND pg_relation_size('user_assigned_identity') > 4 * 1024 * 1024",
+            (WRITE_LOCK >> 32, WRITE_LOCK & 0xFFFFFFFF)).fetchone()[0]
+
+
+def test_killing_apply_midway_leaves_the_store_as_it_was(db, tmp_path, capfd):
     import os
     import signal
     import sqlite3
@@ -158,7 +197,6 @@ def test_killing_apply_midway_leaves_the_store_as_it_was(tmp_path, capfd):
     from mi_cli.cli.main import main
     from tests.conftest import dump
 
-    db = tmp_path / "store.db"
     assert main(["--db", str(db), "group", "create", "-n", "rg-0", "-l", "westeurope", "-o", "none"]) == 0
     assert main(["--db", str(db), "identity", "create", "-g", "rg-0", "-n", "before-the-crash", "-o", "none"]) == 0
     before = dump(db)
@@ -168,29 +206,34 @@ def test_killing_apply_midway_leaves_the_store_as_it_was(tmp_path, capfd):
         "resourceGroups": [{"name": f"rg-{g}", "location": "westeurope"} for g in range(10)],
         "userAssignedIdentities": [{"name": f"id-{i:06d}", "resourceGroup": f"rg-{i % 10}"} for i in range(100_000)],
     }))
+    writing = _writing_postgres if is_url(db) else _writing_sqlite
     proc = subprocess.Popen([sys.executable, "-m", "mi_cli", "--db", str(db), "apply", "-f", str(big), "-o", "none"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wal = tmp_path / "store.db-wal"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            if wal.exists() and wal.stat().st_size > 4 * 1024 * 1024:  # well into writing its rows
+            if writing(db):  # well into writing its rows
                 break
             time.sleep(0.02)
         assert proc.poll() is None, "apply finished before it could be killed"
-        assert wal.exists() and wal.stat().st_size > 4 * 1024 * 1024, "apply wrote nothing in 120 s"
+        assert writing(db), "apply wrote nothing in 120 s"
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    con = sqlite3.connect(db)
-    try:
-        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    finally:
-        con.close()
+    if not is_url(db):
+        con = sqlite3.connect(db)
+        try:
+            assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        finally:
+            con.close()
     assert dump(db) == before
     capfd.readouterr()
     assert main(["--db", str(db), "identity", "list", "-o", "tsv", "--query", "[].name"]) == 0
     assert capfd.readouterr().out == "before-the-crash\n"
+    # and a writer gets the write lock the killed one held (on PostgreSQL: once the server has ended its session)
+    assert main(["--db", str(db), "identity", "create", "-g", "rg-0", "-n", "after-the-crash", "-o", "none"]) == 0
+    assert main(["--db", str(db), "identity", "list", "-o", "tsv", "--query", "[].name"]) == 0
+    assert capfd.readouterr().out == "after-the-crash\nbefore-the-crash\n"
