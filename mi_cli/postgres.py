@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Any
 
@@ -29,22 +30,32 @@ def parse(where: str) -> tuple[URL, str]:
     left out. A password comes from the URL, else from libpq's own PGPASSWORD or PGPASSFILE."""
     try:
         url = make_url(where)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise StoreError("InvalidStore", f"The store URL '{_without_password_text(where)}' is not a valid "
                          "PostgreSQL URL: postgresql://USER@HOST:PORT/DATABASE.") from None
     url = url.set(drivername="postgresql+psycopg")
-    shown = url.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
+    # URL.set() leaves a field given as None as it was: the password is left out by making the URL anew
+    # (and libpq's own ?password=... with it).
+    shown = URL.create("postgresql", username=url.username, host=url.host, port=url.port, database=url.database,
+                       query={k: v for k, v in url.query.items() if k not in SECRET_PARAMETERS}
+                       ).render_as_string(hide_password=False)
     if not url.database:
         raise StoreError("InvalidStore", f"The store URL '{shown}' names no database: postgresql://USER@HOST:PORT/DATABASE.")
     return url, shown
 
 
+# Parameters of a libpq URL whose values are secrets: never part of how a message names the store.
+SECRET_PARAMETERS = ("password", "sslpassword")
+
+
 def _without_password_text(where: str) -> str:
     scheme, _, rest = where.partition("://")
+    rest, question, query = rest.partition("?")
     userinfo, at, host = rest.rpartition("@")
     if at and ":" in userinfo:
         userinfo = userinfo.split(":", 1)[0]
-    return f"{scheme}://{userinfo}{at}{host}"
+    kept = "&".join(p for p in query.split("&") if p.split("=", 1)[0].lower() not in SECRET_PARAMETERS)
+    return f"{scheme}://{userinfo}{at}{host}{question if kept else ''}{kept}"
 
 
 def engine(url: URL, where: str, timeout: float) -> Engine:
@@ -142,10 +153,33 @@ def known_error(exc: Exception, where: str, timeout: float) -> StoreError | None
     if state.startswith("53"):
         return StoreError("StoreFull", f"The server holding the store '{where}' is out of resources ({message}); "
                           "nothing was changed.")
+    if not state and _is_connection_error(orig):
+        # A failed connect carries no SQLSTATE: the server's refusal (a FATAL it sent) is told by its text,
+        # and a missing password by libpq's own flag.
+        pgconn = getattr(orig, "pgconn", None)
+        refused = _refusal(message)
+        database = re.search(r'database "(.*)" does not exist', refused or "")
+        if database:
+            return StoreError("InvalidStore", f"The store '{where}' cannot be opened: the server has no database "
+                              f"'{database.group(1)}'. Create it (createdb {database.group(1)}) and run the command again.")
+        if getattr(pgconn, "needs_password", False) or (refused and "password authentication failed" in refused):
+            return StoreError("InvalidStore", f"The store '{where}' refused the login: {refused or message}. Give the "
+                              "password in the URL, in PGPASSWORD or in a PGPASSFILE.")
+        if refused:
+            return StoreError("InvalidStore", f"The store '{where}' refused the login: {refused}.")
+    if not state and re.search(r"invalid connection option|invalid [\w ]+ value", message):
+        return StoreError("InvalidStore", f"The store URL '{where}' is not valid: {message.removeprefix('connection is bad: ')}.")
     if state.startswith("08") or state.startswith("57P") or (not state and _is_connection_error(orig)):
         return StoreError("StoreUnavailable", f"The store '{where}' cannot be reached: {message}. Is the PostgreSQL "
                           "server running?")
     return None
+
+
+def _refusal(message: str) -> str | None:
+    """What the server said in refusing a connection (libpq: '... failed: FATAL:  database "x" does not
+    exist'), or libpq's own reason for giving up after it answered ('fe_sendauth: no password supplied')."""
+    found = re.search(r"failed: (?:FATAL|ERROR):\s+(.*)$", message) or re.search(r"failed: (fe_sendauth: .*)$", message)
+    return found.group(1) if found else None
 
 
 def _is_connection_error(orig: Exception) -> bool:
