@@ -20,6 +20,7 @@ from sqlalchemy import URL, create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.schema import CreateColumn
 from sqlmodel import Session, SQLModel
 
 from mi_cli import models
@@ -406,7 +407,8 @@ def _store_error(exc: Exception, where: str, timeout: float) -> StoreError:
     known = _known_store_error(exc, where, timeout)
     if known is not None:
         return known
-    return StoreError("InvalidStore", f"The store '{where}' cannot be used: {getattr(exc, 'orig', exc)}.")
+    said = str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__]  # PostgreSQL adds LINE 1: ...
+    return StoreError("InvalidStore", f"The store '{where}' cannot be used: {said[0].rstrip('.')}.")
 
 
 def _known_store_error(exc: Exception, where: str, timeout: float) -> StoreError | None:
@@ -518,10 +520,13 @@ def _v2_to_v3(conn) -> None:  # noqa: ANN001
 def _v3_to_v4(conn) -> None:  # noqa: ANN001
     # Role assignments gain their condition and an update time. A store that was at version 2 a step ago
     # got the table with today's columns from create_all: add only what is missing.
+    # Each column as the model declares it, in the store's own dialect (PostgreSQL has no DATETIME).
     have = {c["name"] for c in inspect(conn).get_columns("role_assignment")}
-    for column, sql_type in (("condition", "VARCHAR"), ("condition_version", "VARCHAR"), ("updated_at", "DATETIME")):
+    table = models.RoleAssignment.__table__
+    for column in ("condition", "condition_version", "updated_at"):
         if column not in have:
-            conn.exec_driver_sql(f"ALTER TABLE role_assignment ADD COLUMN {column} {sql_type}")
+            spec = CreateColumn(table.columns[column]).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE role_assignment ADD COLUMN {spec}")
 
 
 def _v4_to_v5(conn) -> None:  # noqa: ANN001
