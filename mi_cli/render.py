@@ -113,10 +113,12 @@ def render(
     query: str | None = None,
     table: TableFn | None = None,
     view: ViewFn | None = None,
+    empty: str | None = None,
     out=None,  # noqa: ANN001
 ) -> None:
     """`table` turns each item into a row of the people table; `view` draws the whole people view
-    itself (it is given the data unqueried and writes to stdout). Neither is used for data."""
+    itself (it is given the data unqueried and writes to stdout). Neither is used for data. `empty` is
+    what a person at a terminal is told when a listing has no rows (default "No results.")."""
     output = getattr(output, "value", output)
     if view is not None and wants_table(output, query):
         view(data)
@@ -141,28 +143,69 @@ def render(
     elif output == "tsv":
         out.write(to_tsv(result, keep_order=bool(query)))
     else:
-        rows = _table_rows(result, table if wants_table(output, query) else None, keep_order=bool(query))
+        rows = _table_rows(result, table if wants_table(output, query) else None, query=query)
+        if not rows and isinstance(result, list):
+            say_empty(out, empty or "No results.")
         write_table(rows, out)
 
 
-def _table_rows(result: Any, table: TableFn | None, *, keep_order: bool = False) -> list[dict[str, Any]]:
+def say_empty(out, message: str) -> None:  # noqa: ANN001
+    """An empty listing, told to a person: az prints nothing for an empty table, which at a terminal
+    reads as a hang or a failure. On stderr, so that stdout still holds nothing but data (nothing);
+    scripts, whose stdout is not a terminal, are told nothing, and -o json prints `[]`."""
+    if _is_terminal(out):
+        print(message, file=sys.stderr)
+
+
+def _is_terminal(out) -> bool:  # noqa: ANN001
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# knack's auto-table leaves these out of a row, and any null, list or object value
+_SKIP_KEYS = ("id", "type", "etag")
+
+
+def query_keys(query: str | None) -> frozenset[str]:
+    """The keys a query names in its multiselect hashes (`[].{Name: name, Group: resourceGroup}`)."""
+    if not query:
+        return frozenset()
+    names: set[str] = set()
+    stack = [compile_query(query).parsed]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("type") == "key_val_pair":
+                names.add(node.get("value"))
+            stack.extend(node.get("children") or ())
+    return frozenset(names)
+
+
+def _table_rows(result: Any, table: TableFn | None, *, query: str | None = None) -> list[dict[str, Any]]:
     items = result if isinstance(result, list) else [result]
     if result is None:
         return []
     if table is not None:
         return [table(item) for item in items]
+    # knack's auto-table: keys sorted (in the query's order when one is active), no id/type/etag, scalar
+    # values only. Unlike knack, a key the query names itself is always a column, whatever its value
+    # (`--query "[].{Id: id, Tags: tags}"` asks for those columns): a null is an empty cell, a list or an
+    # object is shown compactly.
+    named = query_keys(query)
     rows = []
     for item in items:
         if isinstance(item, dict):
-            # knack's auto-table: keys sorted (in the query's order when one is active), no id/type/etag,
-            # scalar values only
             rows.append(
                 {
                     k[:1].upper() + k[1:]: v
-                    for k, v in (item.items() if keep_order else sorted(item.items()))
-                    if k not in ("id", "type", "etag") and not isinstance(v, (dict, list, set)) and v is not None
+                    for k, v in (item.items() if query else sorted(item.items()))
+                    if k in named or (k not in _SKIP_KEYS and not isinstance(v, (dict, list, set)) and v is not None)
                 }
             )
+        elif isinstance(item, list):
+            rows.append({f"Column{i + 1}": v for i, v in enumerate(item)})  # as knack names them
         else:
             rows.append({"Result": item})
     return rows
@@ -171,11 +214,45 @@ def _table_rows(result: Any, table: TableFn | None, *, keep_order: bool = False)
 def _cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, (dict, list, set)):
+        if isinstance(value, (list, set)) and all(not isinstance(v, (dict, list, set)) for v in value):
+            return inert(", ".join("" if v is None else str(v) for v in value))
+        return inert(json.dumps(value, ensure_ascii=False, sort_keys=True, default=str))
     return inert(str(value))  # True/False as knack's tabulate prints them
 
 
-def write_table(rows: list[dict[str, Any]], out) -> None:  # noqa: ANN001
+def terminal_width(out) -> int:  # noqa: ANN001
+    """The width a table for `out` must fit: COLUMNS when set (as rich and shutil read it), else the
+    terminal's own, else 80."""
+    import os
+
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(out.fileno()).columns or 80
+    except (AttributeError, OSError, ValueError):
+        return 80
+
+
+def _ellipsis(out) -> str:  # noqa: ANN001
+    try:
+        "…".encode(getattr(out, "encoding", None) or "utf-8")
+    except (LookupError, UnicodeEncodeError):
+        return "..."
+    return "…"
+
+
+def write_table(rows: list[dict[str, Any]], out, *, empty: str | None = None) -> None:  # noqa: ANN001
+    """Rows as a table. Off a terminal, az's layout at full width: nothing is shortened or left out,
+    as az prints it when piped, so that a script (or a wider screen later) gets every value whole. At a
+    terminal, fitted to its width (mi_cli.tablefit): one line a row, no value broken across lines."""
     if not rows:
+        if empty:
+            say_empty(out, empty)
         return
     keys: list[Any] = []
     for row in rows:
@@ -184,25 +261,97 @@ def write_table(rows: list[dict[str, Any]], out) -> None:  # noqa: ANN001
                 keys.append(h)
     headers = [inert(str(h)) for h in keys]  # keys can be data too (--query "[].tags")
     cells = [[_cell(row.get(h)) for h in keys] for row in rows]
-    if len(rows) > RICH_ROW_LIMIT or not out.isatty():
-        # az's layout (knack: tabulate, "simple"): two spaces between columns, a dash under every
-        # character of each column, lines without trailing blanks
-        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-        out.write("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip() + "\n")
-        out.write("  ".join("-" * w for w in widths) + "\n")
-        for c in cells:
-            out.write("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip() + "\n")
+    if not _is_terminal(out):
+        _write_plain(headers, cells, out)
         return
+    from mi_cli.tablefit import fit, shorten
+
+    width = terminal_width(out)
+    ellipsis = _ellipsis(out)
+    layout = fit(headers, cells, width, ellipsis)
+    shown_headers = [headers[i] for i in layout.columns]
+    if layout.shortened:
+        cells = [[shorten(c[i], w, ellipsis) for i, w in zip(layout.columns, layout.widths)] for c in cells]
+    elif layout.hidden:
+        cells = [[c[i] for i in layout.columns] for c in cells]
+    if len(rows) > RICH_ROW_LIMIT:
+        _write_plain(shown_headers, cells, out, layout.widths)
+    else:
+        _write_rich(shown_headers, cells, out, layout.widths, width)
+    told = [headers[i] for i in layout.hidden if i not in layout.blank]
+    if told and _is_terminal(sys.stderr):
+        _say_hidden(told, width)
+
+
+def write_text(text: str, out=None) -> None:  # noqa: ANN001
+    """A line of prose for people (a decision, a reason), inert. At a terminal it is wrapped between words
+    to the terminal's width, and a word too long for a line (an ARM id) is shortened as a table shortens
+    it, so that no id is broken across lines; elsewhere it is written as it is, whole."""
+    out = out or sys.stdout
+    text = inert(text)
+    if not _is_terminal(out):
+        out.write(text + "\n")
+        return
+    from mi_cli.tablefit import shorten, text_width
+
+    width = terminal_width(out)
+    ellipsis = _ellipsis(out)
+    lines: list[str] = []
+    line = ""
+    for word in text.split(" "):
+        if text_width(word) > width:
+            word = shorten(word, width, ellipsis)
+        if line and text_width(line) + 1 + text_width(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    out.write("\n".join(lines) + "\n")
+
+
+def _write_plain(headers: list[str], cells: list[list[str]], out, widths: list[int] | None = None) -> None:  # noqa: ANN001
+    # az's layout (knack: tabulate, "simple"): two spaces between columns, a dash under every
+    # character of each column, lines without trailing blanks
+    if widths is None:
+        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+        pad = str.ljust
+    else:
+        from mi_cli.tablefit import text_width
+
+        def pad(text: str, w: int) -> str:
+            return text + " " * (w - text_width(text))
+    out.write("  ".join(pad(h, w) for h, w in zip(headers, widths)).rstrip() + "\n")
+    out.write("  ".join("-" * w for w in widths) + "\n")
+    for c in cells:
+        out.write("  ".join(pad(v, w) for v, w in zip(c, widths)).rstrip() + "\n")
+
+
+def _write_rich(headers: list[str], cells: list[list[str]], out, widths: list[int], width: int) -> None:  # noqa: ANN001
     from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    for h in headers:
-        t.add_column(h, overflow="fold")
+    # Widths are decided by tablefit; rich only draws: a value never wraps, and two spaces part columns.
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold", padding=(0, 1),
+              collapse_padding=True)
+    for h, w in zip(headers, widths):
+        t.add_column(Text(h), width=w, no_wrap=True, overflow="ellipsis")
     for c in cells:
-        t.add_row(*c, style=None)
-    Console(file=out, highlight=False).print(t, markup=False)
+        t.add_row(*(Text(v) for v in c))
+    Console(file=out, width=width, highlight=False, markup=False, emoji=False).print(t)
+
+
+def _say_hidden(names: list[str], width: int) -> None:
+    """Which columns a narrow terminal left out, on stderr: the table itself stays data."""
+    from mi_cli.tablefit import text_width
+
+    tail = " (see -o json)"
+    note = f"Not shown: {', '.join(names)}{tail}"
+    if text_width(note) > width:
+        note = f"Not shown: {len(names)} columns{tail}"
+    print(note, file=sys.stderr)
 
 
 def _tsv_value(value: Any) -> str:

@@ -103,10 +103,10 @@ def check(
 
 
 def _print_decision(decision: dict) -> None:
-    from mi_cli.errors import inert
+    from mi_cli.render import write_text
 
-    print(inert(decision["reason"]))  # it quotes role names and scopes from the store
-    print(inert(f"{decision['actionType']} {decision['action']} at {decision['scope']}"))
+    write_text(decision["reason"])  # it quotes role names and scopes from the store: made inert there
+    write_text(f"{decision['actionType']} {decision['action']} at {decision['scope']}")
     if decision["trace"]:
         from mi_cli.render import write_table
 
@@ -135,7 +135,8 @@ def who(
     conditional = any(r["condition"] for r in data)
     emit(data, output, query, lambda r: {"Principal": r["principalName"] or r["principalId"], "Role": r["role"],
                                          "Scope": r["scope"], "Matched": r["matched"],
-                                         **({"Condition": _condition_cell(r)} if conditional else {})})
+                                         **({"Condition": _condition_cell(r)} if conditional else {})},
+         empty="No principal may do that there.")
 
 
 @app.command("list")
@@ -150,7 +151,8 @@ def list_(
     with transaction(write=False) as ctx:
         data = access.effective(ctx, assignments.resolve_principal(ctx, principal).id)
     emit(data, output, query, lambda r: {"Scope": r["scope"], "Roles": ", ".join(_roles_cell(r)),
-                                         "Actions": ", ".join(r["actions"]) or "-", "DataActions": ", ".join(r["dataActions"]) or "-"})
+                                         "Actions": ", ".join(r["actions"]) or "-", "DataActions": ", ".join(r["dataActions"]) or "-"},
+         empty="This principal has no role assignments.")
 
 
 def _roles_cell(entry: dict) -> list[str]:

@@ -78,6 +78,7 @@ def demo(
 ) -> None:
     """Walk through system- vs user-assigned identities on a temporary store (your store is never touched)."""
     from mi_cli.cli.main import main
+    from mi_cli.render import write_text  # at a terminal: wrapped between words, no id broken
 
     if keep is not None and keep.exists():
         raise MiError("InvalidParameter", f"'{keep}' exists already; --keep needs a new file name.")
@@ -89,32 +90,38 @@ def demo(
     try:
         known: dict[str, str] = {}
         for number, (say, template) in enumerate(STEPS, 1):
+            if say:
+                print()
+                write_text(f"# {say}")
             for key, name in (("kv", "kv-demo-01"), ("st", "stdemo01")):
                 if key not in known and any(f"{{{key}}}" in a for a in template):
-                    known[key] = _capture(main, ["--db", db, "resource", "show", "-g", RG, "-n", name, "--query", "id",
-                                                 "-o", "tsv"])
+                    # a resource id, named once as a shell variable (as az users script it): the commands
+                    # that use it stay short enough to read, and can still be pasted
+                    lookup = ["resource", "show", "-g", RG, "-n", name, "--query", "id", "-o", "tsv"]
+                    write_text(f"$ {key}=$(mi {' '.join(lookup)})")
+                    known[key] = _capture(main, ["--db", db, *lookup])
             argv = [a.format(**known) for a in template]
-            if say:
-                print(f"\n# {say}")
             if argv[0] == APP:
                 server = server or _Server.start(db)
-                print(f"$ app on web-vm: GET https://kv-demo-01.vault.azure.net/secrets/{argv[1]}/")
-                print(server.read_secret("web-vm", argv[1]))
+                write_text(f"$ app on web-vm: GET https://kv-demo-01.vault.azure.net/secrets/{argv[1]}/")
+                write_text(server.read_secret("web-vm", argv[1]))
                 continue
             if argv[0] == BLOB_APP:
                 server = server or _Server.start(db)
                 server.write_and_read_blob("shared-id", argv[1], argv[2])
                 continue
-            print(f"$ mi {' '.join(_quote(a) for a in argv)}")
+            shown = [a.format(**{key: f"${key}" for key in known}) for a in template]
+            write_text(f"$ mi {' '.join(_quote(a) for a in shown)}")
             sys.stdout.flush()
             code = main(["--db", db, *argv])
             sys.stdout.flush()
             if code != 0:
                 raise MiError("DemoFailed", f"Step {number} ('mi {' '.join(argv)}') exited with {code}.")
+        print()
         if keep is not None:
-            print(f"\nThe demo's store is kept at {keep}: look at it with 'mi --db {keep} tree', 'graph' and 'doctor'.")
+            write_text(f"The demo's store is kept at {keep}: look at it with 'mi --db {keep} tree', 'graph' and 'doctor'.")
         else:
-            print("\nRun 'mi demo --keep demo.db' to keep this store, then 'mi --db demo.db tree', 'graph' and 'doctor'.")
+            write_text("Run 'mi demo --keep demo.db' to keep this store, then 'mi --db demo.db tree', 'graph' and 'doctor'.")
     finally:
         if server is not None:
             server.stop()
@@ -226,18 +233,20 @@ class _Server:
         calls = [("PUT", f"/{container}?restype=container", b"", {}),
                  ("PUT", f"/{container}/{blob}", text, {"x-ms-blob-type": "BlockBlob", "Content-Type": "text/plain"}),
                  ("GET", f"/{container}/{blob}", None, {})]
+        from mi_cli.render import write_text
+
         opener = self._through_proxy()
         for method, path, body, headers in calls:
-            print(f"$ app on web-vm as {identity}: {method} {account}{path}")
+            write_text(f"$ app on web-vm as {identity}: {method} {account}{path}")
             request = urllib.request.Request(account + path, data=body, method=method, headers={
                 "Authorization": f"Bearer {token}", "x-ms-version": "2025-11-05", **headers})
             try:
                 with opener.open(request, timeout=120) as answer:
                     content = answer.read()
-                    print(f"{answer.status} {answer.reason}" + (f": {content.decode()!r}" if content else ""))
+                    write_text(f"{answer.status} {answer.reason}" + (f": {content.decode()!r}" if content else ""))
             except urllib.error.HTTPError as exc:
                 error = ET.fromstring(exc.read().decode("utf-8-sig"))
-                print(f"{exc.code} {error.findtext('Code')}: {(error.findtext('Message') or '').splitlines()[0]}")
+                write_text(f"{exc.code} {error.findtext('Code')}: {(error.findtext('Message') or '').splitlines()[0]}")
                 break
 
     def stop(self) -> None:

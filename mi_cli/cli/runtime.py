@@ -37,12 +37,14 @@ def transaction(*, write: bool, dry_run: bool = False) -> Iterator[Any]:
         print(f"WARNING: {bounded(message)}", file=sys.stderr)  # names from the store, made inert
 
 
-def emit(data: Any, output: Any, query: str | None = None, table=None, *, view=None) -> None:  # noqa: ANN001
+def emit(data: Any, output: Any, query: str | None = None, table=None, *, view=None,  # noqa: ANN001
+         empty: str | None = None) -> None:
     """Data for machines, or (table format, no --query) the people view: `table` maps each item to a
-    row, `view` draws a custom one. mi_cli.render.wants_table alone makes that choice."""
+    row, `view` draws a custom one. mi_cli.render.wants_table alone makes that choice. `empty` is what
+    a person at a terminal reads when a listing is empty ("No identities found.")."""
     from mi_cli.render import render
 
-    render(data, output, query=query, table=table, view=view)
+    render(data, output, query=query, table=table, view=view, empty=empty)
 
 
 def confirm(question: str, yes: bool) -> None:
