@@ -82,7 +82,7 @@ def list_(
     with transaction(write=False) as ctx:
         data = [apps.application_view(ctx, a) for a in apps.list_all(ctx, display_name=display_name, app_id=app_id,
                                                                       identifier_uri=identifier_uri)]
-    emit(data, output, query, _app_row)
+    emit(data, output, query, _app_row, empty="No app registrations found.")
 
 
 @app.command("show")
@@ -147,7 +147,8 @@ def credential_list(id_: IdOpt, output: OutputOpt = "table", query: QueryOpt = N
         application = apps.find(ctx, id_)
         data = [apps.password_view(s) for s in apps.secrets_of(ctx, application)]
     emit(data, output, query, lambda p: {"KeyId": p["keyId"], "DisplayName": p["displayName"] or "", "Hint": p["hint"],
-                                          "StartDateTime": p["startDateTime"], "EndDateTime": p["endDateTime"]})
+                                          "StartDateTime": p["startDateTime"], "EndDateTime": p["endDateTime"]},
+         empty="No credentials found.")
 
 
 @sp_app.command("show")
@@ -207,7 +208,7 @@ def role_list(
             wanted = apps.principal(ctx, assignee).id
             rows = [r for r in rows if r.principal_id == wanted]
         data = [_with_value(ctx, apps.assignment_view(ctx, r)) for r in rows]
-    emit(data, output, query, _assignment_row)
+    emit(data, output, query, _assignment_row, empty="No app role assignments found.")
 
 
 @role_app.command("remove")

@@ -66,17 +66,21 @@ def export(
     file: Annotated[Optional[str], typer.Option("--file", "-f", help="Write to FILE instead of stdout.")] = None,
     include_secrets: Annotated[bool, typer.Option(
         "--include-secrets", help="Also write the vaults' Key Vault secrets (latest versions, values included).")] = False,
+    query: QueryOpt = None,
 ) -> None:
     """Write the whole tenant in the file format that `mi apply` reads (not the activity log or keys;
-    Key Vault secrets only with --include-secrets)."""
+    Key Vault secrets only with --include-secrets).
+
+    --query picks part of it, as in az (what it picks is data, not necessarily a tenant file)."""
     from mi_cli.errors import UsageError
-    from mi_cli.render import to_json
+    from mi_cli.render import apply_query, to_json
     from mi_cli.services import export as exporting
 
     if output not in ("yaml", "json"):
         raise UsageError("InvalidArgumentValue", f"--output must be yaml or json, not '{output}'.")
     with transaction(write=False) as ctx:
         doc = exporting.export(ctx, include_secrets=include_secrets)
+    doc = apply_query(doc, query)
     if output == "json":
         text = to_json(doc)
     else:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mi_cli.cli.options import OutputOpt, QueryOpt
+from mi_cli.cli.options import Output, OutputOpt, QueryOpt
 from mi_cli.cli.runtime import emit, transaction
 from mi_cli.errors import MiError, inert
 
@@ -84,19 +84,47 @@ class GraphFormat(str, Enum):
 
 
 def graph(
-    format_: Annotated[GraphFormat, typer.Option("--format", help="mermaid (renders in Markdown), dot (Graphviz) or json.")] = GraphFormat.mermaid,
+    format_: Annotated[Optional[GraphFormat], typer.Option(
+        "--format", help="The diagram: mermaid (the default; renders in Markdown), dot (Graphviz), or json (as -o json).")] = None,
+    output: Annotated[Optional[Output], typer.Option(
+        "--output", "-o", case_sensitive=False, show_default=False,
+        help="The graph as data instead of a diagram: table (one row an edge), json, jsonc, yaml, tsv or none. "
+             "MI_OUTPUT does not apply: without -o or --query, the diagram.")] = None,
+    query: QueryOpt = None,
 ) -> None:
     """The identity graph: resources (sources) -> their identities -> roles -> target scopes."""
+    from mi_cli.errors import UsageError
     from mi_cli.render import to_json
     from mi_cli.services import explore
 
+    if format_ is not None and output is not None:
+        raise UsageError("MutuallyExclusiveArguments", "Give --format (a diagram) or --output (data), not both.")
+    if format_ is not None and query:
+        raise UsageError("MutuallyExclusiveArguments", "--query applies to --output, not to a --format diagram.")
     with transaction(write=False) as ctx:
         g = explore.graph(explore.load(ctx))
-    if format_.value == "json":  # to_json escapes what a terminal would act on
+    if output is not None or query:
+        # a query asks for data: a table at a terminal, JSON for a script, as every other command
+        chosen = output.value if output is not None else "table" if sys.stdout.isatty() else "json"
+        emit(g, chosen, query, view=_print_edges)
+        return
+    diagram = (format_ or GraphFormat.mermaid).value
+    if diagram == "json":  # to_json escapes what a terminal would act on
         out = to_json(g)
     else:  # labels are names from the store: inert before they are quoted for Mermaid or DOT
-        out = {"mermaid": explore.to_mermaid, "dot": explore.to_dot}[format_.value](_inert(g))
+        out = {"mermaid": explore.to_mermaid, "dot": explore.to_dot}[diagram](_inert(g))
     sys.stdout.write(out)
+
+
+def _print_edges(g: dict) -> None:
+    """The graph for people at a table: an edge a row, from and to by their labels."""
+    from mi_cli.render import write_table
+
+    labels = {node["id"]: node["label"] for node in g["nodes"]}
+    rows = [{"From": labels.get(e["from"], e["from"]),
+             "Edge": (e["label"] or e["kind"]) + (" (broken)" if e["broken"] else ""),
+             "To": labels.get(e["to"], e["to"])} for e in g["edges"]]
+    write_table(rows, sys.stdout, empty="No identities, so no graph: nothing holds or grants one.")
 
 
 

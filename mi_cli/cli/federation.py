@@ -58,7 +58,7 @@ def issuer_list(output: OutputOpt = "table", query: QueryOpt = None) -> None:
 
     with transaction(write=False) as ctx:
         data = [federation.view(i) for i in federation.list_all(ctx)]
-    emit(data, output, query, _issuer_row)
+    emit(data, output, query, _issuer_row, empty="No federation issuers found.")
 
 
 @issuer_app.command("show")

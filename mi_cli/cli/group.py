@@ -46,7 +46,7 @@ def list_(subscription: SubscriptionOpt = None, output: OutputOpt = "table", que
 
     with transaction(write=False) as ctx:
         data = [views.group(g) for g in groups.list_all(ctx, subscription=subscription)]
-    emit(data, output, query, _row)
+    emit(data, output, query, _row, empty="No resource groups found.")
 
 
 @app.command("show")

@@ -162,6 +162,10 @@ def show(
     emit(data, output, query, _ua_row)
 
 
+_EMPTY_LISTING = {"user": "No user-assigned identities found.", "system": "No system-assigned identities found.",
+                  "all": "No identities found."}
+
+
 @app.command("list")
 def list_(
     group: GroupOpt = None,
@@ -186,7 +190,7 @@ def list_(
         else:
             sub = tenancy.find_subscription(ctx, subscription, create=False)
             data = views.identity_listing(ctx, sub_id=sub.id, kind=kind) if sub else []
-    emit(data, output, query, _ua_row if kind == "user" else _list_row)
+    emit(data, output, query, _ua_row if kind == "user" else _list_row, empty=_EMPTY_LISTING[kind])
 
 
 @app.command("list-resources")
@@ -204,7 +208,8 @@ def list_resources(
     ref = name_or_id(name, ids_)
     with transaction(write=False) as ctx:
         data = views.associated_resources(ctx, lookup.user_assigned(ctx, ref, group, subscription=subscription))
-    emit(data, output, query, lambda r: {"Name": r["name"], "ResourceGroup": r["resourceGroup"], "Type": r["type"]})
+    emit(data, output, query, lambda r: {"Name": r["name"], "ResourceGroup": r["resourceGroup"], "Type": r["type"]},
+         empty="No resources hold this identity.")
 
 
 @app.command("update")
@@ -389,7 +394,7 @@ def fic_list(
     with transaction(write=False) as ctx:
         uami = _fic_parent(ctx, identity_name, group, subscription)
         data = [views.federated_credential(uami, f) for f in federated.list_for(ctx, uami)]
-    emit(data, output, query, _fic_row)
+    emit(data, output, query, _fic_row, empty="No federated credentials found.")
 
 
 @fic_app.command("show")

@@ -246,7 +246,7 @@ def list_(
     vault = _vault_only(vault_name, identifier)
     with transaction(write=False) as ctx:
         items = keyvault.list_secrets(ctx, keyvault.vault(ctx, vault))
-    emit(_limit([_az_base(i) for i in items], maxresults), output, query, _list_row)
+    emit(_limit([_az_base(i) for i in items], maxresults), output, query, _list_row, empty="No secrets found.")
 
 
 @secret_app.command("list-versions")
@@ -264,7 +264,7 @@ def list_versions(
     vault, secret, _ = _names(vault_name, name, identifier)
     with transaction(write=False) as ctx:
         items = keyvault.list_versions(ctx, keyvault.vault(ctx, vault), secret)
-    emit(_limit([_az_base(i) for i in items], maxresults), output, query, _list_row)
+    emit(_limit([_az_base(i) for i in items], maxresults), output, query, _list_row, empty="No versions found.")
 
 
 @secret_app.command("set-attributes")
@@ -329,7 +329,8 @@ def list_deleted(
     vault = _vault_only(vault_name, identifier)
     with transaction(write=False) as ctx:
         items = keyvault.list_deleted(ctx, keyvault.vault(ctx, vault))
-    emit(_limit([_az_deleted(i, bundle=False) for i in items], maxresults), output, query, _deleted_row)
+    emit(_limit([_az_deleted(i, bundle=False) for i in items], maxresults), output, query, _deleted_row,
+         empty="No deleted secrets found.")
 
 
 @secret_app.command("show-deleted")

@@ -36,4 +36,4 @@ def show_log(
             for e in activity.entries(ctx, since=since, operation=operation, target=target, caller=caller, principal=principal,
                                            status=status, limit=limit)
         ]
-    emit(data, output, query, _row)
+    emit(data, output, query, _row, empty="No activity log entries found.")

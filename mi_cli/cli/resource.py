@@ -55,7 +55,7 @@ def types(
         for t in cat.types
         if not wanted or wanted in t.type.casefold() or any(wanted in a for a in t.aliases)
     ]
-    emit(data, output, query, _types_row)
+    emit(data, output, query, _types_row, empty="No resource types found.")
 
 
 def _row(r: dict) -> dict:
@@ -116,7 +116,7 @@ def list_(
             sub = tenancy.find_subscription(ctx, subscription, create=False)
             items = resources.list_all(ctx, sub_id=sub.id, type_text=type_) if sub else []
         data = views.resources(ctx, items)
-    emit(data, output, query, _row)
+    emit(data, output, query, _row, empty="No resources found.")
 
 
 @app.command("show")

@@ -47,7 +47,7 @@ def definition_list(
         sub = tenancy.find_subscription(ctx, subscription, create=False)
         found = [roles.find(ctx, name)] if name else roles.all_roles(ctx)
         data = [r.view(sub.id if sub else None) for r in found if not custom_role_only or r.role_type == "CustomRole"]
-    emit(data, output, query, _def_row)
+    emit(data, output, query, _def_row, empty="No role definitions found.")
 
 
 @definition_app.command("show")
@@ -192,8 +192,9 @@ def assignment_create(
         existed = outcome == "exists"
         data = assignments.view(ctx, ra, fill_names=existed, written=not existed)
         role_name = roles.find(ctx, ra.role_definition_id).role_name
-    # a new assignment's output names neither principal nor role; the table names the role for people
-    emit(data, output, query, lambda r: {**_ra_row(r), "Role": role_name})
+        listed = data if existed else assignments.view(ctx, ra, fill_names=True)
+    # a new assignment's output names neither principal nor role; the table names both, as `list` does
+    emit(data, output, query, lambda r: {**_ra_row({**r, "principalName": listed["principalName"]}), "Role": role_name})
 
 
 @assignment_app.command("list")
@@ -221,7 +222,7 @@ def assignment_list(
                                         scope_ref=scopes.from_options(ctx, scope=scope, group=group, subscription=subscription),
                                         include_inherited=include_inherited, all_=all_)
             data = [assignments.view(ctx, ra, fill_names=True, role_names=names) for ra in found]
-    emit(data, output, query, _ra_row)
+    emit(data, output, query, _ra_row, empty="No role assignments found.")
 
 
 @assignment_app.command("delete")

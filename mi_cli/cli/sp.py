@@ -32,7 +32,7 @@ def list_(
 
     with transaction(write=False) as ctx:
         data = [views.service_principal(sp) for sp in principals.list_all(ctx, display_name=display_name)]
-    emit(data, output, query, _row)
+    emit(data, output, query, _row, empty="No service principals found.")
 
 
 @app.command("show")

@@ -93,13 +93,38 @@ def verify(
 ) -> None:
     """Verify a token: signature against this tenant's published keys, expiry, issuer and audience.
 
-    A token that fails any check is an error (exit 1) that says why.
+    A token that fails any check is an error (exit 1) that says why. The table says what was checked,
+    then shows the claims.
     """
     from mi_cli.services import tokens
 
+    text = _read_token(token)
     with transaction(write=False) as ctx:
-        claims = tokens.verify(ctx, _read_token(token), audience=audience)
+        claims = tokens.verify(ctx, text, audience=audience)
+    if wants_table(output, query):
+        from mi_cli.render import write_table
+
+        write_table(_checks(tokens.decode(text)[0], claims, audience), sys.stdout)
+        print()
     _emit_claims({"valid": True, "claims": claims}, claims, output, query)
+
+
+def _checks(header: dict, claims: dict, audience: str | None) -> list[dict]:
+    """What `verify` found, one row a check, for people: it got here, so every check passed."""
+    from datetime import datetime, timezone
+
+    def when(epoch) -> str:  # noqa: ANN001
+        return datetime.fromtimestamp(int(epoch), timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    aud = claims.get("aud")
+    aud = ", ".join(aud) if isinstance(aud, list) else str(aud)
+    return [
+        {"Check": "Valid", "Result": "yes"},
+        {"Check": "Signature", "Result": f"RS256, by this tenant's published key {header.get('kid')}"},
+        {"Check": "Issuer", "Result": claims.get("iss")},
+        {"Check": "Lifetime", "Result": f"{when(claims['nbf'])} to {when(claims['exp'])}"},
+        {"Check": "Audience", "Result": f"{aud} (as --audience asks)" if audience else f"{aud} (not checked: no --audience)"},
+    ]
 
 
 def _key_row(k: dict) -> dict:
@@ -113,7 +138,7 @@ def keys_list(output: OutputOpt = "table", query: QueryOpt = None) -> None:
 
     with transaction(write=False) as ctx:
         data = [keys.view(k) for k in keys.list_all(ctx)]
-    emit(data, output, query, _key_row)
+    emit(data, output, query, _key_row, empty="No signing keys yet: the first token issued creates one.")
 
 
 @keys_app.command("rotate")
