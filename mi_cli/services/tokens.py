@@ -215,6 +215,7 @@ class Issued:
     claims: dict[str, Any]
     chosen: Chosen
     lifetime: int = LIFETIME
+    kid: str = ""  # the signing key's
 
     @property
     def expires_on(self) -> int:
@@ -276,7 +277,7 @@ def issue(ctx: Ctx, chosen: Chosen, audience: str, *, roles: Sequence[str] = (),
         claims["xms_az_rid"] = _claim_id(chosen.resource_id)
     # Header as Entra's v1 tokens: typ, alg, x5t, kid (access-tokens doc, "Validate the signature").
     token = jwt.encode(claims, keys.private_key(key), algorithm="RS256", headers={"typ": "JWT", **keys.token_header(key)})
-    return Issued(token, claims, chosen, lifetime)
+    return Issued(token, claims, chosen, lifetime, key.kid)
 
 
 def log_request(ctx: Ctx, res: Resource, audience: str, outcome: Issued | TokenError, *, via: str) -> None:
@@ -296,27 +297,36 @@ class TokenCache:
     """Tokens by (identity, resource that asked, audience, app roles), the most recently used `size` of them:
     a client asking for ever new audiences must not grow the server without end. The roles are part of the
     key, so that an app role granted or removed shows in the next token at once (Azure's own cache may keep
-    the old roles for up to 24 hours; a local tenant is for trying such changes)."""
+    the old roles for up to 24 hours; a local tenant is for trying such changes). The identity is all of it
+    (kind, object and client id, mirid), so that one made again under old ids with another is not served the
+    old one's token; and a token is served only while the key that signed it is the one that signs, so that
+    a key rotated or retired, by this process or another sharing the store, signs the next token."""
 
     def __init__(self, size: int = 4096) -> None:
-        self._tokens: OrderedDict[tuple[str, str, str, tuple[str, ...]], Issued] = OrderedDict()
+        self._tokens: OrderedDict[tuple[str, ...], Issued] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
     @staticmethod
-    def _key(chosen: Chosen, audience: str, roles: Sequence[str] = ()) -> tuple[str, str, str, tuple[str, ...]]:
-        return chosen.principal_id, chosen.resource_id.casefold(), normalise_audience(audience), tuple(roles)
+    def _key(chosen: Chosen, audience: str, roles: Sequence[str] = ()) -> tuple[str, ...]:
+        return (chosen.kind, chosen.principal_id, chosen.client_id, chosen.mirid.casefold(), chosen.resource_id.casefold(),
+                normalise_audience(audience), *sorted(roles))
 
     def __len__(self) -> int:
         return len(self._tokens)
 
-    def get(self, chosen: Chosen, audience: str, now: float | None = None, *, roles: Sequence[str] = ()) -> Issued | None:
+    def get(self, chosen: Chosen, audience: str, now: float | None = None, *, roles: Sequence[str] = (),
+            kid: str | None = None) -> Issued | None:
+        """The cached token, unless it is near its expiry, or (given `kid`, the key that signs now) was signed
+        by another key."""
         key = self._key(chosen, audience, roles)
         with self._lock:
             hit = self._tokens.get(key)
             if hit is not None:
                 self._tokens.move_to_end(key)
-        if hit is not None and hit.expires_on - (now or time.time()) > REFRESH_MARGIN and hit.claims["aud"] == audience:
+        if hit is None or (kid is not None and hit.kid != kid):
+            return None
+        if hit.expires_on - (now or time.time()) > REFRESH_MARGIN and hit.claims["aud"] == audience:
             return hit
         return None
 
@@ -349,7 +359,9 @@ def get_token(ctx: Ctx, res: Resource, audience: str, selector: Mapping[str, str
             raise unknown_resource(audience, default_tenant(ctx).display_name, now=ctx.now())
         roles = apps.roles_for(ctx, chosen.principal_id, resource)
         if cache is not None and not bypass_cache:
-            cached = cache.get(chosen, audience, now=ctx.now().timestamp(), roles=roles)
+            signer = keys.active(ctx, default_tenant(ctx), create=False)  # the key that signs now, as the store says
+            cached = cache.get(chosen, audience, now=ctx.now().timestamp(), roles=roles,
+                               kid=signer.kid if signer is not None and keys.has_certificate(signer) else "")
         issued = cached or issue(ctx, chosen, audience, roles=roles)
     except TokenError as exc:
         log_request(ctx, res, audience, exc, via=via)
