@@ -8,9 +8,9 @@ from sqlmodel import delete, select
 
 from mi_cli.catalog import catalog
 from mi_cli.models import (
-    ActivityLog, Application, ApplicationSecret, AppRoleAssignment, Attachment, CustomRole, EndpointSecret, FederatedCredential,
-    FederationIssuer, KeyVaultSecret, Resource, ResourceGroup, RoleAssignment, ServicePrincipal, SigningKey, StorageAccount,
-    Subscription, Tenant, UserAssignedIdentity,
+    ActivityLog, Application, ApplicationSecret, AppRoleAssignment, Attachment, CertificateAuthority, CustomRole, EndpointSecret,
+    FederatedCredential, FederationIssuer, KeyVaultSecret, Resource, ResourceGroup, RoleAssignment, ServicePrincipal, SigningKey,
+    StorageAccount, Subscription, Tenant, UserAssignedIdentity,
 )
 from mi_cli.services import Ctx, apps, keyvault, roles, tenancy
 from mi_cli.services.tenant_file import API_VERSION
@@ -123,12 +123,12 @@ def export(ctx: Ctx, *, include_secrets: bool = False) -> dict[str, Any]:
 
 
 def reset(ctx: Ctx) -> dict[str, int]:
-    """Empty the store: every object, the tenant, its keys and the activity log; the schema stays. Under MI_SEED
-    the GUID counter stays too: a tenant file applied after the reset brings its objects' ids back, and the
-    sequence starting over would hand those ids out again."""
+    """Empty the store: every object, the tenant, its keys (the local cloud's CA too) and the activity log; the schema
+    stays. Under MI_SEED the GUID counter stays too: a tenant file applied after the reset brings its objects' ids
+    back, and the sequence starting over would hand those ids out again."""
     counts = {}
     for model in (AppRoleAssignment, ApplicationSecret, Application, FederationIssuer,
                   RoleAssignment, Attachment, FederatedCredential, EndpointSecret, KeyVaultSecret, Resource, UserAssignedIdentity,
-                  ServicePrincipal, ResourceGroup, CustomRole, ActivityLog, SigningKey, Subscription, Tenant):
+                  ServicePrincipal, ResourceGroup, CustomRole, ActivityLog, SigningKey, CertificateAuthority, Subscription, Tenant):
         counts[model.__tablename__] = ctx.session.execute(delete(model)).rowcount
     return counts
