@@ -49,7 +49,7 @@ def serve(
 
     import uvicorn
 
-    from mi_cli.server import azurite, issuer
+    from mi_cli.server import azurite, tls
     from mi_cli.server.app import create_app
     from mi_cli.server.proxy import Proxy
     from mi_cli.server.state import Fault, ServerState, Throttle
@@ -78,10 +78,12 @@ def serve(
     tls_sock = _bind("127.0.0.1", 0)  # reached only through the proxy
     with store.transaction(write=True) as session:
         ctx = Ctx.from_env(session)
-        cloud = localcloud.prepare(ctx, files_at)  # the CA is made on first use, so this writes
+        ca = localcloud.authority(ctx)  # made on first use, so this writes
+        cloud, _ = localcloud.publish(ctx, files_at, ca)
+        ca_pem = localcloud.ca_certificate(ctx)
         served = localcloud.served_urls(ctx)
         executable = azurite.find(azurite_path)
-        blob_server = azurite.Azurite(executable, Path(f"{files_at}.azurite"), localcloud.loopback_certificate(ctx)) \
+        blob_server = azurite.Azurite(executable, Path(f"{files_at}.azurite"), localcloud.loopback_certificate(ctx, ca)) \
             if executable else None
         accounts = storage.azurite_accounts(ctx) if executable else ""
         for warning in ctx.warnings:
@@ -97,7 +99,8 @@ def serve(
         tls_config.load()  # now: a certificate file replaced later by another server of this store is not ours
     except (OSError, ValueError) as exc:
         raise MiError("CertificateError", f"Cannot load the local cloud's certificate {cloud.tls}: {exc}.") from None
-    issuer.serve_certificates(tls_config.ssl, store)  # federation issuers' hosts: a leaf each, on first use (SNI)
+    # federation issuers' hosts: a leaf each, on first use (SNI); all of them follow the store's CA
+    state_.certificates = tls.serve_certificates(tls_config.ssl, store, files_at, ca, ca_pem)
     tls_server = _background(tls_config)
     relay = Proxy(state_.connect_route, ("127.0.0.1", tls_sock.getsockname()[1]))
     shown = f"[{host}]" if ":" in host else host

@@ -90,6 +90,7 @@ class ServerState:
     ca_file: Path | None = None  # the store's CA certificate, which also signs the certificates of the children
     azurite: Any = None  # server/azurite.Azurite when Blob Storage is served
     azurite_missing: str = ""  # why it is not
+    certificates: Any = None  # server/tls.Certificates: what the TLS server presents, following the store's CA
     clients: dict[str, Any] = field(default_factory=dict)  # HTTP clients of the planes, by what they reach
 
     async def aclose(self) -> None:
@@ -102,11 +103,17 @@ class ServerState:
 
     def connect_route(self, host: str, port: int) -> tuple[str, str]:
         """What the proxy does with CONNECT host:port, read from the store now (a vault made a moment
-        ago is served)."""
+        ago is served). Before a tunnel to the TLS server, its certificates follow the store's CA (made anew
+        by another process after a reset)."""
         from mi_cli.services import Ctx, localcloud
 
         with self.store.transaction(write=False) as session:
-            return localcloud.connect_route(Ctx.from_env(session), host, port)
+            ctx = Ctx.from_env(session)
+            route = localcloud.connect_route(ctx, host, port)
+            ca_pem = localcloud.ca_certificate(ctx) if route[0] == "local" and self.certificates is not None else None
+        if ca_pem is not None:
+            self.certificates.follow(ca_pem)
+        return route
 
     def next_fault(self) -> Fault | None:
         with self.lock:

@@ -50,12 +50,15 @@ def files(store_path: str) -> Files:
                  Path(f"{store_path}.azure"))
 
 
-def authority(ctx: Ctx):  # noqa: ANN201 - a trustme.CA (imported lazily: only the server needs it)
-    """The default tenant's CA, created on first use and kept in the store like the signing keys."""
+def authority(ctx: Ctx, *, create: bool = True):  # noqa: ANN201 - a trustme.CA (imported lazily: only the server needs it)
+    """The default tenant's CA, created on first use and kept in the store like the signing keys. Without
+    `create` (a read transaction), None while the store holds none."""
     import trustme
 
-    tenant = tenancy.default_tenant(ctx)
-    row = ctx.session.get(CertificateAuthority, tenant.id)
+    tenant = tenancy.default_tenant(ctx, create=create)
+    row = ctx.session.get(CertificateAuthority, tenant.id) if tenant is not None else None
+    if row is None and not create:
+        return None
     if row is None:
         ca = trustme.CA(organization_name="mi", organization_unit_name=f"mi local cloud CA for tenant {tenant.id}")
         row = CertificateAuthority(tenant_id=tenant.id, key_pem=ca.private_key_pem.bytes().decode(),
@@ -92,7 +95,12 @@ def prepare(ctx: Ctx, store_path: str) -> Files:
     """Write the CA certificate, the CA bundle and the server certificate beside the store (a write
     transaction: the CA is made on first use). The bundle is rewritten at each start so that it follows
     the system's CAs."""
-    ca = authority(ctx)
+    return publish(ctx, store_path, authority(ctx))[0]
+
+
+def publish(ctx: Ctx, store_path: str, ca):  # noqa: ANN001, ANN201 - a trustme.CA; (Files, trustme.LeafCert)
+    """Write `ca`'s certificate, the CA bundle (the system's CAs and `ca`) and a new server certificate signed by
+    `ca` beside the store; the files, and that certificate."""
     where = files(store_path)
     ca_pem = ca.cert_pem.bytes()
     write_atomic(where.ca, ca_pem, mode=0o644)
@@ -102,9 +110,18 @@ def prepare(ctx: Ctx, store_path: str) -> Files:
     # The system's CAs first, so that pointing a process at the bundle breaks no connection elsewhere.
     bundle = system.rstrip("\n") + "\n\n# mi: the store's own CA\n" + ca_pem.decode() if system else ca_pem.decode()
     write_atomic(where.bundle, bundle.encode(), mode=0o644)
-    write_atomic(where.tls, server_certificate(ctx, ca).private_key_and_cert_chain_pem.bytes(), mode=0o600)
+    leaf = server_certificate(ctx, ca)
+    write_atomic(where.tls, leaf.private_key_and_cert_chain_pem.bytes(), mode=0o600)
     where.azure_config.mkdir(mode=0o700, exist_ok=True)
-    return where
+    return where, leaf
+
+
+def ca_certificate(ctx: Ctx) -> str | None:
+    """The certificate (PEM) of the CA the store holds now for its default tenant; None while it holds none (a
+    store just reset). Only read: what a running server compares its own CA with."""
+    tenant = tenancy.default_tenant(ctx, create=False)
+    row = ctx.session.get(CertificateAuthority, tenant.id) if tenant is not None else None
+    return row.cert_pem if row is not None else None
 
 
 def server_certificate(ctx: Ctx, ca):  # noqa: ANN001, ANN201 - trustme objects
@@ -114,18 +131,18 @@ def server_certificate(ctx: Ctx, ca):  # noqa: ANN001, ANN201 - trustme objects
                          organization_unit_name="mi local cloud", not_after=now + timedelta(days=LEAF_DAYS))
 
 
-def host_certificate(ctx: Ctx, host: str):  # noqa: ANN201 - a trustme.LeafCert
-    """A leaf for one host name that the certificate of HOSTS does not name (a federation issuer's), signed by the
-    store's CA: what the TLS server presents when a client asks for that name."""
+def host_certificate(ctx: Ctx, ca, host: str):  # noqa: ANN001, ANN201 - a trustme.CA; a trustme.LeafCert
+    """A leaf for one host name that the certificate of HOSTS does not name (a federation issuer's), signed by `ca`
+    (the store's CA, as the server holds it): what the TLS server presents when a client asks for that name."""
     host = normalise(host)
-    return authority(ctx).issue_cert(host, common_name=host, organization_name="mi",
-                                     organization_unit_name="mi local cloud", not_after=ctx.now() + timedelta(days=LEAF_DAYS))
+    return ca.issue_cert(host, common_name=host, organization_name="mi", organization_unit_name="mi local cloud",
+                         not_after=ctx.now() + timedelta(days=LEAF_DAYS))
 
 
-def loopback_certificate(ctx: Ctx) -> tuple[bytes, bytes]:
-    """A certificate (PEM) and key for 127.0.0.1, signed by the store's CA: what a child server the
-    local cloud relays to (Azurite) presents."""
-    leaf = authority(ctx).issue_cert("127.0.0.1", "localhost", common_name="127.0.0.1", organization_name="mi",
+def loopback_certificate(ctx: Ctx, ca=None) -> tuple[bytes, bytes]:  # noqa: ANN001 - a trustme.CA
+    """A certificate (PEM) and key for 127.0.0.1, signed by `ca` (default: the store's CA): what a child server
+    the local cloud relays to (Azurite) presents."""
+    leaf = (ca or authority(ctx)).issue_cert("127.0.0.1", "localhost", common_name="127.0.0.1", organization_name="mi",
                                      organization_unit_name="mi local cloud",
                                      not_after=ctx.now() + timedelta(days=LEAF_DAYS))
     return b"".join(blob.bytes() for blob in leaf.cert_chain_pems), leaf.private_key_pem.bytes()
