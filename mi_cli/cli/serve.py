@@ -76,15 +76,21 @@ def serve(
         proxy_port = port + 1 if 0 < port < 65535 else 0
     proxy_sock = _bind(host, proxy_port, " for the local cloud's proxy (choose another with --proxy-port)")
     tls_sock = _bind("127.0.0.1", 0)  # reached only through the proxy
+    executable = azurite.find(azurite_path)
+    # Azurite's data beside the store; a replica of this store on this machine that holds it already leaves
+    # this one a folder of its own (held while this process runs)
+    try:
+        workspace, _held = azurite.claim_workspace(Path(f"{files_at}.azurite")) if executable else (None, None)
+    except OSError as exc:
+        raise MiError("FileNotWritable", f"Cannot keep Azurite's data in {files_at}.azurite: {exc.strerror}.") from None
     with store.transaction(write=True) as session:
         ctx = Ctx.from_env(session)
         ca = localcloud.authority(ctx)  # made on first use, so this writes
         cloud, _ = localcloud.publish(ctx, files_at, ca)
         ca_pem = localcloud.ca_certificate(ctx)
         served = localcloud.served_urls(ctx)
-        executable = azurite.find(azurite_path)
-        blob_server = azurite.Azurite(executable, Path(f"{files_at}.azurite"), localcloud.loopback_certificate(ctx, ca)) \
-            if executable else None
+        blob_server = azurite.Azurite(executable, workspace, localcloud.loopback_certificate(ctx, ca),
+                                      ca.cert_pem.bytes()) if executable else None
         accounts = storage.azurite_accounts(ctx) if executable else ""
         for warning in ctx.warnings:
             print(f"WARNING: {warning}", file=sys.stderr)
@@ -116,6 +122,9 @@ def serve(
               file=sys.stderr)
     if blob_server is not None:
         print(f"  Blob Storage: served through Azurite ({executable}); data in {blob_server.workspace}", file=sys.stderr)
+        if blob_server.workspace != Path(f"{files_at}.azurite"):
+            print(f"  (another mi serve of this store on this machine keeps {files_at}.azurite: the blobs of each "
+                  "are their own)", file=sys.stderr)
     else:
         print(f"  Blob Storage: not served: {state_.azurite_missing}", file=sys.stderr)
     print("  exports for a resource: mi env --resource NAME -g GROUP [--style imds|appservice]  (Ctrl-C stops)", file=sys.stderr)

@@ -31,6 +31,11 @@ KEEP_ALIVE = 60  # seconds Azurite keeps an idle connection; the plane's client 
 # Azurite keeps blobs by account name, so an account deleted and made again under the same name would
 # find the old one's containers; Storage's new account is empty.
 OWNERS = "owners.json"
+# Held (flock) by the mi serve whose Azurite keeps its data in the folder: two Azurites on one folder would
+# overwrite each other's saved state.
+LOCK = "mi-serve.lock"
+# Variables of mi's own that Azurite is not given: MI_DB may hold a database's password.
+PRIVATE_VARIABLES = ("MI_DB",)
 API_VERSION = "2021-08-06"  # of the requests mi itself makes to Azurite (emptying a new account)
 
 
@@ -48,6 +53,29 @@ def not_found_reason(given: str | None) -> str:
     if chosen:
         return f"Azurite was not found at '{chosen}'"
     return f"Azurite ({EXECUTABLE}) is not on PATH: install it with `{INSTALL}` (or give its path with --azurite or {VARIABLE})"
+
+
+def claim_workspace(base: Path) -> tuple[Path, int]:
+    """The folder for this mi serve's Azurite data, and the descriptor holding it (kept open while mi serve
+    runs): `base`, unless another running mi serve of the store on this machine (a replica) holds it, then
+    base-2, base-3, ... Each replica's Azurite then keeps blobs of its own."""
+    import fcntl
+
+    n = 1
+    while True:
+        folder = base if n == 1 else Path(f"{base}-{n}")
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            n += 1
+            continue
+        except OSError:
+            os.close(fd)
+            raise
+        return folder, fd
 
 
 def _free_port() -> int:
@@ -74,6 +102,7 @@ class Azurite:
     executable: str
     workspace: Path  # beside the store: blobs survive a restart of mi serve
     tls: tuple[bytes, bytes]  # Azurite's own certificate (PEM) and key, for 127.0.0.1
+    ca: bytes = b""  # the CA (PEM) that signed it, which the plane's client trusts; empty: the store's CA file
     port: int = 0
     accounts: str | None = None  # the AZURITE_ACCOUNTS of the running process
     process: subprocess.Popen | None = None
@@ -176,7 +205,8 @@ class Azurite:
                  str(self.workspace), "--oauth", "basic", "--cert", str(cert), "--key", str(key),
                  "--skipApiVersionCheck", "--disableTelemetry", "--silent",
                  "--blobKeepAliveTimeout", str(KEEP_ALIVE)],
-                env={**os.environ, "AZURITE_ACCOUNTS": accounts}, stdin=subprocess.DEVNULL, stdout=log,
+                env={**{k: v for k, v in os.environ.items() if k not in PRIVATE_VARIABLES}, "AZURITE_ACCOUNTS": accounts},
+                stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, cwd=self.workspace, start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # noqa: PLW1509
         except OSError as exc:

@@ -177,7 +177,10 @@ def _client(state: ServerState) -> Any:  # an httpx.AsyncClient
 
         import httpx
 
-        trust = ssl.create_default_context(cafile=str(state.ca_file))
+        # the CA that signed Azurite's certificate, as the server started it: Azurite is this process's child, and
+        # the CA files beside the store follow the store (another process may rewrite them)
+        ca = getattr(state.azurite, "ca", b"")
+        trust = ssl.create_default_context(cadata=ca.decode()) if ca else ssl.create_default_context(cafile=str(state.ca_file))
         # An Azurite that hangs (rather than dies) must not hold a request for ever: 10 minutes without a byte
         # either way, Storage's longest server timeout (Put Blob), ends it as a failure to answer.
         client = httpx.AsyncClient(verify=trust, timeout=httpx.Timeout(600, connect=10, pool=60),
