@@ -123,13 +123,13 @@ def env(
                                    type_)
     style = style or Style.imds
     where = companion(str(state["db"] or os.environ.get("MI_DB") or default_path()))
-    running = endpoints.read_address(where)
+    running = endpoints.read_address(where, port=port)  # with --port: that one of the store's servers here
     if port is None:
         if running is None:
             raise MiError("ServerNotRunning", "No running 'mi serve' for this store: start one, or give --port.")
         port = int(running["port"])
         host = running["host"] if running["host"] not in ("0.0.0.0", "::") else host
-    if running is not None and int(running["port"]) == port and running.get("proxy_port"):
+    if running is not None and running.get("proxy_port"):
         proxy_port: int | None = int(running["proxy_port"])
     else:  # mi serve's default; only once it has written the CA files, which the variables name
         proxy_port = port + 1 if port < 65535 and localcloud.files(where).bundle.is_file() else None

@@ -111,7 +111,7 @@ def serve(
     relay = Proxy(state_.connect_route, ("127.0.0.1", tls_sock.getsockname()[1]))
     shown = f"[{host}]" if ":" in host else host
     proxied = proxy_sock.getsockname()[1]
-    address = endpoints.write_address(files_at, host, bound, proxy_port=proxied, tls_port=tls_sock.getsockname()[1])
+    endpoints.write_address(files_at, host, bound, proxy_port=proxied, tls_port=tls_sock.getsockname()[1])
     print(f"mi serve: listening on http://{shown}:{bound} for the store {store.where}", file=sys.stderr)
     print(f"  IMDS and App Service: http://{shown}:{bound}", file=sys.stderr)
     print(f"  local cloud proxy: http://{shown}:{proxied} (HTTPS_PROXY); CA: {cloud.ca}", file=sys.stderr)
@@ -151,7 +151,7 @@ def serve(
     try:
         asyncio.run(run())
     finally:
-        address.unlink(missing_ok=True)
+        endpoints.remove_address(files_at)  # or, while another server of the store runs here, it is named instead
         store.close()
 
 
