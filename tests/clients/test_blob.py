@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clients.conftest import mi_json, start_server
+from tests.clients.conftest import STORE_KINDS, mi_json, start_server
 
 ACCOUNT_URL = "https://st1.blob.core.windows.net"
 READ = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"
@@ -89,14 +89,18 @@ def azurite() -> str:
                 "or point MI_AZURITE at azurite-blob.")
 
 
-def _mi(db: Path, *argv: str):
+# The tests of the running cloud run against a server over an SQLite store and one over a PostgreSQL store.
+both_stores = pytest.mark.parametrize("store_kind", STORE_KINDS, indirect=True, scope="module")
+
+
+def _mi(db: Path | str, *argv: str):
     return mi_json(db, *argv)
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
+def cloud(module_store):
     """A store with vm1 (system identity on) and storage account st1, and a running `mi serve` with Azurite."""
-    db = tmp_path_factory.mktemp("blob") / "store.db"
+    db = module_store("blob")
     _mi(db, "group", "create", "-n", "rg", "-l", "westeurope")
     vm = _mi(db, "resource", "create", "-g", "rg", "-n", "vm1", "--type", "vm", "--system-assigned")
     account = _mi(db, "resource", "create", "-g", "rg", "-n", "st1", "--type", "storage")
@@ -127,6 +131,7 @@ def role(cloud, verb: str, name: str, *extra: str, scope: str | None = None) -> 
 DENIED = {"status": 403, "code": "AuthorizationPermissionMismatch"}
 
 
+@both_stores
 def test_contributor_writes_reader_reads_and_a_role_removed_refuses_the_next_call(cloud):
     db = cloud["db"]
     assert app(cloud, ["create", "logs"]) == [DENIED]  # no role at all
@@ -147,6 +152,7 @@ def test_contributor_writes_reader_reads_and_a_role_removed_refuses_the_next_cal
     assert check["allowed"] is False and check["reason"] in log[-1]["detail"]
 
 
+@both_stores
 def test_the_async_client_reads_and_writes_with_default_azure_credential(cloud):
     db = cloud["db"]
     _mi(db, *role(cloud, "create", "Storage Blob Data Contributor"))
@@ -157,6 +163,7 @@ def test_the_async_client_reads_and_writes_with_default_azure_credential(cloud):
         _mi(db, *role(cloud, "delete", "Storage Blob Data Contributor"))
 
 
+@both_stores
 def test_a_condition_limits_a_reader_to_one_container(cloud):
     db = cloud["db"]
     _mi(db, *role(cloud, "create", "Storage Blob Data Contributor"))
@@ -198,6 +205,7 @@ def _forged(claims: dict, header: dict) -> str:
     return f"{part(header)}.{part(claims)}."
 
 
+@both_stores
 def test_forged_and_unsigned_tokens_are_refused_where_azurite_alone_accepts_them(cloud):
     db = cloud["db"]
     _mi(db, *role(cloud, "create", "Storage Blob Data Owner"))
@@ -224,6 +232,7 @@ def test_forged_and_unsigned_tokens_are_refused_where_azurite_alone_accepts_them
         _mi(db, *role(cloud, "delete", "Storage Blob Data Owner"))
 
 
+@both_stores
 def test_shared_key_works_until_the_account_disallows_it(cloud):
     db = cloud["db"]
     connection = _mi(db, "storage", "account", "show-connection-string", "-n", "st1", "-g", "rg")["connectionString"]
@@ -237,6 +246,7 @@ def test_shared_key_works_until_the_account_disallows_it(cloud):
         _mi(db, "storage", "account", "update", "-n", "st1", "-g", "rg", "--allow-shared-key-access", "true")
 
 
+@both_stores
 def test_an_account_created_while_serving_is_served_and_blobs_survive_a_restart(cloud, tmp_path):
     db = cloud["db"]
     account = _mi(db, "resource", "create", "-g", "rg", "-n", "st2", "--type", "storage")

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.clients.conftest import mi_json, start_server
+from tests.clients.conftest import STORE_KINDS, mi_json, start_server
 
 VAULT_URL = "https://kv1.vault.azure.net"
+# Every test here runs against a server over an SQLite store and one over a PostgreSQL store.
+pytestmark = pytest.mark.parametrize("store_kind", STORE_KINDS, indirect=True, scope="module")
 # The app: azure-keyvault-secrets as any application uses it, nothing but its environment pointing it at mi.
 APP = r"""
 import asyncio, json, sys
@@ -64,14 +66,14 @@ print(json.dumps(sync_app() if mode == "sync" else asyncio.run(async_app())))
 """.replace("VAULT", repr(VAULT_URL))
 
 
-def _mi(db: Path, *argv: str):
+def _mi(db: Path | str, *argv: str):
     return mi_json(db, *argv)
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
+def cloud(module_store):
     """A store with vm1 (system identity on), vault kv1 holding db-password, and a running `mi serve`."""
-    db = tmp_path_factory.mktemp("kv") / "store.db"
+    db = module_store("kv")
     _mi(db, "group", "create", "-n", "rg", "-l", "westeurope")
     vm = _mi(db, "resource", "create", "-g", "rg", "-n", "vm1", "--type", "vm", "--system-assigned")
     vault = _mi(db, "resource", "create", "-g", "rg", "-n", "kv1", "--type", "keyvault")

@@ -13,10 +13,12 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import CredentialUnavailableError, DefaultAzureCredential, ManagedIdentityCredential
 from azure.identity.aio import ManagedIdentityCredential as AsyncManagedIdentityCredential
 
-from tests.clients.conftest import get, mi_json
+from tests.clients.conftest import STORE_KINDS, get, mi_json
 
 VAULT = "https://vault.azure.net"
 STYLES = ["imds", "appservice"]
+# Every test here runs against a server over an SQLite store and one over a PostgreSQL store.
+pytestmark = pytest.mark.parametrize("store_kind", STORE_KINDS, indirect=True, scope="module")
 
 
 def validate(server, token: str, audience: str = VAULT) -> dict:
