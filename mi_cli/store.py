@@ -583,19 +583,23 @@ def _ensure_schema(engine: Engine, where: str) -> None:
             )
 
 
-_PG_ENGINES: dict[tuple[str, float], tuple[Engine, str]] = {}
+_PG_ENGINES: OrderedDict[tuple[str, float], tuple[Engine, str]] = OrderedDict()
 
 
 def _open_postgres(where: str, timeout: float) -> Store:
     """A store on a PostgreSQL server: its schema made or migrated under the write lock on first use.
-    Engines are kept per URL, as for files (a server's connections are dearer than a file's)."""
+    Engines are kept per URL, as for files, and as many (a process that opens one database after another
+    would otherwise keep an engine, and its compiled statements, for each)."""
     from mi_cli import postgres
 
     with _ENGINES_LOCK:
-        found = _PG_ENGINES.get((where, timeout))
+        found = _PG_ENGINES.pop((where, timeout), None)
         if found is None:
             url, shown = postgres.parse(where)
-            found = _PG_ENGINES[(where, timeout)] = (postgres.engine(url, shown, timeout), shown)
+            found = (postgres.engine(url, shown, timeout), shown)
+        _PG_ENGINES[(where, timeout)] = found
+        while len(_PG_ENGINES) > _ENGINES_KEPT:
+            _PG_ENGINES.popitem(last=False)  # a store still open keeps its own reference
     engine, shown = found
     try:
         _ensure_schema(engine, shown)
