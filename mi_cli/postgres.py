@@ -141,6 +141,10 @@ def known_error(exc: Exception, where: str, timeout: float) -> StoreError | None
     message = _first_line(orig)
     if state in ("55P03", "57014", "40001", "40P01"):  # lock timeout, cancelled, serialisation, deadlock
         return busy(where, timeout)
+    if "cannot contain NUL (0x00) bytes" in message or (state == "22021" and "0x00" in message):
+        # SQLite keeps any text; PostgreSQL's text cannot hold U+0000 (psycopg refuses it before sending)
+        return StoreError("UnsupportedValue", f"A value to be written holds the character U+0000 (NUL), which text in the "
+                          f"PostgreSQL store '{where}' cannot hold; nothing was changed.")
     if state == "3D000":
         database = where.rsplit("/", 1)[-1].split("?", 1)[0]
         return StoreError("InvalidStore", f"The store '{where}' cannot be opened: the server has no database "

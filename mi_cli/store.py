@@ -8,6 +8,7 @@ import os
 import shutil
 import sqlite3
 import stat
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -396,11 +397,18 @@ class Store:
                             tx.rollback()
         except (OperationalError, DatabaseError) as exc:
             raise _store_error(exc, self.where, self.timeout) from None
-        except sqlite3.Error as exc:  # from the driver's own cursor (the bulk writer's)
-            known = _known_store_error(exc, self.where, self.timeout)
+        except Exception as exc:  # from the driver's own cursor (the bulk writer's): sqlite3's, or psycopg's
+            known = _known_store_error(exc, self.where, self.timeout) if _is_driver_error(exc) else None
             if known is None:
                 raise
             raise known from None
+
+
+def _is_driver_error(exc: Exception) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        return True
+    psycopg = sys.modules.get("psycopg")  # loaded only for a PostgreSQL store
+    return psycopg is not None and isinstance(exc, psycopg.Error)
 
 
 def _store_error(exc: Exception, where: str, timeout: float) -> StoreError:
