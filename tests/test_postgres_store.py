@@ -232,6 +232,50 @@ def test_a_writer_waits_for_a_held_write_lock_and_then_succeeds(pg_db):
     assert [i["name"] for i in ok(pg_db, "identity", "list")] == ["patient"]
 
 
+def test_a_connection_cut_in_the_middle_of_a_bulk_apply_is_one_error_and_changes_nothing(pg_db, tmp_path):
+    ok(pg_db, "group", "create", "-n", "rg-0", "-l", "westeurope")
+    before = dump(pg_db)
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"apiVersion": "mi/v1", "resourceGroups": [{"name": "rg-0", "location": "westeurope"}],
+                               "userAssignedIdentities": [{"name": f"id-{i:05d}", "resourceGroup": "rg-0"} for i in range(20_000)]}))
+    proc = subprocess.Popen([sys.executable, "-m", "mi_cli", "--db", pg_db, "apply", "-f", str(big), "-o", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with psycopg.connect(pg_db, autocommit=True) as admin:
+            deadline = time.monotonic() + DEADLINE
+            while True:  # the apply holds the write lock and has written identities: the server ends its session
+                row = admin.execute(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND classid = %s "
+                    "AND objid = %s AND pg_relation_size('user_assigned_identity') > 256 * 1024",
+                    (WRITE_LOCK >> 32, WRITE_LOCK & 0xFFFFFFFF)).fetchone()
+                if row:
+                    break
+                assert proc.poll() is None, "apply finished before its connection could be cut"
+                assert time.monotonic() < deadline, "apply wrote nothing"
+                time.sleep(0.02)
+            admin.execute("SELECT pg_terminate_backend(%s)", row)
+        out, err = proc.communicate(timeout=DEADLINE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1 and out == "", err
+    assert err.startswith("ERROR: (StoreUnavailable) ") and one_error(err), err
+    assert dump(pg_db) == before
+
+
+def test_text_postgresql_cannot_hold_is_refused_in_one_line_and_changes_nothing(pg_db, tmp_path):
+    ok(pg_db, "group", "create", "-n", "rg", "-l", "westeurope")
+    ok(pg_db, "resource", "create", "-g", "rg", "-n", "kv-nul", "--type", "keyvault")
+    before = dump(pg_db)
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"before\x00after")  # Key Vault keeps it, and so does an SQLite store
+    line = only_error(run_mi(pg_db, "keyvault", "secret", "set", "--vault-name", "kv-nul", "-n", "s1", "-f", str(secret)),
+                      "UnsupportedValue")
+    assert "U+0000" in line and "nothing was changed" in line
+    assert dump(pg_db) == before
+
+
 # -- the same answers as SQLite -----------------------------------------------------------------------
 
 def test_listings_come_in_sqlites_byte_order_whatever_the_databases_collation(pg_db, tmp_path, monkeypatch):
