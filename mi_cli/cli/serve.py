@@ -127,6 +127,10 @@ def serve(
                   "are their own)", file=sys.stderr)
     else:
         print(f"  Blob Storage: not served: {state_.azurite_missing}", file=sys.stderr)
+    commands = _command_host(where)
+    if commands is not None:
+        print(f"  mi commands for this store run in this server, warm (socket {commands.args[-1]}; MI_NO_SERVER=1 "
+              "runs one in its own process)", file=sys.stderr)
     print("  exports for a resource: mi env --resource NAME -g GROUP [--style imds|appservice]  (Ctrl-C stops)", file=sys.stderr)
     sys.stderr.flush()
 
@@ -152,7 +156,34 @@ def serve(
         asyncio.run(run())
     finally:
         endpoints.remove_address(files_at)  # or, while another server of the store runs here, it is named instead
+        if commands is not None:
+            commands.terminate()  # it removes its socket
+            commands.wait(10)
         store.close()
+
+
+def _command_host(where: str):  # noqa: ANN202 - a subprocess.Popen, or None
+    """The command host of this store (cli/host.py): `mi` commands for the store are forwarded to it and run
+    warm. Another server of the store on this machine that hosts commands already keeps them."""
+    import socket
+    import subprocess
+
+    from mi_cli.locations import command_socket
+
+    path = command_socket(where)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return None  # answered: another server's host
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    # The store goes in the environment, not the command line, which other users may read: a URL may hold a
+    # password. The host ends with this process (a parent-death signal, and the terminate below).
+    return subprocess.Popen([sys.executable, "-m", "mi_cli.cli.host", path], env={**os.environ, "MI_DB": where},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            start_new_session=True)  # the terminal's Ctrl-C is this process's to handle
 
 
 def _report_failure(task) -> None:  # noqa: ANN001 - an asyncio.Task
