@@ -198,3 +198,39 @@ def test_a_host_of_another_version_is_never_used(store, command_host):  # noqa: 
 def test_the_command_socket_is_the_users_alone(command_host):  # noqa: F811
     mode = os.stat(command_host.socket).st_mode & 0o777
     assert mode == 0o600
+
+
+def test_mi_serve_runs_the_stores_commands_and_takes_its_host_down_with_it(tmp_path):
+    from mi_cli.locations import command_socket
+
+    db = tmp_path / "served.db"
+    subprocess.run([sys.executable, "-m", "mi_cli", "--db", str(db), "group", "create", "-n", "rg", "-l", "westeurope",
+                    "-o", "none"], env=_env("here"), check=True)
+    serve = subprocess.Popen([sys.executable, "-m", "mi_cli", "--db", str(db), "serve", "--port", "0"],
+                             env=_env("here", MI_AZURITE="/nonexistent"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        banner = ""
+        while "Ctrl-C stops" not in banner:
+            line = serve.stderr.readline()
+            assert line, banner
+            banner += line
+        assert f"socket {command_socket(str(db))}" in banner
+        sock = Path(command_socket(str(db)))
+        deadline = time.monotonic() + 120
+        while not sock.exists() and time.monotonic() < deadline:  # the host warms up, then listens
+            time.sleep(0.1)
+        [host] = [pid for pid in _children(serve.pid) if b"mi_cli.cli.host" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        # the store is in the host's environment, not on its command line
+        assert str(db).encode() not in Path(f"/proc/{host}/cmdline").read_bytes().replace(str(sock).encode(), b"")
+        t = Terminal(["--db", str(db), "group", "delete", "-n", "rg"], _env("forwarded"))
+        t.read_until(b"[y/N]: ")
+        assert _children(host), "the command runs in a child of the server's command host"
+        t.write(b"y\n")
+        code, out = t.finish()
+        assert code == 0, out
+    finally:
+        serve.terminate()
+        serve.wait(60)
+    assert not sock.exists()
+    assert not Path(f"/proc/{host}").exists() or b"Z" in Path(f"/proc/{host}/stat").read_bytes().rsplit(b")", 1)[1][:3]
