@@ -232,6 +232,23 @@ def test_a_writer_waits_for_a_held_write_lock_and_then_succeeds(pg_db):
     assert [i["name"] for i in ok(pg_db, "identity", "list")] == ["patient"]
 
 
+def test_processes_opening_an_empty_database_at_once_make_one_store(pg_db):
+    procs = [subprocess.Popen([sys.executable, "-m", "mi_cli", "--db", pg_db, "group", "create", "-n", f"rg-{w}", "-l",
+                               "westeurope", "-o", "none"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for w in range(8)]
+    try:
+        done = [(p.communicate(timeout=DEADLINE), p.returncode) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [(code, out, err) for (out, err), code in done] == [(0, "", "")] * 8
+    assert [g["name"] for g in ok(pg_db, "group", "list")] == [f"rg-{w}" for w in range(8)]
+    assert [s["name"] for s in ok(pg_db, "subscription", "list")] == ["mi-subscription"]  # one tenant, made once
+    assert sql(pg_db, "SELECT count(*) FROM tenant") == [(1,)]
+
+
 def test_a_connection_cut_in_the_middle_of_a_bulk_apply_is_one_error_and_changes_nothing(pg_db, tmp_path):
     ok(pg_db, "group", "create", "-n", "rg-0", "-l", "westeurope")
     before = dump(pg_db)
