@@ -285,29 +285,37 @@ def write_table(rows: list[dict[str, Any]], out, *, empty: str | None = None) ->
 
 def write_text(text: str, out=None) -> None:  # noqa: ANN001
     """A line of prose for people (a decision, a reason), inert. At a terminal it is wrapped between words
-    to the terminal's width, and a word too long for a line (an ARM id) is shortened as a table shortens
-    it, so that no id is broken across lines; elsewhere it is written as it is, whole."""
+    to the terminal's width, and an ARM id too long for a line is shortened as a table shortens it (its
+    whole form is in the command's -o json), so that no id is broken across lines; any other word too
+    long for a line (a URL, a token) stays whole on a line of its own, to be copied. Elsewhere the text
+    is written as it is."""
     out = out or sys.stdout
     text = inert(text)
     if not _is_terminal(out):
         out.write(text + "\n")
         return
-    from mi_cli.tablefit import shorten, text_width
+    from mi_cli.tablefit import is_arm_id, shorten, text_width
 
     width = terminal_width(out)
+    if text_width(text) <= width:
+        out.write(text + "\n")
+        return
     ellipsis = _ellipsis(out)
+    body = text.lstrip(" ")
+    indent = text[:len(text) - len(body)] if len(text) - len(body) < width // 2 else ""  # kept on every line
+    room = width - len(indent)
     lines: list[str] = []
     line = ""
-    for word in text.split(" "):
-        if text_width(word) > width:
-            word = shorten(word, width, ellipsis)
-        if line and text_width(line) + 1 + text_width(word) > width:
+    for word in body.split(" "):  # runs of blanks stay as they were: their empty words join back
+        if text_width(word) > room and is_arm_id(word.rstrip(".,;:")):
+            word = shorten(word, room, ellipsis)
+        if line and text_width(line) + 1 + text_width(word) > room:
             lines.append(line)
             line = word
         else:
             line = f"{line} {word}" if line else word
     lines.append(line)
-    out.write("\n".join(lines) + "\n")
+    out.write("".join(f"{indent}{line}\n" for line in lines))
 
 
 def _write_plain(headers: list[str], cells: list[list[str]], out, widths: list[int] | None = None) -> None:  # noqa: ANN001

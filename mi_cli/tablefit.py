@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Iterator
 
 GAP = 2  # spaces between columns, as in az's tables (knack: tabulate's "simple" format)
 TEXT_MINIMUM = 16  # a name or a phrase is not shortened below this many characters ...
@@ -45,7 +47,7 @@ KEEP = frozenset({"Name", "DisplayName", "Identity", "Principal", "Claim", "Chec
 
 def text_width(text: str) -> int:
     """Cells a terminal gives `text`: East Asian wide characters take two, combining marks none."""
-    if text.isascii():
+    if text.isascii() or text.replace("…", "").isascii():  # an ellipsis is one cell
         return len(text)
     width = 0
     for ch in text:
@@ -90,7 +92,7 @@ def _cut_middle(text: str, width: int, ellipsis: str) -> str:
 _NEVER = 9
 
 
-def _arm_ranks(segments: list[str]) -> list[int]:
+def _arm_ranks(segments: list[str], guid_name: bool) -> list[int]:
     """How telling each segment of an ARM id (split on "/", a leading "" included) is: lower goes first."""
     n = len(segments)
     ranks = [4] * n
@@ -111,7 +113,7 @@ def _arm_ranks(segments: list[str]) -> list[int]:
     ranks[-1] = _NEVER
     if n > 2:
         # a GUID names itself (a role assignment, a role definition): its type may go, last of all
-        ranks[-2] = 8 if GUID.fullmatch(segments[-1]) else _NEVER
+        ranks[-2] = 8 if guid_name else _NEVER
     if n > 1:
         ranks[0] = ranks[1]  # the leading "" goes with the first word, so that the id starts "…/"
     return ranks
@@ -129,21 +131,31 @@ def _join(segments: list[str], elided: list[bool], ellipsis: str) -> str:
     return "/".join(out)
 
 
-def _arm_forms(text: str, ellipsis: str) -> list[str]:
-    """The id shortened step by step, longest first; the last is its shortest readable form."""
-    segments = text.split("/")
-    ranks = _arm_ranks(segments)
+@lru_cache(maxsize=4096)
+def _parent_forms(parent: str, guid_name: bool, ellipsis: str) -> tuple[str, ...]:
+    """The forms of everything before an id's name, longest first. The name never goes, so the ids of
+    one listing share these: a table of 100,000 ids in a few groups computes them a few times."""
+    segments = [*parent.split("/"), ""]  # the name's place
+    ranks = _arm_ranks(segments, guid_name)
     order = sorted((r, i) for i, r in enumerate(ranks) if r < _NEVER)
     elided = [False] * len(segments)
+    full = text_width(parent)
     forms = []
     for k, (rank, i) in enumerate(order):
         elided[i] = True
         if k + 1 < len(order) and order[k + 1][0] == rank:
             continue  # a rank goes as a whole: the subscription's GUID and its word together, ...
-        form = _join(segments, elided, ellipsis)
-        if text_width(form) < text_width(text):
+        form = _join(segments, elided, ellipsis)[:-1]  # without the name's "/"
+        if text_width(form) < full:
             forms.append(form)
-    return forms
+    return tuple(forms)
+
+
+def _arm_forms(text: str, ellipsis: str) -> Iterator[str]:
+    """The id shortened step by step, longest first; the last is its shortest readable form."""
+    parent, _, name = text.rpartition("/")
+    for form in _parent_forms(parent, bool(GUID.fullmatch(name)), ellipsis):
+        yield f"{form}/{name}"
 
 
 def _path_forms(text: str, ellipsis: str) -> list[str]:
@@ -159,6 +171,10 @@ def _path_forms(text: str, ellipsis: str) -> list[str]:
     return forms
 
 
+def is_arm_id(text: str) -> bool:
+    return text.startswith("/") and " " not in text and text.count("/") >= 2
+
+
 def _kind(text: str) -> str:
     if text.startswith("/") and text.split(" ", 1)[0].count("/") >= 2:
         return "arm"  # an id, maybe followed by words ("... (inherited)")
@@ -171,9 +187,19 @@ def _kind(text: str) -> str:
 
 def _arm_split(arm_id: str, ellipsis: str) -> tuple[str, str]:
     """The id at its most elided, as (what comes before its name, its name)."""
-    forms = _arm_forms(arm_id, ellipsis)
-    head, _, name = (forms[-1] if forms else arm_id).rpartition("/")
-    return head, name
+    parent, _, name = arm_id.rpartition("/")
+    forms = _parent_forms(parent, bool(GUID.fullmatch(name)), ellipsis)
+    return (forms[-1] if forms else parent), name
+
+
+def _most(text: str, ellipsis: str) -> int:
+    """At least what `minimum` says of `text`, cheaply: for an id, the width of its type and name
+    after an ellipsis (all of it for anything else)."""
+    if text.startswith("/") and " " not in text:
+        parts = text.rsplit("/", 2)
+        if len(parts) == 3:
+            return text_width(parts[1]) + text_width(parts[2]) + text_width(ellipsis) + 2
+    return text_width(text)
 
 
 def minimum(text: str, ellipsis: str = "…", least: int = TEXT_MINIMUM) -> int:
@@ -295,8 +321,18 @@ def fit(headers: list[str], rows: list[list[str]], width: int, ellipsis: str = "
         return Layout(columns, [natural[i] for i in columns], sorted(dropped), [i for i in blank if i in dropped])
 
     def floors(least: int) -> list[int]:
-        return [max([header_widths[i], *(minimum(r[i], ellipsis, least) for r in rows)]) if i in columns else 0
-                for i in range(count)]
+        found = [0] * count
+        for i in columns:
+            floor = header_widths[i]
+            for row in rows:
+                # a cell that cannot need more than the floor found so far is not measured (a table
+                # at a terminal may have 100,000 rows): no wider than it, or an id whose type and
+                # name fit in it
+                cell = row[i]
+                if text_width(cell) > floor and _most(cell, ellipsis) > floor:
+                    floor = max(floor, minimum(cell, ellipsis, least))
+            found[i] = floor
+        return found
 
     floor = floors(TEXT_MINIMUM)
     if _total(columns, floor) > width:

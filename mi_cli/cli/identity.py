@@ -420,13 +420,12 @@ def fic_show(
     def view(item: dict) -> None:
         import sys
 
-        from mi_cli.errors import inert
-        from mi_cli.render import write_table
+        from mi_cli.render import write_table, write_text
 
         write_table([_fic_row(item)], sys.stdout)
         print()
-        for line in explained:  # issuer and subject are text from the store: printed inert
-            print(inert(line))
+        for line in explained:  # issuer and subject are text from the store: made inert by write_text
+            write_text(line)
 
     emit(data, output, query, view=view)
 
