@@ -13,8 +13,10 @@ import select
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 import time
+from pathlib import Path
 
 import pytest
 
@@ -245,6 +247,31 @@ def test_a_real_mi_in_a_terminal_sized_by_its_window_or_by_columns(db, tenant):
     assert len(by_window.splitlines()) == 7 and max(map(len, by_window.splitlines())) <= 80
     by_columns = run_in_pty([*mi, "sp", "list"], 200, {"MI_DB": str(db), "COLUMNS": "80"})
     assert by_columns == by_window  # COLUMNS wins over the window, as in rich and shutil
+
+
+def many_identities(ok, mi):
+    """More user-assigned identities than rich draws (RICH_ROW_LIMIT), from a tenant file."""
+    from mi_cli.render import RICH_ROW_LIMIT
+
+    entries = "".join(f"  - {{name: id-{i:04d}-for-a-long-running-workload, resourceGroup: rg-many}}\n"
+                      for i in range(RICH_ROW_LIMIT + 20))
+    with tempfile.TemporaryDirectory() as folder:
+        tenant_file = Path(folder) / "many.yaml"
+        tenant_file.write_text("apiVersion: mi/v1\nresourceGroups:\n  - {name: rg-many, location: westeurope}\n"
+                               f"userAssignedIdentities:\n{entries}")
+        assert mi("apply", "-f", str(tenant_file), "-o", "none").code == 0
+    return RICH_ROW_LIMIT + 20
+
+
+def test_a_long_listing_at_a_terminal_is_fitted_too(db, ok, prebuilt):
+    count = prebuilt(many_identities)
+    output = at_terminal(db, 80, [("identity", "list", "-g", "rg-many")])[("identity", "list", "-g", "rg-many")]
+    # beyond RICH_ROW_LIMIT rows, plain aligned text, as off a terminal, but fitted as rich tables are
+    headers, rows, rest = table_of(output)
+    assert headers == ["ClientId", "Name", "ResourceGroup"] and len(rows) == count
+    assert rest == ["Not shown: IsolationScope, Location, PrincipalId, TenantId (see -o json)"]
+    check_screen(output, 80, known_values(ok, [("identity", "list", "-g", "rg-many")]))
+    assert output.splitlines()[1].startswith("-" * 36 + "  ")
 
 
 def test_tables_off_a_terminal_keep_az_layout_and_every_value_whole(mi, tenant):
