@@ -58,7 +58,7 @@ def apply(
     # The table leaves out unchanged entries, also under --query; a dry run and the data forms list them all.
     changes = plan.changes if dry_run or not wants_table(output) else \
         [c for c in plan.changes if c["op"] != "unchanged"]
-    emit(changes, output, query, _plan_row)
+    emit(changes, output, query, _plan_row, empty="No changes.")
 
 
 def export(
