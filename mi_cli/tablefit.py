@@ -1,4 +1,6 @@
-"""Fits a table to a terminal's width: no value broken across lines, headers whole, the least useful columns hidden first, long values shortened with an ellipsis (`-o json` keeps every value whole).
+"""Fits a table to a terminal's width: one line a row, no id or GUID broken, the least useful columns hidden first.
+
+Long values are shortened with an ellipsis (`-o json` keeps every value whole); headers are never shortened.
 
 Light on purpose (re and unicodedata only): the table path of every command imports it.
 
@@ -346,7 +348,7 @@ def fit(headers: list[str], rows: list[list[str]], width: int, ellipsis: str = "
         floor = [max(header_widths[i], 1 + text_width(ellipsis)) for i in range(count)]
     widths = _share(columns, natural, floor, width)
     if len(rows) <= SLACK_ROWS:
-        widths = _use_slack(columns, rows, natural, widths, width, ellipsis)
+        widths = _use_slack(columns, rows, natural, header_widths, widths, width, ellipsis)
     return Layout(columns, [widths[i] for i in columns], sorted(dropped), [i for i in blank if i in dropped],
                   shortened=any(widths[i] < natural[i] for i in columns))
 
@@ -354,8 +356,8 @@ def fit(headers: list[str], rows: list[list[str]], width: int, ellipsis: str = "
 SLACK_ROWS = 2000  # beyond this many rows, what shortened forms leave unused is not handed on
 
 
-def _use_slack(columns: list[int], rows: list[list[str]], natural: list[int], widths: dict[int, int], width: int,
-               ellipsis: str) -> dict[int, int]:
+def _use_slack(columns: list[int], rows: list[list[str]], natural: list[int], header_widths: list[int],
+               widths: dict[int, int], width: int, ellipsis: str) -> dict[int, int]:
     """A shortened id is often narrower than its column (it loses whole segments): the room it leaves
     goes to the other shortened columns."""
     natural = list(natural)
@@ -363,7 +365,7 @@ def _use_slack(columns: list[int], rows: list[list[str]], natural: list[int], wi
         slack = 0
         for i in columns:
             if widths[i] < natural[i]:
-                used = max(text_width(shorten(r[i], widths[i], ellipsis)) for r in rows)
+                used = max([header_widths[i], *(text_width(shorten(r[i], widths[i], ellipsis)) for r in rows)])
                 if used < widths[i]:
                     slack += widths[i] - used
                     widths[i] = natural[i] = used  # as narrow as it needs, and no wider
