@@ -83,6 +83,25 @@ def _cut_middle(text: str, width: int, ellipsis: str) -> str:
     return text[:head] + ellipsis + text[len(text) - (room - head):]
 
 
+def _cut_words(text: str, width: int, ellipsis: str) -> str | None:
+    """Whole words kept at both ends, the middle ones replaced: `Key Vault…User`. None when no first and
+    last word fit together."""
+    words = text.split(" ")
+    best: str | None = None
+    for count in range(1, len(words)):
+        tail = " ".join(words[-count:])
+        room = width - text_width(tail) - text_width(ellipsis)
+        head = ""
+        for word in words[:len(words) - count]:
+            longer = f"{head} {word}" if head else word
+            if text_width(longer) > room:
+                break
+            head = longer
+        if head and (best is None or text_width(head) + text_width(tail) > text_width(best) - text_width(ellipsis)):
+            best = f"{head}{ellipsis}{tail}"
+    return best
+
+
 # ARM ids. az users read an id from the right (type and name say what it is) and know its skeleton
 # (/subscriptions/…/resourceGroups/…/providers/…), so segments are elided whole, the least telling first:
 # the subscription GUID (the same on every row of a listing), then `providers` and the namespace (the type
@@ -240,6 +259,10 @@ def shorten(text: str, width: int, ellipsis: str = "…") -> str:
         for form in _path_forms(text, ellipsis):
             if text_width(form) <= width:
                 return form
+    elif kind == "text" and not GUID.search(text):
+        cut = _cut_words(text, width, ellipsis)
+        if cut is not None:
+            return cut
     return _cut_middle(text, width, ellipsis)
 
 

@@ -383,6 +383,13 @@ def test_an_arm_id_loses_whole_segments_the_least_telling_first():
     assert minimum(long_id) == len("…/vaults/") + 16
 
 
+def test_a_phrase_keeps_whole_words_at_both_ends_and_a_name_its_head_and_tail():
+    assert shorten("Key Vault Secrets User", 14) == "Key Vault…User"
+    assert shorten("Storage Blob Data Contributor", 25) == "Storage Blob…Contributor"
+    assert shorten("app-prod-westeurope-01", 16) == "app-prod…rope-01"
+    assert shorten("…", 5) == "…" and shorten("short", 3) == "s…t"
+
+
 @pytest.mark.parametrize("width", [40, 60, 80, 100, 120, 160, 200, 240])
 def test_any_width_gets_whole_headers_whole_guids_and_lines_that_fit(width):
     headers = ["DisplayName", "Id", "AppId", "Kind", "For", "TenantId"]
