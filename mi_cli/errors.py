@@ -69,11 +69,31 @@ class MiError(Exception):
     # (Code) Message`, `Code: ...`, `Message: ...`. mi's own errors (files, the store, prompts) are one line.
     service = False
 
-    def __init__(self, code: str, message: str, *, bound: bool = True) -> None:
+    def __init__(self, code: str, message: str, *, bound: bool = True, next_step: str | None = None) -> None:
         message = bounded(message) if bound else inert(message)
         super().__init__(message)
         self.code = code
         self.message = message
+        self.next_step: str | None = None  # what to do about it, mi's own words after Azure's
+        if next_step:
+            self.add_next_step(next_step)
+
+    def add_next_step(self, step: str) -> "MiError":
+        """Append what the user can do next ("Create it with: mi group create ...") after Azure's message,
+        which stays as Azure words it; `base_message` keeps Azure's alone. Returns the error, to raise."""
+        step = bounded(step.strip())
+        if step:
+            self.next_step = step if self.next_step is None else f"{self.next_step} {step}"
+            self.message = f"{self.message} {step}"
+            self.args = (self.message,)
+        return self
+
+    @property
+    def base_message(self) -> str:
+        """The message without the next steps mi added: Azure's text, for an answer in Azure's shape."""
+        if self.next_step and self.message.endswith(" " + self.next_step):
+            return self.message[: -len(self.next_step) - 1]
+        return self.message
 
     def __str__(self) -> str:
         return f"({inert(self.code)}) {self.message}"
@@ -122,6 +142,11 @@ class UsageError(MiError):
     """The command line itself is wrong (exit 2 as in az)."""
 
     exit_code = 2
+
+
+def conflict(message: str) -> UsageError:
+    """Options given together that the command cannot honour together: refused, never one of them ignored."""
+    return UsageError("MutuallyExclusiveArguments", message)
 
 
 class StoreError(MiError):

@@ -66,9 +66,40 @@ class Catalog:
             return found
         raise ValidationError(
             "InvalidResourceType",
-            f"The resource type '{shown(text)}' could not be found in the catalog. "
+            f"The resource type '{shown(text)}' could not be found in the catalog. {self.suggest(text)}"
             "See 'mi resource types' for the types and aliases that exist.",
         )
+
+    def suggest(self, text: str) -> str:
+        """"Did you mean 'vm'? " for a misspelt type or alias: the closest aliases and types, or nothing."""
+        import difflib
+
+        wanted = text.strip().casefold()
+        if not wanted:
+            return ""
+        index = _index(self)
+        last = {rt.type.rsplit("/", 1)[-1].casefold(): rt.type.casefold() for rt in self.types}
+        if wanted in last:  # a type's last segment alone: sites, vaults
+            scored = [(1.0, last[wanted])]
+        else:
+            scored = []
+            for spelled in index:
+                matcher = difflib.SequenceMatcher(None, wanted, spelled)
+                if matcher.real_quick_ratio() >= 0.6 and matcher.quick_ratio() >= 0.6 and matcher.ratio() >= 0.6:
+                    scored.append((matcher.ratio(), spelled))
+            scored.sort(key=lambda hit: (-hit[0], hit[1]))
+            scored = [hit for hit in scored if hit[0] >= scored[0][0] - 0.08] if scored else []
+            if not scored and "/" not in wanted:  # a type's last segment, misspelt: virtualmachine
+                scored = [(1.0, last[hit]) for hit in difflib.get_close_matches(wanted, list(last), n=2, cutoff=0.8)]
+        # one suggestion a type, at most three: its alias when that is what was misspelt, else the type
+        chosen: list[str] = []
+        seen: set[str] = set()
+        for _, hit in scored:
+            rt = index[hit][0]
+            if rt.type not in seen and len(chosen) < 3:
+                seen.add(rt.type)
+                chosen.append(hit if hit in rt.aliases else rt.type)
+        return f"Did you mean {' or '.join(repr(c) for c in chosen)}? " if chosen else ""
 
     def get(self, type_name: str) -> ResourceType:
         return self.resolve(type_name)[0]

@@ -30,12 +30,18 @@ def resolve_identity(ctx: Ctx, group: ResourceGroup, ref: str) -> UserAssignedId
     if ref.startswith("/"):
         uami = identities.user_assigned_by_id(ctx, ref)
         if uami is None:
-            raise NotFoundError("ParentResourceNotFound", "The parent user-assigned identity doesn't exist.")
+            from mi_cli.services import next_steps
+
+            raise NotFoundError("ParentResourceNotFound", "The parent user-assigned identity doesn't exist.",
+                                next_step=next_steps.missing_by_id("identity", ids.parse(ref)))
         return uami
     try:
         return identities.get_user_assigned(ctx, group, ref)
     except NotFoundError:
-        raise NotFoundError("ParentResourceNotFound", "The parent user-assigned identity doesn't exist.") from None
+        from mi_cli.services import next_steps
+
+        raise NotFoundError("ParentResourceNotFound", "The parent user-assigned identity doesn't exist.",
+                            next_step=next_steps.missing_identity(ctx, group, ref)) from None
 
 
 def _check_field(name: str, value: str) -> str:

@@ -53,10 +53,15 @@ def _find(ctx: Ctx, sub_id: str, name: str) -> ResourceGroup | None:
 
 
 def get(ctx: Ctx, name: str, *, subscription: str | None = None) -> ResourceGroup:
+    """A group of the subscription by name; its ResourceGroupNotFound says what to do next (a group of a
+    close name, the command that creates it)."""
     sub = find_subscription(ctx, subscription, create=False)
     group = _find(ctx, sub.id, name) if sub is not None else None
     if group is None:
-        raise group_not_found(name)
+        from mi_cli.services import next_steps
+
+        raise group_not_found(name).add_next_step(
+            next_steps.missing_group(ctx, name, subscription, sub.id if sub is not None else None))
     return group
 
 

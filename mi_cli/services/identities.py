@@ -250,6 +250,12 @@ def _loaded(ctx: Ctx, res: Any) -> Resource:
     return res if isinstance(res, Resource) else ctx.session.get(Resource, res.pk)
 
 
+def _arg(value: str) -> str:
+    from mi_cli.services.next_steps import arg
+
+    return arg(value)
+
+
 def system_display_name(type_: str, name: str) -> str:
     """The service principal of a system identity is named after its resource (a slot as app/slots/slot)."""
     if ids.same(type_, "Microsoft.Web/sites/slots"):
@@ -442,8 +448,12 @@ class SystemIdentity:
 
 def system_identity(ctx: Ctx, res: Resource) -> SystemIdentity:
     if not res.system_principal_id:
+        group = ids.parse(res.arm_id)
         raise NotFoundError(
-            "ResourceNotFound", f"The resource '{res.name}' has no system-assigned identity (it is not enabled)."
+            "ResourceNotFound", f"The resource '{res.name}' has no system-assigned identity (it is not enabled).",
+            next_step=f"Turn it on with 'mi identity assign --resource {_arg(res.name)} -g {_arg(group.group if group else '')}'."
+            if catalog().get(res.type).system_assigned else
+            f"Its type, {res.type}, supports none (see 'mi resource types').",
         )
     sp = principals.get(ctx, res.system_principal_id)
     return SystemIdentity(res, sp.id, sp.app_id)

@@ -80,6 +80,7 @@ def find(ctx: Ctx, id_or_app_id: str) -> ServicePrincipal:
         raise NotFoundError(
             "Request_ResourceNotFound",
             f"Resource '{id_or_app_id}' does not exist or one of its queried reference-property objects are not present.",
+            next_step="List the service principals with 'mi sp list'.",
         )
     return sp
 

@@ -90,7 +90,11 @@ def find(ctx: Ctx, name_or_id: str) -> RoleDefinition:
     guid = wanted.rsplit("/", 1)[-1] if "/roledefinitions/" in wanted else wanted
     matches = [r for r in all_roles(ctx) if r.guid == guid or ids.key(r.role_name) == wanted]
     if not matches:
-        raise ValidationError("RoleDefinitionDoesNotExist", f"Role '{name_or_id}' doesn't exist.")
+        from mi_cli.services.next_steps import did_you_mean
+
+        near = did_you_mean(name_or_id, [r.role_name for r in all_roles(ctx)])
+        raise ValidationError("RoleDefinitionDoesNotExist", f"Role '{name_or_id}' doesn't exist.",
+                              next_step=f"{near} See the roles with 'mi role definition list'.".strip())
     return matches[0]
 
 

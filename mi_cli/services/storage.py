@@ -49,11 +49,19 @@ def account(ctx: Ctx, name: str, group: str | None = None, *, subscription: str 
     store, as az finds its group by listing the accounts: names are global in Azure (they are host
     names), so where the store holds two of one name, the first made answers."""
     if group:
-        return resources.get(ctx, groups.get(ctx, group, subscription=subscription), name.strip(), type_text=ACCOUNT_TYPE)
+        found_group = groups.get(ctx, group, subscription=subscription)
+        try:
+            return resources.get(ctx, found_group, name.strip(), type_text=ACCOUNT_TYPE)
+        except NotFoundError as exc:
+            from mi_cli.services.next_steps import arg
+
+            raise exc.add_next_step(f"List the storage accounts of '{shown(found_group.name)}' with 'mi resource list "
+                                    f"-g {arg(found_group.name)} --type storage'.") from None
     found = ctx.session.exec(select(Resource).where(Resource.name_key == ids.key(name.strip()), Resource.type == ACCOUNT_TYPE)
                              .order_by(Resource.pk)).first()
     if found is None:
-        raise StorageAccountNotFoundError("StorageAccountNotFound", f"Storage account '{shown(name)}' not found.")
+        raise StorageAccountNotFoundError("StorageAccountNotFound", f"Storage account '{shown(name)}' not found.",
+                                          next_step="List the storage accounts with 'mi resource list --type storage'.")
     return found
 
 

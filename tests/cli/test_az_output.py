@@ -74,6 +74,8 @@ def test_a_service_error_is_az_s_three_lines_and_a_usage_error_one(mi):
     r = mi("group", "show", "-n", "nope")
     assert r.code == 3
     # azure-core's ODataV4Format, as az prints an ARM error
-    assert r.err == az_error("ResourceGroupNotFound", "Resource group 'nope' could not be found.")
+    # Azure's message, then mi's next step
+    assert r.err == az_error("ResourceGroupNotFound", "Resource group 'nope' could not be found. Create it with 'mi group "
+                                                      "create -n nope -l LOCATION', or list the groups with 'mi group list'.")
     r = mi("group", "show")
     assert r.code == 2 and r.err.count("\n") == 1 and r.err.startswith("ERROR: (UsageError)")

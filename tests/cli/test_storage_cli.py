@@ -14,7 +14,9 @@ from mi_cli.models import SCHEMA_VERSION
 from tests.conftest import az_error, dump, one_error
 
 NOT_FOUND = ("The Resource 'Microsoft.Storage/storageAccounts/{name}' under resource group 'rg' was not found. "
-             "For more details please go to https://aka.ms/ARMResourceNotFoundFix")
+             "For more details please go to https://aka.ms/ARMResourceNotFoundFix"
+             # then the next step, mi's
+             " List the storage accounts of 'rg' with 'mi resource list -g rg --type storage'.")
 
 
 def build_accounts(ok, mi):
@@ -120,9 +122,11 @@ CASES = [
     ("not a storage account", ["storage", "account", "show-connection-string", "-n", "vm1", "-g", "rg"], 3,
      az_error("ResourceNotFound", NOT_FOUND.format(name="vm1"))),
     ("missing group", ["storage", "account", "keys", "list", "-n", "st1", "-g", "nope"], 3,
-     az_error("ResourceGroupNotFound", "Resource group 'nope' could not be found.")),
+     az_error("ResourceGroupNotFound", "Resource group 'nope' could not be found. Create it with 'mi group create -n nope "
+                                       "-l LOCATION', or list the groups with 'mi group list'.")),
     ("missing account without a group", ["storage", "account", "keys", "list", "-n", "missing"], 2,
-     "ERROR: (StorageAccountNotFound) Storage account 'missing' not found.\n"),
+     "ERROR: (StorageAccountNotFound) Storage account 'missing' not found. List the storage accounts with 'mi resource "
+     "list --type storage'.\n"),
     ("not true or false", ["storage", "account", "update", "-n", "st1", "-g", "rg", "--allow-shared-key-access", "maybe"], 2,
      "ERROR: (InvalidArgumentValue) argument --allow-shared-key-access/-k: invalid choice: 'maybe' "
      "(choose from 'true', 'false')\n"),
