@@ -6,12 +6,11 @@ from typing import Annotated
 
 import typer
 
-from mi_cli.cli.options import LocationOpt, OutputOpt, QueryOpt, SubscriptionOpt, TagsOpt
+from mi_cli.cli.options import ConfirmOpt, LocationOpt, OutputOpt, QueryOpt, SubscriptionOpt, TagsOpt
 from mi_cli.cli.runtime import confirm, emit, transaction
 
 app = typer.Typer(help="Resource groups.", no_args_is_help=True)
 NameOpt = Annotated[str, typer.Option("--name", "-n", "--resource-group", "-g", help="Name of the resource group.")]
-ConfirmOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not prompt for confirmation (required without a terminal).")]
 
 
 def _row(g: dict) -> dict:

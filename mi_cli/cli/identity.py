@@ -3,15 +3,16 @@ them, and their federated credentials."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated, Iterator, Optional
 
 import typer
 
 from mi_cli import ids
-from mi_cli.cli.options import LocationOpt, OutputOpt, QueryOpt, SubscriptionOpt, TagsOpt, YesOpt
+from mi_cli.cli.options import ConfirmOpt, OutputOpt, QueryOpt, SubscriptionOpt, TagsOpt, YesOpt
 from mi_cli.cli.runtime import confirm, emit, name_or_id, transaction
-from mi_cli.errors import UsageError
+from mi_cli.errors import UsageError, conflict
 
 app = typer.Typer(help="Managed identities: user-assigned ones and the system-assigned ones of resources.", no_args_is_help=True)
 fic_app = typer.Typer(help="Federated identity credentials of a user-assigned identity.", no_args_is_help=True)
@@ -21,12 +22,14 @@ GroupOpt = Annotated[Optional[str], typer.Option("--resource-group", "-g", help=
 NameOpt = Annotated[Optional[str], typer.Option("--name", "-n", help="Name of the user-assigned identity.")]
 IdsOpt = Annotated[Optional[str], typer.Option("--ids", help="Full id of the identity (instead of -n/-g).")]
 ResourceOpt = Annotated[Optional[str], typer.Option("--resource", help="Name or id of the resource that holds the identity.")]
+CreateResourceOpt = Annotated[Optional[str], typer.Option(
+    "--resource", help="Name or id of a resource: with --system-assigned, the resource whose own identity is turned on; "
+                       "with --user-assigned, a resource the new identity is also attached to, in the same step.")]
 TypeOpt = Annotated[Optional[str], typer.Option("--type", "-t", help="Resource type or alias, when several resources share the name.")]
 RoleOpt = Annotated[Optional[str], typer.Option("--role", help="With --scope: a role for the system-assigned identity, granted in the same step.")]
 RoleScopeOpt = Annotated[Optional[str], typer.Option("--scope", help="With --role: where the system-assigned identity gets the role.")]
 # az's enum arguments: matched case-insensitively; another value is the parser's error (exit 2).
 IsolationScope = Enum("IsolationScope", {"None": "None", "Regional": "Regional"}, type=str)
-ConfirmOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not prompt for confirmation (required without a terminal).")]
 IdentitiesOpt = Annotated[
     Optional[list[str]],
     typer.Option("--identities", help="Space-separated identities: '[system]' for the system-assigned one, names or ids of user-assigned ones."),
@@ -58,9 +61,18 @@ def _block_rows(block: dict) -> list[dict]:
     return rows
 
 
-def _grant(ctx, res, role: str | None, scope: str | None) -> None:  # noqa: ANN001
+def _given(*pairs: tuple[str, object]) -> list[str]:
+    """The options of `pairs` (name, value) that were given."""
+    return [name for name, value in pairs if value not in (None, False, [])]
+
+
+def _role_and_scope(role: str | None, scope: str | None) -> None:
     if bool(role) != bool(scope):
         raise UsageError("MissingArgument", "--role and --scope go together.")
+
+
+def _grant(ctx, res, role: str | None, scope: str | None) -> None:  # noqa: ANN001
+    _role_and_scope(role, scope)
     if role:
         from mi_cli.services import assignments
 
@@ -85,12 +97,16 @@ def _print_block(block: dict) -> None:
 def create(
     name: NameOpt = None,
     group: GroupOpt = None,
-    user_assigned: Annotated[bool, typer.Option("--user-assigned", help="Create a user-assigned identity (-n, -g).")] = False,
+    user_assigned: Annotated[bool, typer.Option(
+        "--user-assigned", help="Create a user-assigned identity (-n, -g): the default.")] = False,
     system_assigned: Annotated[bool, typer.Option("--system-assigned", help="Turn on the system-assigned identity of --resource.")] = False,
-    resource: ResourceOpt = None,
-    type_: TypeOpt = None,
-    location: LocationOpt = None,
-    tags: TagsOpt = None,
+    resource: CreateResourceOpt = None,
+    type_: Annotated[Optional[str], typer.Option(
+        "--type", "-t", help="With --resource: its type or alias, when several resources share the name.")] = None,
+    location: Annotated[Optional[str], typer.Option(
+        "--location", "-l", help="Of a user-assigned identity: its Azure region, e.g. westeurope (default: the group's).")] = None,
+    tags: Annotated[Optional[list[str]], typer.Option(
+        "--tags", help="Of a user-assigned identity: space-separated tags, key[=value] ...; \"\" clears them.")] = None,
     isolation_scope: Annotated[Optional[IsolationScope], typer.Option(
         "--isolation-scope", case_sensitive=False,
         help="With --user-assigned: None (default) or Regional, whether the identity may be assigned only to "
@@ -101,10 +117,12 @@ def create(
     output: OutputOpt = "table",
     query: QueryOpt = None,
 ) -> None:
-    """Create a user-assigned identity, or turn on a resource's system-assigned identity (and, with
-    --role and --scope, grant it a role in the same step).
+    """Create a user-assigned identity (and, with --resource, attach it to that resource in the same step, as
+    'identity assign' does), or turn on a resource's system-assigned identity (and, with --role and --scope,
+    grant it a role in the same step).
 
-    Running either again changes nothing and returns the same ids (tags are updated).
+    Running either again changes nothing and returns the same ids (tags are updated). A failed step changes
+    nothing: the identity is not created when the resource cannot take it.
     """
     from mi_cli.services import groups, identities, lookup, tenancy, views
     from mi_cli.services.validation import parse_tags
@@ -112,8 +130,16 @@ def create(
     if user_assigned and system_assigned:
         raise UsageError("MutuallyExclusiveArguments", "Give --user-assigned or --system-assigned, not both.")
     if system_assigned:
+        unused = _given(("--name/-n", name), ("--location/-l", location), ("--tags", tags),
+                        ("--isolation-scope", isolation_scope))
+        if unused:
+            raise conflict(f"{', '.join(unused)}: only for a user-assigned identity; --system-assigned turns on the "
+                           "resource's own identity, which takes its name and location from the resource. Drop "
+                           f"{'it' if len(unused) == 1 else 'them'}, or create a user-assigned identity "
+                           "(--user-assigned -n NAME -g GROUP, with --resource to attach it).")
         if not resource:
             raise UsageError("MissingArgument", "--system-assigned needs --resource NAME (and -g).")
+        _role_and_scope(role, scope)
         with transaction(write=True) as ctx:
             res = lookup.resource(ctx, resource, group, subscription=subscription, type_text=type_)
             identities.enable_system(ctx, res)
@@ -122,15 +148,22 @@ def create(
         _emit_block(block, output, query)
         return
     if role or scope:
-        raise UsageError("InvalidArgumentValue", "--role and --scope go with --system-assigned (or 'identity assign').")
-    if isolation_scope is not None and system_assigned:
-        raise UsageError("InvalidArgumentValue", "--isolation-scope goes with --user-assigned.")
+        raise conflict("--role and --scope grant a role to a system-assigned identity: use them with --system-assigned "
+                       "(or 'mi identity assign'); for a user-assigned identity, 'mi role assignment create --assignee "
+                       "NAME'.")
+    if type_ and not resource:
+        raise conflict("--type names the type of --resource: give --resource too, or drop --type.")
     if not name or not group:
         raise UsageError("MissingArgument", "A user-assigned identity needs --name/-n and --resource-group/-g.")
     with transaction(write=True) as ctx:
         g = groups.get(ctx, group, subscription=subscription)
         uami = identities.create_user_assigned(ctx, g, name, location=location, tags=parse_tags(tags),
                                                isolation_scope=isolation_scope and isolation_scope.value)
+        if resource:  # as `identity assign --resource R --identities ID` does it, in this one transaction
+            by_id = resource.strip().startswith("/")  # then -g and --subscription are the identity's, not its
+            res = lookup.resource(ctx, resource, None if by_id else group, subscription=None if by_id else subscription,
+                                  type_text=type_)
+            identities.assign(ctx, res, [uami.arm_id])
         data = views.user_assigned(uami, tenancy.default_tenant(ctx).id)
     emit(data, output, query, _ua_row)
 
@@ -146,10 +179,18 @@ def show(
     output: OutputOpt = "table",
     query: QueryOpt = None,
 ) -> None:
-    """Show a user-assigned identity (-n/-g or --ids), or the system-assigned one of --resource."""
+    """Show a user-assigned identity (-n/-g or --ids), or the system-assigned one of --resource (or of --ids, the
+    system identity's id)."""
     from mi_cli import ids
     from mi_cli.services import identities, lookup, tenancy, views
 
+    if name and ids_:
+        name_or_id(name, ids_)  # refuses the two together
+    if resource and (name or ids_):
+        raise conflict(f"Give --resource (its system-assigned identity) or {'--name/-n' if name else '--ids'} (a "
+                       "user-assigned identity), not both.")
+    if type_ and not (resource or (ids_ and ids.is_system_identity_id(ids_))):
+        raise conflict("--type names the type of --resource: give --resource too, or drop --type.")
     with transaction(write=False) as ctx:
         tenant = tenancy.default_tenant(ctx, create=False)
         if resource or (ids_ and ids.is_system_identity_id(ids_)):
@@ -274,6 +315,7 @@ def assign(
 
     if not resource:
         raise UsageError("MissingArgument", "--resource NAME (with -g) or --resource ID is required.")
+    _role_and_scope(role, scope)
     with transaction(write=True) as ctx:
         res = lookup.resource(ctx, resource, group, subscription=subscription, type_text=type_)
         identities.assign(ctx, res, identities_ or [])
@@ -365,15 +407,34 @@ def fic_update(
 
     with transaction(write=True) as ctx:
         uami = _fic_parent(ctx, identity_name, group, subscription)
-        fic = federated.update(ctx, uami, name, issuer=issuer, subject=subject, audiences=audiences, description=description)
+        with _listing_step(ctx, uami):
+            fic = federated.update(ctx, uami, name, issuer=issuer, subject=subject, audiences=audiences, description=description)
         data = views.federated_credential(uami, fic)
     emit(data, output, query, _fic_row)
 
 
+@contextmanager
+def _listing_step(ctx, uami) -> Iterator[None]:  # noqa: ANN001
+    """A credential that is not there: say how to list the ones that are."""
+    from mi_cli.errors import NotFoundError
+    from mi_cli.services import next_steps
+    from mi_cli.models import ResourceGroup
+
+    try:
+        yield
+    except NotFoundError as exc:
+        if exc.code != "ResourceNotFound":
+            raise
+        group = ctx.session.get(ResourceGroup, uami.group_pk)
+        raise exc.add_next_step(f"List the credentials of '{uami.name}' with 'mi identity federated-credential list "
+                                f"--identity-name {next_steps.arg(uami.name)} -g {next_steps.arg(group.name)}'.") from None
+
+
 def _fic_parent(ctx, identity_name: str, group: str | None, subscription: str | None):  # noqa: ANN001, ANN202
-    from mi_cli.services import federated, groups
+    from mi_cli.services import federated, groups, lookup
 
     if identity_name.strip().startswith("/"):
+        lookup.check_id_options(ctx, identity_name.strip(), group=group, subscription=subscription, what="the identity id")
         return federated.resolve_identity(ctx, None, identity_name)
     if not group:
         raise UsageError("MissingArgument", "--resource-group/-g is required when the identity is given by name.")
@@ -412,7 +473,8 @@ def fic_show(
 
     with transaction(write=False) as ctx:
         uami = _fic_parent(ctx, identity_name, group, subscription)
-        fic = federated.get(ctx, uami, name)
+        with _listing_step(ctx, uami):
+            fic = federated.get(ctx, uami, name)
         data = views.federated_credential(uami, fic)
         explained = federated.explain(fic, client_id=uami.client_id, tenant_id=tenancy.default_tenant(ctx).id,
                                       held=federation.signing_keys(ctx, fic.issuer) is not None)

@@ -60,6 +60,9 @@ def _names(vault: str | None, name: str | None, identifier: str | None, kind: st
         if vault or name:
             raise UsageError("MutuallyExclusiveArguments", "Give --id, or --vault-name and --name, not both.")
         v, n, ver = _from_id(identifier, kind)
+        if ver and version and ver != version:
+            raise UsageError("MutuallyExclusiveArguments", f"--version '{shown(version)}' does not match the version the "
+                             f"--id names ('{shown(ver)}'): drop one of them.")
         return v, n, ver or version
     if not vault or not name:
         raise UsageError("MissingArgument", "Give --vault-name and --name/-n, or --id.")
@@ -176,6 +179,9 @@ def set_(
 
     if bool(value) == bool(file):  # az refuses an empty --value too
         raise UsageError("IncorrectUsage", "incorrect usage: [Required] --value VALUE | --file PATH")
+    if value and encoding is not None:  # as --value's own help says: a value is stored as given, never decoded
+        raise UsageError("MutuallyExclusiveArguments", "--encoding is the encoding of --file; --value is stored as given: "
+                         "drop --encoding, or give the value in a file.")
     if not vault_name or not name:
         raise UsageError("MissingArgument", "Give --vault-name and --name/-n.")
     enc = (encoding or "utf-8").lower()
@@ -301,7 +307,7 @@ def delete(
     vault_name: VaultOpt = None,
     name: NameOpt = None,
     identifier: IdOpt = None,
-    yes: YesOpt = False,  # accepted as on every delete; az does not ask here
+    yes: YesOpt = False,  # az does not ask here either
     output: OutputOpt = "table",
     query: QueryOpt = None,
 ) -> None:

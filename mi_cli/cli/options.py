@@ -62,6 +62,12 @@ TagsOpt = Annotated[
 LocationOpt = Annotated[
     Optional[str], typer.Option("--location", "-l", help="Azure region, e.g. westeurope (default: the group's).")
 ]
+# --yes on a command that never asks (az accepts it on every delete, "Currently no-op" where nothing asks)
 YesOpt = Annotated[
-    bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (commands that ask refuse without a terminal unless given --yes).")
+    bool, typer.Option("--yes", "-y", help="Accepted as az accepts it: this command does not ask for confirmation.")
+]
+# --yes on a command that asks first, as az asks for the commands registered with confirmation=True
+ConfirmOpt = Annotated[
+    bool, typer.Option("--yes", "-y", help="Do not ask for confirmation. Without a terminal to ask at, the command "
+                                            "refuses unless --yes is given.")
 ]

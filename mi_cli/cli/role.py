@@ -12,7 +12,7 @@ import typer
 
 from mi_cli.cli.options import OutputOpt, QueryOpt, SubscriptionOpt, YesOpt
 from mi_cli.cli.runtime import confirm, emit, transaction
-from mi_cli.errors import UsageError, ValidationError
+from mi_cli.errors import UsageError, ValidationError, conflict
 
 app = typer.Typer(help="Azure RBAC: role definitions and role assignments.", no_args_is_help=True)
 definition_app = typer.Typer(help="Role definitions: Azure's built-in roles and your custom ones.", no_args_is_help=True)
@@ -213,6 +213,9 @@ def assignment_list(
     only assignments made at the subscription itself; --all lists every scope."""
     from mi_cli.services import assignments, roles, scopes, tenancy
 
+    if all_ and include_inherited:
+        raise conflict("--include-inherited adds the assignments above --scope; --all lists every scope already: "
+                       "drop one.")
     with transaction(write=False) as ctx:
         sub = tenancy.find_subscription(ctx, subscription, create=False)
         data = []
@@ -243,9 +246,20 @@ def assignment_delete(
     --scope (without --scope: the ones made at the subscription itself). Matching none is an error."""
     from mi_cli.services import assignments, scopes, tenancy
 
+    others = [n for n, v in (("--assignee", assignee), ("--role", role), ("--scope", scope), ("--resource-group/-g", group),
+                             ("--include-inherited", include_inherited)) if v]
+    if ids_ and others:  # az's own check (role/custom.py delete_role_assignments), as a usage error naming them
+        raise conflict(f"When assignment ids are used, other parameter values are not required: drop {', '.join(others)}.")
     if not (ids_ or assignee or role or scope or group):  # as az: every assignment of the subscription, after asking
         confirm("This will delete all role assignments under the subscription.", yes)
     with transaction(write=True) as ctx:
         sub = tenancy.find_subscription(ctx, subscription)
+        if subscription:  # a full assignment id names its subscription: --subscription may only say the same
+            from mi_cli.services.lookup import check_id_options
+
+            for given in ids_ or []:
+                parts = given.strip().split("/")
+                if len(parts) > 2 and not parts[0] and parts[1].casefold() == "subscriptions":
+                    check_id_options(ctx, f"/subscriptions/{parts[2]}", subscription=subscription, what="the assignment id")
         assignments.delete(ctx, ids_=ids_, assignee=assignee, role_ref=role, include_inherited=include_inherited,
                            scope_ref=scopes.from_options(ctx, scope=scope, group=group, subscription=subscription), sub_id=sub.id)

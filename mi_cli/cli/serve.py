@@ -56,6 +56,9 @@ def serve(
     from mi_cli.services import Ctx, endpoints, localcloud, lookup, storage
     from mi_cli.store import companion, default_path, open_store
 
+    if group and not resource:
+        raise UsageError("MutuallyExclusiveArguments", "--resource-group/-g is the group of --resource: give --resource "
+                         "too, or drop -g (without --resource, every resource is served at its own path).")
     try:
         faults = [Fault.parse(spec) for spec in inject or []]
     except ValueError as exc:

@@ -65,12 +65,22 @@ def from_options(ctx: Ctx, *, scope: str | None, group: str | None, subscription
     scope where a command defaults to it (`role assignment create`), else None (no filter)."""
     if scope and group:
         raise UsageError("MutuallyExclusiveArguments", "Give --scope or --resource-group, not both.")
+    if scope and subscription:
+        # the scope names its subscription: --subscription may only say the same
+        from mi_cli.services.lookup import check_id_options
+
+        parts = scope.strip().split("/")
+        if len(parts) > 2 and not parts[0] and parts[1].casefold() == "subscriptions" and parts[2]:
+            check_id_options(ctx, ids.subscription_id(parts[2]), subscription=subscription, what="--scope")
     if group:
         sub = find_subscription(ctx, subscription, create=False)
         found = ctx.session.exec(select(ResourceGroup).where(
             ResourceGroup.subscription_id == sub.id, ResourceGroup.name_key == ids.key(group))).first() if sub else None
         if found is None:
-            raise group_not_found(group)
+            from mi_cli.services import next_steps
+
+            raise group_not_found(group).add_next_step(
+                next_steps.missing_group(ctx, group, subscription, sub.id if sub else None))
         return ids.group_id(found.subscription_id, found.name)
     if scope or not default_subscription:
         return scope
