@@ -18,7 +18,7 @@ from mi_cli.models import (
 from mi_cli.services import (
     Ctx, apps, assignments, federated, federation, groups, identities, keyvault, resources, roles, storage, tenancy,
 )
-from mi_cli.services.tenant_file import ApplyError, at
+from mi_cli.services.tenant_file import ApplyError, at, raise_all
 
 # What a delete in the activity log removed, as the plan names its kind.
 DELETED_KINDS = {
@@ -33,6 +33,13 @@ DELETED_KINDS = {
     "microsoft.directory/approleassignments": "appRoleAssignment",
     "microsoft.managedidentity/federationissuers": "federationIssuer",
 }
+
+
+# Errors that say something an entry names is not there, and the kinds of entry that could have declared it
+MISSING = {"PrincipalNotFound": ("identity", "resource", "app"), "ResourceGroupNotFound": ("group",),
+           "ResourceNotFound": ("resource", "identity"), "SubscriptionNotFound": ("subscription",),
+           "RoleDefinitionDoesNotExist": ("role",), "ParentResourceNotFound": ("resource",),
+           "Request_ResourceNotFound": ("app", "identity")}
 
 
 @dataclass
@@ -70,6 +77,11 @@ class Applier:
         self.plan = Plan()
         self.declared_app_refs: dict[str, str] = {}  # a principal or an app's service principal -> a declared app role grant
         self.declared_issuer_refs: dict[str, str] = {}  # an issuer URL -> a declared federated credential naming it
+        # Every invalid entry is reported, not only the first: an entry that fails is noted and the run goes on (all
+        # of it is rolled back), except for entries that name one that failed (a group's identities, say).
+        self.errors: list[MiError] = []
+        self.failed: set[tuple[str, str]] = set()  # (kind, name or id, casefolded) of entries that failed
+        self.failed_kinds: set[str] = set()
 
     def run(self, doc: dict[str, Any]) -> Plan:
         s = self.ctx.session
@@ -80,17 +92,25 @@ class Applier:
         now = self.ctx.now()
         self.ctx.clock = lambda: now  # one time stamps the whole apply, as one request would
         with self.ctx.writer.batched():
-            self._tenant(doc.get("tenant") or {})
-            self._subscriptions(doc.get("subscriptions") or [])
-            self._resource_groups(doc.get("resourceGroups") or [])
-            self._custom_roles(doc.get("customRoles") or [])
-            self._issuers(doc.get("federationIssuers") or [])
-            self._user_assigned(doc.get("userAssignedIdentities") or [])
-            self._resources(doc.get("resources") or [])
-            self._secrets(doc.get("resources") or [])
-            self._applications(doc.get("applications") or [])
-            self._app_role_assignments(doc.get("appRoleAssignments") or [])
-            self._role_assignments(doc.get("roleAssignments") or [])
+            try:
+                self._tenant(doc.get("tenant") or {})
+                self._subscriptions(doc.get("subscriptions") or [])
+                self._resource_groups(doc.get("resourceGroups") or [])
+                self._custom_roles(doc.get("customRoles") or [])
+                self._issuers(doc.get("federationIssuers") or [])
+                self._user_assigned(doc.get("userAssignedIdentities") or [])
+                self._resources(doc.get("resources") or [])
+                self._secrets(doc.get("resources") or [])
+                self._applications(doc.get("applications") or [])
+                self._app_role_assignments(doc.get("appRoleAssignments") or [])
+                self._role_assignments(doc.get("roleAssignments") or [])
+            except MiError as exc:  # an error of the whole file (the tenant, say): with those found before it
+                raise_all([*self.errors, exc], self.source)
+            except Exception:
+                if self.errors:  # after an entry failed, what went wrong next is most likely its consequence
+                    raise_all(self.errors, self.source)
+                raise
+            raise_all(self.errors, self.source)  # within the batch: nothing of a failed run is written
         if self.prune:
             self._prune()
         return self.plan
@@ -98,7 +118,38 @@ class Applier:
     # -- helpers --------------------------------------------------------------------------------------
 
     def _fail(self, where: Any, exc: MiError) -> ApplyError:
-        return ApplyError(exc.code, self.source, where, exc.message)
+        return exc if isinstance(exc, ApplyError) else ApplyError(exc.code, self.source, where, exc.message)
+
+    def _failed(self, where: Any, exc: MiError, entry: dict[str, Any], kind: str, *names: Any) -> None:
+        """An entry that failed: its error is kept and the run goes on, to report every invalid entry; an entry
+        that names one that failed before it fails with it, unreported (its error would only repeat that one)."""
+        if not self._follows_failure(entry, exc):
+            self.errors.append(self._fail(where, exc))
+        self.failed.update((kind, str(n).strip().rstrip("/").rsplit("/", 1)[-1].casefold()) for n in names if n)
+        self.failed_kinds.add(kind)
+
+    def _follows_failure(self, entry: dict[str, Any], exc: MiError) -> bool:
+        """Whether the entry names one that failed; or, failing because something it names is missing, names a
+        kind of which an entry failed (one renamed by mistake: what names it by its old name fails with it)."""
+        if not self.failed:
+            return False
+        refs: list[tuple[str, Any]] = [("subscription", entry.get("subscription")), ("group", entry.get("resourceGroup")),
+                                       ("resource", entry.get("parent")), ("app", entry.get("app"))]
+        for ref in (entry.get("identity") or {}).get("userAssigned") or []:
+            refs.append(("identity", ref.get("id") if isinstance(ref, dict) else ref))
+        if entry.get("assignee"):
+            refs += [(kind, entry["assignee"]) for kind in ("identity", "resource", "app")]
+        if entry.get("scope"):
+            refs += [("role", entry.get("role"))]
+        for scope in [entry.get("scope"), *(entry.get("assignableScopes") or [])]:
+            refs += [(kind, part) for part in str(scope or "").split("/") if part
+                     for kind in ("subscription", "group", "resource", "identity")]
+        for kind, ref in refs:
+            if ref and (kind, str(ref).strip().rstrip("/").rsplit("/", 1)[-1].casefold()) in self.failed:
+                return True
+        missing = MISSING.get(exc.code, ("identity",) if exc.code == "InvalidParameter" and "not a valid reference" in
+                              exc.message else ())
+        return any(ref and kind in missing and kind in self.failed_kinds for kind, ref in refs)
 
     def _put(self, kind: str, existed: bool, call: Callable[[], Any], target: Callable[[Any], str]) -> Any:
         """One service call; its plan entry says whether it created, changed (it logged) or kept."""
@@ -140,7 +191,7 @@ class Applier:
                     self.ctx, entry["name"], subscription_id=entry.get("id"), make_default=bool(entry.get("default"))),
                     lambda sub: ids.subscription_id(sub.id))
             except MiError as exc:
-                raise self._fail(at("subscriptions", i, entry), exc) from None
+                self._failed(at("subscriptions", i, entry), exc, entry, "subscription", entry["name"], entry.get("id"))
         subs = tenancy.list_subscriptions(self.ctx) or [tenancy.default_subscription(self.ctx)]
         self.subs: dict[str, Subscription] = {}
         for sub in subs:
@@ -160,15 +211,15 @@ class Applier:
         self.declared_group_pks: set[int] = set()
         for i, entry in enumerate(entries):
             where = at("resourceGroups", i, entry)
-            sub = self._sub(entry.get("subscription"), where)
             try:
+                sub = self._sub(entry.get("subscription"), where)
                 _once(self.declared_groups, (sub.id, ids.key(entry["name"])), f"the resource group {entry['name']}")
                 group = self._put("resourceGroup", (sub.id, ids.key(entry["name"])) in existing, lambda: groups.create(
                     self.ctx, entry["name"], entry["location"], tags=entry.get("tags") or {}, subscription=sub.id),
                     lambda g: ids.group_id(sub.id, g.name))
+                self.declared_group_pks.add(group.pk)
             except MiError as exc:
-                raise self._fail(where, exc) from None
-            self.declared_group_pks.add(group.pk)
+                self._failed(where, exc, entry, "group", entry["name"])
             self.progress(1)
         self.groups = {(g.subscription_id, g.name_key): _Group(g.pk, g.name, g.subscription_id, g.location)
                        for g in s.exec(select(ResourceGroup)).all()}
@@ -197,9 +248,9 @@ class Applier:
                 else:
                     role = self._put("customRole", True, lambda: roles.update_custom(self.ctx, document, role_ref=found.guid),
                                      lambda r: r.guid)
+                self.declared_roles.add(role.guid)
             except MiError as exc:
-                raise self._fail(at("customRoles", i, entry), exc) from None
-            self.declared_roles.add(role.guid)
+                self._failed(at("customRoles", i, entry), exc, entry, "role", entry["roleName"], entry.get("id"))
 
     def _user_assigned(self, entries: list[dict[str, Any]]) -> None:
         s = self.ctx.session
@@ -228,10 +279,8 @@ class Applier:
                 self._credentials(uami, entry.get("federatedCredentials") or [], credentials.get(uami.pk, []) if existing else [])
                 self.plan.add("create" if existing is None else "update" if self.ctx.changes > before else "unchanged",
                               "userAssignedIdentity", uami.arm_id)
-            except ApplyError:
-                raise
             except MiError as exc:
-                raise self._fail(where, exc) from None
+                self._failed(where, exc, entry, "identity", entry["name"])
             self.progress(1)
 
     def _credentials(self, uami: Any, wanted: list[dict[str, Any]], have: list[Any]) -> None:
@@ -313,7 +362,8 @@ class Applier:
                 self.plan.add("create" if existing is None else "update" if self.ctx.changes > before else "unchanged",
                               "resource", res.arm_id)
             except MiError as exc:
-                raise self._fail(where, exc) from None
+                self._failed(where, exc, entry, "resource", entry["name"],
+                             f"{entry['parent']}/{entry['name']}" if entry.get("parent") else None)
             self.progress(1)
 
     def _secrets(self, entries: list[dict[str, Any]]) -> None:
@@ -325,14 +375,19 @@ class Applier:
             if not declared:
                 continue
             where = at("resources", i, entry)
-            vault = self.resource_at[i]
+            vault = self.resource_at.get(i)
+            if vault is None:
+                continue  # the vault's entry failed, and said so
             if vault.type != keyvault.VAULT_TYPE:
-                raise ApplyError("InvalidParameter", self.source, where, f"only Key Vault vaults ({keyvault.VAULT_TYPE}) hold secrets.")
+                self.errors.append(ApplyError("InvalidParameter", self.source, where,
+                                              f"only Key Vault vaults ({keyvault.VAULT_TYPE}) hold secrets."))
+                continue
             seen: set[str] = set()
             for j, secret in enumerate(declared):
                 spot = f"{where}.secrets[{j}] ({secret['name']})"
                 if ids.key(secret["name"]) in seen:
-                    raise ApplyError("Conflict", self.source, spot, "the secret is declared twice.")
+                    self.errors.append(ApplyError("Conflict", self.source, spot, "the secret is declared twice."))
+                    continue
                 seen.add(ids.key(secret["name"]))
                 try:
                     _, op = keyvault.declare_secret(
@@ -340,9 +395,9 @@ class Applier:
                         tags=secret.get("tags"), enabled=secret.get("enabled", True),
                         not_before=keyvault.parse_time(secret.get("notBefore"), "notBefore"),
                         expires=keyvault.parse_time(secret.get("expires"), "expires"))
+                    self.plan.add(op, "secret", keyvault.secret_scope(vault, secret["name"]))
                 except MiError as exc:
-                    raise self._fail(spot, exc) from None
-                self.plan.add(op, "secret", keyvault.secret_scope(vault, secret["name"]))
+                    self.errors.append(self._fail(spot, exc))
 
     def _issuers(self, entries: list[dict[str, Any]]) -> None:
         """Simulated issuers through federation.create, as `mi federation issuer create`: a new one makes its
@@ -355,7 +410,7 @@ class Applier:
                 self._put("federationIssuer", entry["url"] in existing,
                           lambda: federation.create(self.ctx, entry["url"], entry.get("kind")), lambda f: f.url)
             except MiError as exc:
-                raise self._fail(at("federationIssuers", i, entry), exc) from None
+                self._failed(at("federationIssuers", i, entry), exc, entry, "issuer", entry["url"])
 
     def _applications(self, entries: list[dict[str, Any]]) -> None:
         """App registrations through apps.create (a new one, with the ids the file gives) or apps.update (what
@@ -402,7 +457,9 @@ class Applier:
                 if app.service_principal_id in self.declared_apps:
                     raise ValidationError("Conflict", f"the application {entry['displayName']} is declared twice.")
             except MiError as exc:
-                raise self._fail(where, exc) from None
+                self._failed(where, exc, entry, "app", entry["displayName"], entry.get("id"), entry.get("appId"))
+                self.progress(1)
+                continue
             self.declared_apps.add(app.service_principal_id)
             self.apps[app.id] = self.apps[app.app_id] = app
             self.plan.add("create" if not existed else "update" if self.ctx.changes > before else "unchanged",
@@ -432,7 +489,9 @@ class Applier:
                     held[key] = apps.assign_role(self.ctx, who, resource, entry["role"]).id
                     self.plan.add("create", "appRoleAssignment", held[key])
             except MiError as exc:
-                raise self._fail(at("appRoleAssignments", i, entry), exc) from None
+                self._failed(at("appRoleAssignments", i, entry), exc, entry, "appRoleAssignment")
+                self.progress(1)
+                continue
             self.declared_app_grants.add(held[key])
             # what pruning must not take from under it: the principal and the application
             self.declared_app_refs.setdefault(who.id, held[key])
@@ -453,9 +512,14 @@ class Applier:
                                         condition=entry.get("condition"), condition_version=entry.get("conditionVersion"),
                                         principal_type=entry["principalType"] if object_id else None, declared=True)
             except MiError as exc:
-                raise self._fail(at("roleAssignments", i, entry), exc) from None
+                self._failed(at("roleAssignments", i, entry), exc, entry, "roleAssignment")
+                self.progress(1)
+                continue
             if ra.name in self.declared_assignments and (entry.get("name") or "").casefold() != ra.name:
-                raise ApplyError("Conflict", self.source, at("roleAssignments", i, entry), "the role assignment is declared twice.")
+                self.errors.append(ApplyError("Conflict", self.source, at("roleAssignments", i, entry),
+                                              "the role assignment is declared twice."))
+                self.progress(1)
+                continue
             self.declared_assignments.add(ra.name)
             self.declared_scopes.add(ra.scope_key)
             self.declared_grants.setdefault(ra.principal_id, assignments.assignment_id(ra))

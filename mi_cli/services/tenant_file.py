@@ -8,7 +8,7 @@ from importlib import resources as package_files
 from pathlib import Path
 from typing import IO, Any
 
-from mi_cli.errors import MiError
+from mi_cli.errors import MiError, inert
 
 API_VERSION = "mi/v1"
 
@@ -18,6 +18,38 @@ class ApplyError(MiError):
 
     def __init__(self, code: str, source: str, path: str, message: str) -> None:
         super().__init__(code, f"{source}: {str(path)}: {message}")
+        self.source = source
+
+
+SHOWN_ERRORS = 20  # invalid entries listed one per line; the rest are counted
+
+
+class ApplyErrors(ApplyError):
+    """Every invalid entry of a file, found in one run: each on a line of its own, the first as a file with one
+    invalid entry shows it, then the next ones up to SHOWN_ERRORS, and a last line that counts them all."""
+
+    def __init__(self, errors: list[MiError], source: str) -> None:
+        first = errors[0]
+        MiError.__init__(self, first.code, first.message, bound=False)  # already bounded and inert
+        self.errors, self.source = errors, source
+        self.exit_code = first.exit_code
+
+    def __str__(self) -> str:
+        shown_ = self.errors[:SHOWN_ERRORS]
+        lines = [str(e) for e in shown_]
+        count = len(self.errors)
+        more = f" (the first {len(shown_)} above)" if count > len(shown_) else ""
+        lines.append(f"{inert(self.source)}: {count:,} invalid entries{more}; nothing was applied. Fix them and apply "
+                     "the file again.")
+        return "\nERROR: ".join(lines)
+
+
+def raise_all(errors: list[MiError], source: str) -> None:
+    """Raise the errors found: one as itself, several as ApplyErrors."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ApplyErrors(errors, source)
 
 
 # A tenant file is read whole and parsed into memory: 32 MiB holds about 600,000 user-assigned
@@ -213,15 +245,63 @@ def _validator():  # noqa: ANN202
 
 
 def check_schema(doc: Any, source: str) -> None:
+    """The document against the published schema. Every invalid entry is reported, not only the first: once
+    the whole document fails, each entry of each list is checked on its own, and the rest of the document
+    without the lists."""
     from fastjsonschema import JsonSchemaValueException  # with the validator: only apply needs it
 
     try:
         _validator()(doc)
+        return
     except JsonSchemaValueException as err:
-        parts = [str(p) for p in (err.path or [])[1:]]  # the first is the validator's name for the document
-        path = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts).lstrip(".") or "the document"
-        cut = err.message.find(" must ")
-        raise ApplyError("InvalidDocument", source, path, err.message[cut + 1:] if cut >= 0 else err.message) from None
+        first = _schema_error(err, source)
+    raise_all(_every_schema_error(doc, source) or [first], source)
+
+
+def _schema_error(err: Any, source: str, prefix: tuple[str, ...] = ()) -> ApplyError:
+    parts = [*prefix, *(str(p) for p in (err.path or [])[1:])]  # the first is the validator's name for the document
+    path = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts).lstrip(".") or "the document"
+    cut = err.message.find(" must ")
+    return ApplyError("InvalidDocument", source, path, err.message[cut + 1:] if cut >= 0 else err.message)
+
+
+@lru_cache(maxsize=1)
+def _part_validators() -> tuple[Any, dict[str, Any]]:
+    """A validator of the document with its lists left unchecked, and one for an entry of each list."""
+    import fastjsonschema
+
+    # read again: compiling the whole schema rewrote its references in place (to the schema's $id, which each
+    # part keeps, so that they resolve within the part)
+    whole = json.loads(package_files.files("mi_cli.catalog").joinpath("tenant.schema.json").read_text(encoding="utf-8"))
+    lists = {name: prop for name, prop in whole["properties"].items() if prop.get("type") == "array" and "items" in prop}
+    shell = {**whole, "properties": {**whole["properties"], **{name: {"type": "array"} for name in lists}}}
+    entries = {name: fastjsonschema.compile({"$schema": whole["$schema"], "$id": whole["$id"], **prop["items"],
+                                             "definitions": whole.get("definitions", {})})
+               for name, prop in lists.items()}
+    return fastjsonschema.compile(shell), entries
+
+
+def _every_schema_error(doc: Any, source: str) -> list[ApplyError]:
+    from fastjsonschema import JsonSchemaValueException
+
+    shell, entries = _part_validators()
+    errors = []
+    try:
+        shell(doc)
+    except JsonSchemaValueException as err:
+        errors.append(_schema_error(err, source))
+    if not isinstance(doc, dict):
+        return errors
+    for section, check in entries.items():
+        items = doc.get(section)
+        if not isinstance(items, list):
+            continue  # the shell's error says so
+        for i, item in enumerate(items):
+            try:
+                check(item)
+            except JsonSchemaValueException as err:
+                errors.append(_schema_error(err, source, (section, str(i))))
+    return errors
 
 
 def at(section: str, i: int, entry: dict) -> str:
