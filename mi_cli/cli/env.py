@@ -86,9 +86,9 @@ def env(
     resource: Annotated[Optional[str], typer.Option("--resource", help="Name or id of the resource the application runs on.")] = None,
     group: Annotated[Optional[str], typer.Option("--resource-group", "-g", help="Name of the resource group.")] = None,
     style: Annotated[Optional[Style], typer.Option("--style", help="imds (VMs, AKS...) or appservice (App Service, Functions, Container Apps); default imds.")] = None,
-    shell: Annotated[Shell, typer.Option("--shell", help="Syntax of the exports.")] = Shell.bash,
+    shell: Annotated[Optional[Shell], typer.Option("--shell", help="Syntax of the exports: bash (default), fish or powershell.")] = None,
     port: Annotated[Optional[int], typer.Option("--port", min=1, max=65535, help="Port of mi serve (default: read from the running server).")] = None,
-    host: Annotated[str, typer.Option("--host", help="Host of mi serve.")] = "127.0.0.1",
+    host: Annotated[Optional[str], typer.Option("--host", help="Host of mi serve, as clients reach it (default: the one the running server bound, else 127.0.0.1).")] = None,
     identity: Annotated[Optional[str], typer.Option("--identity", help="A user-assigned identity (name or id) to use: sets AZURE_CLIENT_ID.")] = None,
     type_: Annotated[Optional[str], typer.Option("--type", "-t", help="Resource type or alias, when names collide.")] = None,
     workload_identity: Annotated[Optional[str], typer.Option("--workload-identity", help="Instead of --resource: a user-assigned identity (name or id) the workload gets by federation, as AKS's workload identity injects it.")] = None,
@@ -121,6 +121,10 @@ def env(
 
     workload = _workload_arguments(resource, workload_identity, issuer, subject, audience, lifetime, style, identity,
                                    type_)
+    if shell is not None and not wants_table(output, query):
+        raise UsageError("MutuallyExclusiveArguments", "--shell is the syntax of the exports; -o json (and the other data "
+                         "forms) and --query print the variables as data instead: drop one.")
+    shell = shell or Shell.bash
     style = style or Style.imds
     where = companion(str(state["db"] or os.environ.get("MI_DB") or default_path()))
     running = endpoints.read_address(where, port=port)  # with --port: that one of the store's servers here
@@ -128,7 +132,9 @@ def env(
         if running is None:
             raise MiError("ServerNotRunning", "No running 'mi serve' for this store: start one, or give --port.")
         port = int(running["port"])
-        host = running["host"] if running["host"] not in ("0.0.0.0", "::") else host
+        if host is None and running["host"] not in ("0.0.0.0", "::"):
+            host = running["host"]
+    host = host or "127.0.0.1"  # a --host given is where the clients reach the server: always kept
     if running is not None and running.get("proxy_port"):
         proxy_port: int | None = int(running["proxy_port"])
     else:  # mi serve's default; only once it has written the CA files, which the variables name
@@ -183,18 +189,43 @@ def _workload_arguments(resource, workload_identity, issuer, subject, audience, 
 
 def _resource(base: str, resource: str, group, subscription, type_, style: Style, identity) -> tuple[dict, str]:  # noqa: ANN001
     """The variables of a resource's managed identity (IMDS or App Service)."""
+    from mi_cli.models import ResourceGroup
     from mi_cli.services import endpoints, lookup, tenancy
 
+    from mi_cli.services import next_steps
+
+    # -g names the group of a resource or an identity given by name; with the resource's id and the identity's
+    # name, the identity's
+    for_identity = resource.strip().startswith("/") and identity is not None and not identity.strip().startswith("/")
     with transaction(write=style is Style.appservice) as ctx:
-        res = lookup.resource(ctx, resource, group, subscription=subscription, type_text=type_)
+        res = lookup.resource(ctx, resource, None if for_identity else group,
+                              subscription=None if for_identity else subscription, type_text=type_)
         if style is Style.imds:
             values = {"AZURE_POD_IDENTITY_AUTHORITY_HOST": base + res.arm_id}
         else:
             values = {"IDENTITY_ENDPOINT": base + "/msi/token", "IDENTITY_HEADER": endpoints.secret_for(ctx, res)}
         if identity:
-            values["AZURE_CLIENT_ID"] = lookup.user_assigned(ctx, identity, group, subscription=subscription).client_id
+            uami = lookup.user_assigned(ctx, identity, group, subscription=subscription)
+            values["AZURE_CLIENT_ID"] = uami.client_id
+            if not any(a.client_id == uami.client_id for a in _live_attachments(ctx, res)):
+                group_name = ctx.session.get(ResourceGroup, res.group_pk).name
+                named = uami.name if uami.group_pk == res.group_pk else uami.arm_id
+                ctx.warn(f"The identity '{uami.name}' is not attached to '{res.name}': its token requests will be refused "
+                         f"(Identity not found). Attach it with 'mi identity assign --resource {next_steps.arg(res.name)} "
+                         f"-g {next_steps.arg(group_name)} --identities {next_steps.arg(named)}'.")
+        else:  # what a client's request, naming no identity, will get: say now why it would be refused
+            reason = next_steps.why_no_token(ctx, res, system_only=style is Style.appservice,
+                                             client_id_option="--identity NAME, which sets AZURE_CLIENT_ID")
+            if reason:
+                ctx.warn(reason)
         values["AZURE_TENANT_ID"] = tenancy.default_tenant(ctx).id
         return values, res.arm_id
+
+
+def _live_attachments(ctx, res):  # noqa: ANN001, ANN202
+    from mi_cli.services import identities
+
+    return [a for a in identities.attachments(ctx, res) if identities.is_live(ctx, a)]
 
 
 def _workload(where: str, name: str, group, subscription, issuer: str, subject: str, audience: str,  # noqa: ANN001

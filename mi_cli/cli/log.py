@@ -15,6 +15,20 @@ def _row(e: dict) -> dict:
             "Target": e["resourceId"], "Caller": e["caller"], "Status": e["status"]}
 
 
+def reason(e: dict) -> str:
+    """Why a refused request or failed change was refused, from its detail: a token refusal's error (its
+    audience and endpoint are in -o json), else the whole detail. Empty for what succeeded."""
+    detail = e.get("detail") or ""
+    if e.get("status") != "Failed" or not detail:
+        return ""
+    _, found, error = detail.partition("error=")
+    return error.strip() if found else detail.strip()
+
+
+def _row_with_reason(e: dict) -> dict:
+    return {**_row(e), "Reason": reason(e)}
+
+
 def show_log(
     since: Annotated[Optional[str], typer.Option("--since", help="ISO time, or a duration back from now: 30m, 2h, 7d.")] = None,
     operation: Annotated[Optional[str], typer.Option("--operation", help="Operations containing TEXT, e.g. 'delete'.")] = None,
@@ -36,4 +50,6 @@ def show_log(
             for e in activity.entries(ctx, since=since, operation=operation, target=target, caller=caller, principal=principal,
                                            status=status, limit=limit)
         ]
-    emit(data, output, query, _row, empty="No activity log entries found.")
+    # the reason of each refusal, in a last column, when the entries shown hold one
+    refused = any(e["status"] == "Failed" for e in data)
+    emit(data, output, query, _row_with_reason if refused else _row, empty="No activity log entries found.")

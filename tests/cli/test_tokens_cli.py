@@ -111,7 +111,12 @@ def test_env_needs_a_running_server_or_a_port(ok, mi, scenario, db):
     ps = mi("env", "--resource", "app1", "-g", "rg", "--port", "5005", "--style", "appservice", "--shell", "powershell").out
     assert "$env:IDENTITY_ENDPOINT = 'http://127.0.0.1:5005/msi/token'" in ps
     app = ok("env", "--resource", "app1", "-g", "rg", "--port", "5005", "--style", "appservice", "--identity", "shared")
-    again = ok("env", "--resource", "app1", "-g", "rg", "--port", "5005", "--style", "appservice")
+    without = mi("env", "--resource", "app1", "-g", "rg", "--port", "5005", "--style", "appservice", "-o", "json")
+    again = json.loads(without.out)
+    # app1 holds only a user-assigned identity, which App Service never gives unasked: the warning says so and what to pass
+    assert without.code == 0 and without.err.startswith("WARNING: App Service gives a request that names no identity the "
+                                                        "system-assigned one, which 'app1' does not have")
+    assert "--identity NAME" in without.err and scenario["clientId"] in without.err
     assert app["IDENTITY_HEADER"] == again["IDENTITY_HEADER"]  # one secret per resource, kept
     assert app["AZURE_CLIENT_ID"] == scenario["clientId"] and "AZURE_CLIENT_ID" not in again
     assert "HTTPS_PROXY" not in again  # no local cloud before mi serve has made its CA files
