@@ -25,23 +25,35 @@ def _inert(data):  # noqa: ANN001, ANN202
     return data
 
 
+LimitOpt = Annotated[int, typer.Option("--limit", min=0, help="The view for people shows at most this many of each "
+                                      "list (0: all); data forms (-o json, --query) always hold everything.")]
+
+
+def _more(hidden: int, what: str, hint: str) -> str:
+    return f"… and {hidden:,} more {what} ({hint})"
+
+
 def tree(
     group: Annotated[Optional[str], typer.Option("--resource-group", "-g", help="Only this resource group.")] = None,
+    limit: LimitOpt = 25,
     output: OutputOpt = "table",
     query: QueryOpt = None,
 ) -> None:
     """Tenant > subscriptions > groups > resources, with each resource's identities: the system one
-    lives and dies with it; user-assigned ones are shared or not; deleted ones show as broken."""
+    lives and dies with it; user-assigned ones are shared or not; deleted ones show as broken.
+
+    The view for people shows the first --limit resources and identities of each group, with how many more
+    there are, and ends with the totals."""
     from mi_cli.services import explore, groups
 
     with transaction(write=False) as ctx:
         if group:
             groups.get(ctx, group)  # a group that does not exist is an error, not an empty tree
         data = explore.tree(explore.load(ctx), group=group)
-    emit(data, output, query, view=_print_tree)
+    emit(data, output, query, view=lambda d: _print_tree(d, limit))
 
 
-def _print_tree(data: dict) -> None:
+def _print_tree(data: dict, limit: int = 0) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.tree import Tree
@@ -52,12 +64,24 @@ def _print_tree(data: dict) -> None:
     def s(text: str, style: str) -> str:  # colour for people, plain text for pipes; names are escaped
         return f"[{style}]{escape(text)}[/]" if tty else escape(text)
 
+    def first(items: list) -> list:
+        return items if not limit else items[:limit]
+
+    counts = {"groups": 0, "resources": 0, "identities": 0}
     root = Tree(f"{s('tenant', 'bold')} {escape(data['tenantId'] or '(empty store)')}")
     for sub in data["subscriptions"]:
         s_node = root.add(f"{s('subscription', 'bold')} {escape(sub['name'])} ({escape(sub['id'])})" + (" (default)" if sub["isDefault"] else ""))
         for g in sub["resourceGroups"]:
+            counts["groups"] += 1
+            counts["resources"] += len(g["resources"])
+            counts["identities"] += len(g["userAssignedIdentities"])
             g_node = s_node.add(f"{s('group', 'bold cyan')} {escape(g['name'])} ({escape(g['location'])})")
-            for r in g["resources"]:
+            hint = f"--limit 0 shows all{'' if len(sub['resourceGroups']) == 1 else ', -g ' + g['name'] + ' one group'}"
+            if len(g["resources"]) > len(first(g["resources"])):
+                more_resources = _more(len(g["resources"]) - limit, "resources", hint)
+            else:
+                more_resources = ""
+            for r in first(g["resources"]):
                 r_node = g_node.add(f"{s(r['type'].rsplit('/', 1)[-1], 'bold')} {escape(r['name'])}")
                 if r["systemAssigned"]:
                     sa = r["systemAssigned"]
@@ -68,13 +92,20 @@ def _print_tree(data: dict) -> None:
                     else:
                         where = f"shared, also on {', '.join(ua['alsoOn'])}" if ua["shared"] else "only here"
                         r_node.add(f"{s('user-assigned', 'blue')} {escape(ua['name'])}  {s(where, 'dim')}")
+            if more_resources:
+                g_node.add(s(more_resources, "dim"))
             if g["userAssignedIdentities"]:
                 u_node = g_node.add(s("user-assigned identities", "bold"))
-                for u in g["userAssignedIdentities"]:
+                for u in first(g["userAssignedIdentities"]):
                     where = escape(f"on {', '.join(u['attachedTo'])}") if u["attachedTo"] else s("attached to nothing", "yellow")
                     u_node.add(f"{escape(u['name'])} ({escape(u['principalId'])})  {where}")
+                if limit and len(g["userAssignedIdentities"]) > limit:
+                    u_node.add(s(_more(len(g["userAssignedIdentities"]) - limit, "user-assigned identities", hint), "dim"))
     console = Console(file=sys.stdout, width=None if tty else 10_000, no_color=not tty, highlight=False)
     console.print(root)
+    console.print(f"{counts['groups']:,} resource group(s), {counts['resources']:,} resource(s), "
+                  f"{counts['identities']:,} user-assigned identit{'y' if counts['identities'] == 1 else 'ies'}", highlight=False,
+                  markup=False)
 
 
 class GraphFormat(str, Enum):
@@ -130,26 +161,48 @@ def _print_edges(g: dict) -> None:
 
 def doctor(
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when there are findings (for CI gates).")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="The view for people shows at most this many findings "
+                                       "of each kind (0: all); data forms (-o json, --query) always hold every one.")] = 10,
     output: OutputOpt = "table",
     query: QueryOpt = None,
 ) -> None:
     """What Azure leaves to people: dangling references, orphaned role assignments, idle identities,
     control-plane roles used for data, resources near their identity limit, federated credentials that no
-    assertion can match; each with its fix."""
+    assertion can match; each with its fix.
+
+    The view for people groups the findings by kind, most severe first, shows the first --limit of each, and
+    ends with the counts."""
     from mi_cli.services import explore
 
     with transaction(write=False) as ctx:
         findings = explore.doctor(explore.load(ctx))
-    emit(findings, output, query, view=_print_findings)
+    emit(findings, output, query, view=lambda f: _print_findings(f, limit))
     if strict and findings:
         raise MiError("DoctorFindings", f"{len(findings)} finding(s); see above.")
 
 
-def _print_findings(findings: list[dict]) -> None:
+_SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+
+
+def _print_findings(findings: list[dict], limit: int = 0) -> None:
     findings = _inert(findings)  # messages and fixes quote names from the store
     if not findings:
         print("No findings: every identity is in use, every reference resolves, every assignment has its principal.")
+        return
+    kinds: dict[tuple[str, str], list[dict]] = {}
     for f in findings:
-        print(f"{f['severity'].upper()} {f['code']}: {f['message']}")
-        for command in f["fix"]:
-            print(f"  fix: {command}")
+        kinds.setdefault((f["severity"], f["code"]), []).append(f)
+    ordered = sorted(kinds.items(), key=lambda kv: (_SEVERITY_ORDER.get(kv[0][0], 9), -len(kv[1]), kv[0][1]))
+    for (severity, code), found in ordered:
+        print(f"{severity.upper()} {code} ({len(found):,})")
+        for f in found if not limit else found[:limit]:
+            print(f"  {f['message']}")
+            for command in f["fix"]:
+                print(f"    fix: {command}")
+        if limit and len(found) > limit:
+            print(f"  {_more(len(found) - limit, 'of this kind', '--limit 0 shows all; -o json lists every finding')}")
+    by_severity = {}
+    for f in findings:
+        by_severity[f["severity"]] = by_severity.get(f["severity"], 0) + 1
+    counts = ", ".join(f"{n:,} {sev}" for sev, n in sorted(by_severity.items(), key=lambda kv: _SEVERITY_ORDER.get(kv[0], 9)))
+    print(f"{len(findings):,} finding(s) of {len(kinds)} kind(s): {counts}")

@@ -54,6 +54,12 @@ class Picture:
         return uami is not None and uami.principal_id == att.principal_id
 
 
+def _rows(ctx: Ctx, model, *order) -> list:  # noqa: ANN001
+    """Every row of a table as read-only rows with the model's column attributes: the views only read them,
+    and an ORM object a row cost most of `mi tree` and `mi doctor` at 50,000 identities."""
+    return list(ctx.session.connection().execute(select(model.__table__).order_by(*order)).all())
+
+
 def load(ctx: Ctx) -> Picture:
     s = ctx.session
     tenant = default_tenant(ctx, create=False)
@@ -61,10 +67,10 @@ def load(ctx: Ctx) -> Picture:
         tenant.id if tenant else None,
         list(s.exec(select(Subscription).order_by(Subscription.created_at)).all()),
         list(s.exec(select(ResourceGroup).order_by(ResourceGroup.name_key)).all()),
-        list(s.exec(select(Resource).order_by(Resource.id_key)).all()),
-        list(s.exec(select(UserAssignedIdentity).order_by(UserAssignedIdentity.id_key)).all()),
-        list(s.exec(select(Attachment).order_by(Attachment.pk)).all()),
-        {sp.id: sp for sp in s.exec(select(ServicePrincipal)).all()},
+        _rows(ctx, Resource, Resource.id_key),
+        _rows(ctx, UserAssignedIdentity, UserAssignedIdentity.id_key),
+        _rows(ctx, Attachment, Attachment.pk),
+        {sp.id: sp for sp in _rows(ctx, ServicePrincipal)},
         list(s.exec(select(RoleAssignment).order_by(RoleAssignment.scope_key, RoleAssignment.name)).all()),
         {guid: r.role_name for guid, r in roles.by_guid(ctx).items()},
         credentials=list(s.exec(select(FederatedCredential).order_by(FederatedCredential.identity_pk,

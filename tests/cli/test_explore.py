@@ -177,3 +177,41 @@ def test_log_filters_by_principal_and_shows_sign_ins(ok, mi, tenant):
     ops = {e["operationName"] for e in mine}
     assert "Microsoft.ManagedIdentity/token/issue" in ops and "Microsoft.Authorization/roleAssignments/write" in ops
     assert all(vm1 in (e["caller"] + (e["detail"] or "")) for e in mine)
+
+
+def build_many(ok, mi):
+    """Two groups, 60 identities and 12 VMs each with its system identity: more than the views show."""
+    import json
+
+    doc = {"apiVersion": "mi/v1", "resourceGroups": [{"name": n, "location": "westeurope"} for n in ("rg-a", "rg-b")],
+           "userAssignedIdentities": [{"name": f"id-{i:03d}", "resourceGroup": "rg-a"} for i in range(60)],
+           "resources": [{"name": f"vm-{j:02d}", "type": "vm", "resourceGroup": "rg-b", "identity": {"systemAssigned": True}}
+                         for j in range(12)]}
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(doc, f)
+        f.flush()
+        assert mi("apply", "-f", f.name, "-o", "none").code == 0
+
+
+def test_tree_and_doctor_summarise_what_they_do_not_show(prebuilt, mi, ok):
+    prebuilt(build_many)
+    out = mi("tree", "--limit", "5", "-o", "table").out
+    assert "… and 55 more user-assigned identities (--limit 0 shows all, -g rg-a one group)" in out
+    assert "… and 7 more resources" in out
+    assert out.rstrip().endswith("2 resource group(s), 12 resource(s), 60 user-assigned identities")
+    assert len(out.splitlines()) < 40
+    assert "id-059" in mi("tree", "--limit", "0", "-o", "table").out
+    # the data forms always hold everything
+    assert len(ok("tree")["subscriptions"][0]["resourceGroups"][0]["userAssignedIdentities"]) == 60
+
+    doctor = mi("doctor", "--limit", "3", "-o", "table").out
+    lines = doctor.splitlines()
+    assert lines[-1] == "72 finding(s) of 2 kind(s): 72 info"
+    # kinds, the most numerous first, each with its count
+    assert [line for line in lines if not line.startswith(" ")][:2] == ["INFO UnattachedUserAssignedIdentity (60)",
+                                                                       "INFO SystemIdentityWithoutRole (12)"]
+    assert "… and 57 more of this kind (--limit 0 shows all; -o json lists every finding)" in doctor
+    assert "… and 9 more of this kind" in doctor
+    assert len(ok("doctor")) == 72

@@ -101,8 +101,11 @@ def test_a_store_from_before_the_checks_a_wildcard_subject_and_an_http_issuer(ok
         assert mi(*shlex.split(finding["fix"][0])[1:]).code == 0
     assert not {("FederatedSubjectWildcard", "github-main"), ("FederatedIssuerNotHttps", "ci-held")} & set(_findings(ok))
     table = mi("doctor", "-o", "table").out
-    assert "ERROR FederatedIssuerUnknown: The federated credential nowhere of ua-ci:" in table
-    assert "WARNING FederatedAudienceUnusual:" in table
+    # grouped by kind, errors first, each finding under its kind
+    kinds = [line for line in table.splitlines() if not line.startswith(" ")]
+    assert "ERROR FederatedIssuerUnknown (1)" in kinds and "WARNING FederatedAudienceUnusual (1)" in kinds
+    assert kinds.index("ERROR FederatedIssuerUnknown (1)") < kinds.index("WARNING FederatedAudienceUnusual (1)")
+    assert "\n  The federated credential nowhere of ua-ci:" in table
 
 
 def test_show_explains_what_an_assertion_must_carry_and_its_json_stays_azs(ok, mi, fed):
