@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Annotated, Iterator, Optional
 
 import typer
@@ -27,6 +27,24 @@ def _progress(total: int, description: str) -> Iterator:
         yield lambda n: bar.advance(task, n)
 
 
+@contextmanager
+def _stage(description: str) -> Iterator:
+    """A spinner on stderr while a step without a count runs (reading and checking a big file), so that a
+    person sees work from the first second; nothing for scripts."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+
+    with Console(file=sys.stderr).status(description, spinner="dots"):
+        yield
+
+
+# At a terminal, a plan longer than this shows its first rows and how many more there are: the summary line
+# says what changed, and -o json (or --query) gives every row.
+PLAN_ROWS_AT_A_TERMINAL = 50
+
+
 def _plan_row(c: dict) -> dict:
     return {"Op": c["op"], "Kind": c["kind"], "Id": c["id"]}
 
@@ -46,19 +64,27 @@ def apply(
     from mi_cli.services import tenant_file
     from mi_cli.services.apply import Applier
 
-    text, source = tenant_file.read_file(file, sys.stdin)
-    doc = tenant_file.read_document(text, source)
-    tenant_file.check_schema(doc, source)
+    with _stage(f"reading {file}") if file != "-" else nullcontext():  # stdin may be the terminal, typed at
+        text, source = tenant_file.read_file(file, sys.stdin)
+    with _stage(f"parsing {source} ({len(text):,} characters)"):
+        doc = tenant_file.read_document(text, source)
+    with _stage(f"checking {source} against the tenant file schema"):
+        tenant_file.check_schema(doc, source)
     with _progress(tenant_file.count_entries(doc), f"applying {source}") as advance:
         with transaction(write=True, dry_run=dry_run) as ctx:
             plan = Applier(ctx, source, prune=prune, progress=advance).run(doc)
     counts = plan.counts()
-    summary = ", ".join(f"{n} {op}" for op, n in counts.items() if n) or "nothing declared"
-    print(f"{'plan' if dry_run else 'applied'}: {summary}", file=sys.stderr)
+    summary = ", ".join(f"{n:,} {op}" for op, n in counts.items() if n) or "nothing declared"
     # The table leaves out unchanged entries, also under --query; a dry run and the data forms list them all.
     changes = plan.changes if dry_run or not wants_table(output) else \
         [c for c in plan.changes if c["op"] != "unchanged"]
+    hidden = 0
+    if wants_table(output, query) and sys.stdout.isatty() and len(changes) > PLAN_ROWS_AT_A_TERMINAL:
+        hidden, changes = len(changes) - PLAN_ROWS_AT_A_TERMINAL, changes[:PLAN_ROWS_AT_A_TERMINAL]
     emit(changes, output, query, _plan_row, empty="No changes.")
+    if hidden:
+        print(f"… and {hidden:,} more (-o json lists every one)", file=sys.stderr)
+    print(f"{'plan' if dry_run else 'applied'}: {summary}", file=sys.stderr)
 
 
 def export(
