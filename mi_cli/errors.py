@@ -73,27 +73,22 @@ class MiError(Exception):
         message = bounded(message) if bound else inert(message)
         super().__init__(message)
         self.code = code
-        self.message = message
+        self.message = self.base_message = message  # base_message: Azure's alone, for an answer in Azure's shape
         self.next_step: str | None = None  # what to do about it, mi's own words after Azure's
         if next_step:
             self.add_next_step(next_step)
 
     def add_next_step(self, step: str) -> "MiError":
-        """Append what the user can do next ("Create it with: mi group create ...") after Azure's message,
-        which stays as Azure words it; `base_message` keeps Azure's alone. Returns the error, to raise."""
+        """Append what the user can do next ("Create it with 'mi group create ...'") after Azure's message,
+        which stays as Azure words it (a message that ends without a full stop, as IMDS's "Identity not found"
+        or ARM's link, gets one first). Returns the error, to raise."""
         step = bounded(step.strip())
         if step:
             self.next_step = step if self.next_step is None else f"{self.next_step} {step}"
-            self.message = f"{self.message} {step}"
+            end = "" if self.message.endswith((".", "!", "?")) or not self.message else "."
+            self.message = f"{self.message}{end} {step}"
             self.args = (self.message,)
         return self
-
-    @property
-    def base_message(self) -> str:
-        """The message without the next steps mi added: Azure's text, for an answer in Azure's shape."""
-        if self.next_step and self.message.endswith(" " + self.next_step):
-            return self.message[: -len(self.next_step) - 1]
-        return self.message
 
     def __str__(self) -> str:
         return f"({inert(self.code)}) {self.message}"

@@ -16,13 +16,18 @@ def _row(e: dict) -> dict:
 
 
 def reason(e: dict) -> str:
-    """Why a refused request or failed change was refused, from its detail: a token refusal's error (its
-    audience and endpoint are in -o json), else the whole detail. Empty for what succeeded."""
+    """Why a refused request or failed change was refused, from its detail: a token refusal's error and its
+    reason in mi's words when the row has one (`; reason=...`; the audience and endpoint are in -o json), else
+    the whole detail. Empty for what succeeded."""
     detail = e.get("detail") or ""
     if e.get("status") != "Failed" or not detail:
         return ""
     _, found, error = detail.partition("error=")
-    return error.strip() if found else detail.strip()
+    if not found:
+        return detail.strip()
+    error, found, why = error.partition("; reason=")
+    error = error.strip()
+    return f"{error}{'' if error.endswith('.') else '.'} {why.strip()}" if found else error
 
 
 def _row_with_reason(e: dict) -> dict:

@@ -27,7 +27,7 @@ def tenant(prebuilt):
     return prebuilt(build)
 
 
-ARM_FIX = "For more details please go to https://aka.ms/ARMResourceNotFoundFix"
+ARM_FIX = "For more details please go to https://aka.ms/ARMResourceNotFoundFix."  # a full stop before the step
 
 STEPS = [
     # (name, argv, exit code, code, Azure's message, mi's next step)

@@ -16,7 +16,7 @@ from tests.conftest import az_error, dump, one_error
 NOT_FOUND = ("The Resource 'Microsoft.Storage/storageAccounts/{name}' under resource group 'rg' was not found. "
              "For more details please go to https://aka.ms/ARMResourceNotFoundFix"
              # then the next step, mi's
-             " List the storage accounts of 'rg' with 'mi resource list -g rg --type storage'.")
+             ". List the storage accounts of 'rg' with 'mi resource list -g rg --type storage'.")
 
 
 def build_accounts(ok, mi):
