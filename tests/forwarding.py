@@ -19,9 +19,10 @@ class Host:
     def __init__(self, folder: Path) -> None:
         self.socket = folder / "host.sock"
         self.log = folder / "host.log"
-        env = {**os.environ, "MI_DB": str(folder / "warm.db")}
-        self.proc = subprocess.Popen([sys.executable, "-m", "mi_cli.cli.host", str(self.socket)], env=env,
-                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([sys.executable, "-m", "mi_cli.cli.host", str(self.socket)],
+                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.PIPE, text=True)
+        self.proc.stdin.write(f"{folder / 'warm.db'}\n")  # the store, as mi serve gives it
+        self.proc.stdin.close()
         deadline = time.monotonic() + 120
         while "ready" not in self.log.read_text():
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -221,8 +221,9 @@ def test_mi_serve_runs_the_stores_commands_and_takes_its_host_down_with_it(tmp_p
         while not sock.exists() and time.monotonic() < deadline:  # the host warms up, then listens
             time.sleep(0.1)
         [host] = [pid for pid in _children(serve.pid) if b"mi_cli.cli.host" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-        # the store is in the host's environment, not on its command line
+        # the store is neither on the host's command line nor in its environment (a URL may hold a password)
         assert str(db).encode() not in Path(f"/proc/{host}/cmdline").read_bytes().replace(str(sock).encode(), b"")
+        assert str(db).encode() not in Path(f"/proc/{host}/environ").read_bytes()
         t = Terminal(["--db", str(db), "group", "delete", "-n", "rg"], _env("forwarded"))
         t.read_until(b"[y/N]: ")
         assert _children(host), "the command runs in a child of the server's command host"

@@ -103,6 +103,8 @@ def _run_child(conn: socket.socket, request: dict, received: list[int]) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        for signum in request.get("ignored", []):  # what the caller ignores, the command ignores
+            signal.signal(signum, signal.SIG_IGN)
         targets = [int(fd) for fd in request.get("fds", [])]
         null = os.open(os.devnull, os.O_RDWR)
         for target in (0, 1, 2):
@@ -120,7 +122,8 @@ def _run_child(conn: socket.socket, request: dict, received: list[int]) -> None:
         sys.stdout = _stream(1, "w", streams.get("stdout"), sys.stdout)
         sys.stderr = _stream(2, "w", streams.get("stderr"), sys.stderr, line_buffering=True)
         _send(conn, {"pid": os.getpid()})
-        threading.Thread(target=_watch, args=(conn,), daemon=True).start()
+        finished = threading.Event()
+        threading.Thread(target=_watch, args=(conn, finished), daemon=True).start()
         from mi_cli.cli.main import main
 
         try:
@@ -134,7 +137,11 @@ def _run_child(conn: socket.socket, request: dict, received: list[int]) -> None:
                 pass
     except BaseException:  # noqa: BLE001 - the child must end here, whatever happened
         code = code or 1
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: the caller closing its end now stops nothing
+    try:
+        finished.set()  # done: the caller closing its end now stops nothing
+    except NameError:  # it failed before the command started
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _send(conn, {"exit": code})
     except OSError:
@@ -152,13 +159,18 @@ def _stream(fd: int, mode: str, spec, current, *, line_buffering: bool | None = 
                             line_buffering=tty if line_buffering is None else line_buffering)
 
 
-def _watch(conn: socket.socket) -> None:
-    """The caller went away (killed): the command stops as at Ctrl-C, its transaction rolled back."""
+def _watch(conn: socket.socket, finished: threading.Event) -> None:
+    """The caller went away (killed): the command stops as at Ctrl-C, its transaction rolled back; where the
+    caller ignored Ctrl-C, it ends at once, which rolls its transaction back just the same."""
     try:
         while conn.recv(64):
             pass
     except OSError:
         pass
+    if finished.is_set():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        os._exit(1)
     os.kill(os.getpid(), signal.SIGINT)
 
 
@@ -220,9 +232,11 @@ def _stop(path: str, inode: int) -> None:
 
 
 def main() -> None:
-    """python -m mi_cli.cli.host SOCKET, with the store in MI_DB (an environment is not shown to other users,
-    as a command line is: a PostgreSQL URL may hold a password)."""
-    where, path = os.environ["MI_DB"], sys.argv[1]
+    """python -m mi_cli.cli.host SOCKET, with the store on the first line of stdin: neither on the command line
+    nor in the environment, where a PostgreSQL URL's password could be read."""
+    path = sys.argv[1]
+    where = sys.stdin.readline().rstrip("\n")
+    os.environ["MI_DB"] = where  # the warm-up's commands use the store; each child takes its caller's environment
     if sys.platform.startswith("linux"):
         import ctypes
 

@@ -182,11 +182,15 @@ def _command_host(where: str):  # noqa: ANN202 - a subprocess.Popen, or None
         pass
     finally:
         probe.close()
-    # The store goes in the environment, not the command line, which other users may read: a URL may hold a
-    # password. The host ends with this process (a parent-death signal, and the terminate below).
-    return subprocess.Popen([sys.executable, "-m", "mi_cli.cli.host", path], env={**os.environ, "MI_DB": where},
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    # The store goes through a pipe, not the command line or the environment: a URL may hold a password. The
+    # host ends with this process (a parent-death signal, and the terminate below).
+    env = {k: v for k, v in os.environ.items() if k != "MI_DB"}
+    host = subprocess.Popen([sys.executable, "-m", "mi_cli.cli.host", path], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True,
                             start_new_session=True)  # the terminal's Ctrl-C is this process's to handle
+    host.stdin.write(where + "\n")
+    host.stdin.close()
+    return host
 
 
 def _report_failure(task) -> None:  # noqa: ANN001 - an asyncio.Task

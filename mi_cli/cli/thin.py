@@ -101,24 +101,37 @@ def forward(path: str, argv: list[str]) -> int | None:
         conn.close()
         return None
     child = 0
+    pending: list[int] = []
 
     def relay(signum, frame):  # noqa: ANN001, ARG001 - Ctrl-C and kill reach the command, not just this process
         if child:
             os.kill(child, signum)
+        else:
+            pending.append(signum)  # before the command started: delivered once it has
 
+    # A signal this process ignores (a command started in a script's background ignores Ctrl-C) is ignored by
+    # the command too; the others reach it.
+    ignored = [signum for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+               if signal.getsignal(signum) is signal.SIG_IGN]
+    previous = {signum: signal.signal(signum, relay) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+                if signum not in ignored}
     try:
         try:
             fds = [fd for fd in (0, 1, 2) if _is_open(fd)]
             _send(conn, {"version": __version__, "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
-                         "fds": fds, "streams": _streams()}, fds)
+                         "fds": fds, "streams": _streams(), "ignored": [int(n) for n in ignored]}, fds)
             answer = _receive(conn)
         except OSError:
-            return None
+            answer = None
         if not answer or "pid" not in answer:
-            return None  # another version, or a refusal: run here
+            for signum, handler in previous.items():  # another version, or a refusal: run here, as if never asked
+                signal.signal(signum, handler)
+            for signum in pending:
+                os.kill(os.getpid(), signum)
+            return None
         child = int(answer["pid"])
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, relay)
+        for signum in pending:
+            os.kill(child, signum)
         while True:
             try:
                 done = _receive(conn)
