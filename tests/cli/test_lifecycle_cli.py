@@ -93,7 +93,8 @@ def test_rule9_deleting_a_group_takes_everything_in_it_in_one_go(ok, mi, scenari
     assert ok("identity", "list") == []
     assert [sp["displayName"] for sp in ok("sp", "list")] == []
     r = mi("group", "show", "-n", "rg")
-    assert r.code == 3 and r.err == az_error("ResourceGroupNotFound", "Resource group 'rg' could not be found.")
+    assert r.code == 3 and r.err == az_error("ResourceGroupNotFound", "Resource group 'rg' could not be found. Create it "
+                                             "with 'mi group create -n rg -l LOCATION', or list the groups with 'mi group list'.")
     assert scenario["id"] in ok("resource", "show", "-g", "other", "-n", "app2")["identity"]["userAssignedIdentities"]
 
 
