@@ -1,5 +1,6 @@
 """The README's examples run: each `$ mi ...` line of a console block, in order, on a fresh store
-with MI_SEED set, must print exactly what the README shows. MI_UPDATE_README=1 rewrites them."""
+with MI_SEED set, must print exactly what the README shows. MI_UPDATE_README=1 rewrites them.
+The README's PostgreSQL URL (PG_URL) names a new database on the tests' own server (tests/pg.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from tests.clients.az import az_cli  # noqa: F401 - the fixture: the real az, in
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BLOCK = re.compile(r"```console\n(.*?)```", re.S)
+# The server the README's shared-tenant example names: each argument spelled so runs on the tests' server instead.
+PG_URL = "postgresql://ci@db.example.com:5432/mi"
 
 
 def _run(argv: list[str]) -> str:
@@ -31,11 +34,11 @@ def _run(argv: list[str]) -> str:
     return out.getvalue() + err.getvalue()
 
 
-def _render_block(block: str) -> str:
+def _render_block(block: str, urls: dict[str, str]) -> str:
     lines = []
     for line in block.splitlines():
         if line.startswith("$ "):
-            argv = shlex.split(line[2:])
+            argv = [urls.get(arg, arg) for arg in shlex.split(line[2:])]
             assert argv[0] == "mi"
             lines.append(line)
             lines.extend(_run(argv[1:]).splitlines())
@@ -43,7 +46,7 @@ def _render_block(block: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def readme(tmp_path_factory):
+def readme(tmp_path_factory, request):
     """Every console block of the README run once, in order, on a fresh store with MI_SEED set:
     (the README's text, each block as it renders now, the store they left)."""
     from tests.conftest import MI_VARS
@@ -51,6 +54,11 @@ def readme(tmp_path_factory):
     folder = tmp_path_factory.mktemp("readme")
     db = folder / "readme.db"
     text = README.read_text()
+    urls: dict[str, str] = {}
+    if PG_URL in text:  # a new, empty database on the tests' PostgreSQL server stands for the README's
+        server = request.getfixturevalue("pg_server")
+        urls[PG_URL] = server.database("readme")
+        request.addfinalizer(lambda: server.drop(urls[PG_URL]))
     with pytest.MonkeyPatch.context() as mp:
         for var in MI_VARS:
             mp.delenv(var, raising=False)
@@ -63,7 +71,7 @@ def readme(tmp_path_factory):
         # the examples' stdout is captured, where mi (as az) defaults to JSON: show the table a person at
         # a terminal gets by default
         mp.setenv("MI_OUTPUT", "table")
-        rendered = [_render_block(m.group(1)) for m in BLOCK.finditer(text)]
+        rendered = [_render_block(m.group(1), urls) for m in BLOCK.finditer(text)]
     assert not Path(f"{db}-wal").exists()  # every command closed the store: the file is all of it
     return text, rendered, db
 
