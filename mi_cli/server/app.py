@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mi_cli.errors import StoreError
-from mi_cli.server import appservice, entra, imds
+from mi_cli.server import appservice, entra, imds, reads
 from mi_cli.server.state import ServerState
 from mi_cli.services.tokens import clip
 
@@ -123,6 +123,32 @@ def _dispatch(state: ServerState):  # noqa: ANN202
     return endpoint
 
 
+def _on_loop(state: ServerState):  # noqa: ANN202
+    """The token endpoints answered on the event loop when all they need is in memory (a token request that
+    finds the store unchanged: server/reads); None when the request is to be answered from a worker thread, as
+    every request is without a watch that answers at once (PostgreSQL's is a round trip), or with --throttle."""
+    if state.watch is None or not state.watch.cheap or state.throttle is not None:
+        return None
+
+    def endpoint(request: Request) -> Response | None:
+        path = request.url.path
+        low = path.casefold().rstrip("/")
+        if low.endswith(imds.PATH):
+            plane, respond = imds, lambda: imds.token(request, state, path.rstrip("/")[: -len(imds.PATH)], on_loop=True)
+        elif low == appservice.PATH:
+            plane, respond = appservice, lambda: appservice.token(request, state, on_loop=True)
+        else:
+            return None
+        try:
+            return respond()
+        except (reads.NeedStore, reads.NeedWrite):
+            return None
+        except Exception as exc:  # noqa: BLE001 - answered in the plane's shape, as from a worker thread
+            return _failure(request, plane, exc)
+
+    return endpoint
+
+
 async def _read_body(request: Request) -> bytes | None:
     """The body, or None past BODY_LIMIT (read in chunks: a chunked upload has no length to check first)."""
     body = bytearray()
@@ -178,8 +204,9 @@ def _issuer_plane(host: str | None) -> tuple[str, ModuleType] | None:
     return ISSUER_PLANE, issuer
 
 
-def create_app(state: ServerState) -> Starlette:
+def create_app(state: ServerState):  # noqa: ANN201 - an ASGI application
     plain = _dispatch(state)
+    on_loop = _on_loop(state)
 
     async def endpoint(request: Request) -> Response:
         # Data planes answer on the TLS server (Azure's hosts are HTTPS only); everything else keeps its path routes.
@@ -188,7 +215,25 @@ def create_app(state: ServerState) -> Starlette:
             claimed = _issuer_plane(request.url.hostname)
         if claimed is not None:
             return await _plane(request, state, *claimed)
+        if on_loop is not None:
+            answered = on_loop(request)
+            if answered is not None:
+                return answered
         return await run_in_threadpool(plain, request)
 
     # One route for every path: a resource id of any depth may prefix the IMDS path.
-    return Starlette(routes=[Route("/{path:path}", endpoint, methods=METHODS)])
+    app = Starlette(routes=[Route("/{path:path}", endpoint, methods=METHODS)])
+    if on_loop is None:
+        return app
+
+    async def tokens_first(scope, receive, send) -> None:  # noqa: ANN001
+        """A token request over plain HTTP that is answered from memory goes straight to its endpoint (the
+        router and middleware are most of what such an answer costs); every other request to the app."""
+        if scope["type"] == "http" and scope["scheme"] == "http" and scope["method"] == "GET":
+            answered = on_loop(Request(scope, receive))
+            if answered is not None:
+                await answered(scope, receive, send)
+                return
+        await app(scope, receive, send)
+
+    return tokens_first

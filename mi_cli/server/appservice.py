@@ -6,9 +6,10 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mi_cli.server import reads
 from mi_cli.server.responses import AzureJSON as JSONResponse
 from mi_cli.server.state import ServerState
-from mi_cli.services import Ctx, tokens
+from mi_cli.services import tokens
 
 PATH = "/msi/token"
 
@@ -23,7 +24,8 @@ def unavailable(description: str, status: int, headers: dict[str, str]) -> JSONR
     return error(description, status, headers)
 
 
-def token(request: Request, state: ServerState) -> Response:
+def token(request: Request, state: ServerState, *, on_loop: bool = False) -> Response:
+    """Answered as imds.token answers (`on_loop` likewise)."""
     fault = state.next_fault()
     if fault:
         return error(f"Injected fault: HTTP {fault.status}", fault.status, fault.headers)
@@ -31,8 +33,8 @@ def token(request: Request, state: ServerState) -> Response:
     query = request.query_params.multi_items()
 
     def respond() -> Response:
-        with state.store.transaction(write=True) as session:
-            outcome = tokens.app_service_token(Ctx.from_env(session), presented, query, cache=state.cache)
+        outcome = reads.read(state, lambda ctx: tokens.app_service_token(ctx, presented, query, cache=state.cache),
+                             on_loop=on_loop, defer=True)
         return error(outcome.message, outcome.status) if isinstance(outcome, tokens.TokenError) else JSONResponse(outcome)
 
     response = state.throttled("secret:" + presented, respond)

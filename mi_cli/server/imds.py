@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mi_cli import ids
+from mi_cli.server import reads
 from mi_cli.server.responses import AzureJSON as JSONResponse
 from mi_cli.server.state import ServerState
 from mi_cli.services import Ctx, tokens
@@ -45,8 +46,10 @@ def _refused_headers(request: Request) -> Response | None:
     return None
 
 
-def token(request: Request, state: ServerState, prefix: str) -> Response:
-    """`prefix` is the path before IMDS's: the resource id the request speaks for, if any."""
+def token(request: Request, state: ServerState, prefix: str, *, on_loop: bool = False) -> Response:
+    """`prefix` is the path before IMDS's: the resource id the request speaks for, if any. Answered from what
+    the server read before while the store has not changed (server/reads); `on_loop`: on the event loop, where
+    reads.NeedStore or NeedWrite says to answer from a worker thread instead."""
     fault = state.next_fault()
     if fault:
         return error(f"Injected fault: HTTP {fault.status}", status=fault.status, headers=fault.headers,
@@ -58,8 +61,8 @@ def token(request: Request, state: ServerState, prefix: str) -> Response:
     query = request.query_params.multi_items()
 
     def respond() -> Response:
-        with state.store.transaction(write=True) as session:
-            outcome = tokens.imds_token(Ctx.from_env(session), target, query, cache=state.cache)
+        outcome = reads.read(state, lambda ctx: tokens.imds_token(ctx, target, query, cache=state.cache), on_loop=on_loop,
+                             defer=True)
         return refusal(outcome) if isinstance(outcome, tokens.TokenError) else JSONResponse(outcome)
 
     response = state.throttled(ids.key(target or ""), respond)

@@ -1,4 +1,4 @@
-"""What one `mi serve` process keeps between requests: the store, the token cache, faults and throttling."""
+"""What one `mi serve` process keeps between requests: the store, what it read from it until it changes, the token cache, the activity-log rows waiting, faults and throttling."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mi_cli.changes import Memo
 from mi_cli.services.tokens import TokenCache, clip
 from mi_cli.store import Store
 
@@ -92,14 +93,41 @@ class ServerState:
     azurite_missing: str = ""  # why it is not
     certificates: Any = None  # server/tls.Certificates: what the TLS server presents, following the store's CA
     clients: dict[str, Any] = field(default_factory=dict)  # HTTP clients of the planes, by what they reach
+    # Whether the store changed (changes.Watch), what was read from it since it last did, and the rows of the
+    # activity log that requests answered from memory wait in (server/journal). No watch: a store of another
+    # kind (an in-memory copy), every request a transaction as before.
+    watch: Any = None
+    memo: Memo = field(default_factory=Memo)
+    journal: Any = None
+
+    def __post_init__(self) -> None:
+        if self.watch is None and getattr(self.store, "engine", None) is not None and not getattr(self.store, "rollback", False):
+            from mi_cli import changes
+            from mi_cli.server.journal import Journal
+
+            self.watch = changes.watch(self.store)
+            self.journal = Journal(self.watch)
 
     async def aclose(self) -> None:
-        """At shutdown: the planes' clients closed and the children stopped."""
-        for client in self.clients.values():
-            await client.aclose()
-        self.clients.clear()
-        if self.azurite is not None:
-            self.azurite.stop()
+        """At shutdown: the activity-log rows still waiting written, the planes' clients closed and the children
+        stopped."""
+        import asyncio
+
+        try:
+            for client in self.clients.values():
+                await client.aclose()
+            self.clients.clear()
+            if self.azurite is not None:
+                self.azurite.stop()
+        finally:
+            await asyncio.to_thread(self.flush)
+
+    def flush(self) -> None:
+        """Write every activity-log row still waiting, and let the store's watch go (the server has stopped)."""
+        if self.journal is not None:
+            self.journal.close()
+        if self.watch is not None:
+            self.watch.close()
 
     def connect_route(self, host: str, port: int) -> tuple[str, str]:
         """What the proxy does with CONNECT host:port, read from the store now (a vault made a moment

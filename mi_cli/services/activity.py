@@ -1,11 +1,11 @@
-"""Reading the activity log: every change (and, later, every token) with time, caller and result."""
+"""Reading the activity log: every change and every token issued or refused, with time, caller and result."""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
 
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from mi_cli.errors import ValidationError
 from mi_cli.models import ActivityLog
@@ -62,6 +62,22 @@ def entries(
         if limit < 1:
             raise ValidationError("InvalidParameter", "--limit must be at least 1.")
         # the newest `limit` entries, shown oldest first
-        rows = ctx.session.exec(stmt.order_by(ActivityLog.pk.desc()).limit(limit)).all()
-        return list(reversed(rows))
-    return list(ctx.session.exec(stmt.order_by(ActivityLog.pk)).all())
+        return list(reversed(_read(ctx, stmt.order_by(ActivityLog.pk.desc()).limit(limit))))
+    return _read(ctx, stmt.order_by(ActivityLog.pk))
+
+
+def _read(ctx: Ctx, stmt) -> list[ActivityLog]:  # noqa: ANN001
+    """The rows `stmt` selects. A server of the store may hold sign-ins it answered that are not written yet
+    (server/journal): once they are (changes.settle), they are read in a transaction of their own, begun now,
+    rather than in the command's, which may have begun before they were written."""
+    from mi_cli import changes
+
+    bind = ctx.session.get_bind()
+    engine = getattr(bind, "engine", bind)
+    if not changes.settle(engine):
+        return list(ctx.session.exec(stmt).all())
+    with engine.connect() as conn:
+        conn.info["write"] = False
+        conn.info["deadline"] = None
+        with Session(bind=conn, expire_on_commit=False) as session, conn.begin():
+            return list(session.exec(stmt).all())

@@ -246,13 +246,19 @@ def issue(ctx: Ctx, chosen: Chosen, audience: str, *, roles: Sequence[str] = (),
     """Sign a v1.0 app-only token with the claims Azure puts in managed-identity tokens, or (an Application)
     in an app's client-credentials token: appidacr "1" (a client secret) and no xms_mirid. `roles` are the
     app roles the principal holds on the audience's resource (the `roles` claim, absent when none)."""
-    import jwt  # lazily: jwt costs ~9 F at import, and most commands never sign
-
     check_resource(audience)
     tenant = default_tenant(ctx)
     key = keys.active(ctx, tenant)
-    now = int(ctx.now().timestamp())
-    issuer = keys.issuer_of(tenant.id)
+    return sign(chosen, audience, tenant.id, key, int(ctx.now().timestamp()), roles=roles, lifetime=lifetime)
+
+
+def sign(chosen: Chosen, audience: str, tenant_id: str, key: Any, now: int, *, roles: Sequence[str] = (),
+         lifetime: int = LIFETIME) -> Issued:
+    """issue()'s token, signed with `key` (a SigningKey with a certificate) of tenant `tenant_id` at `now` (epoch
+    seconds): nothing read from the store."""
+    import jwt  # lazily: jwt costs ~9 F at import, and most commands never sign
+
+    issuer = keys.issuer_of(tenant_id)
     application = chosen.kind == "Application"
     claims: dict[str, Any] = {
         "aud": audience,
@@ -270,7 +276,7 @@ def issue(ctx: Ctx, chosen: Chosen, audience: str, *, roles: Sequence[str] = (),
     }
     if roles:
         claims["roles"] = list(roles)
-    claims |= {"sub": chosen.principal_id, "tid": tenant.id, "uti": _opaque(16), "ver": "1.0"}
+    claims |= {"sub": chosen.principal_id, "tid": tenant_id, "uti": _opaque(16), "ver": "1.0"}
     if not application:
         claims["xms_mirid"] = chosen.mirid
     if chosen.kind == "UserAssigned" and chosen.resource_id:  # a federated assertion's token: no resource asked
@@ -342,27 +348,65 @@ class TokenCache:
 # --- a token request, as `mi token get` and both endpoints of `mi serve` make it ------------------
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a token request for an audience gets, as the store says now: the identity, the app roles it holds on
+    the audience's resource (None: the tenant knows no such resource), the tenant, and the key that signs (None
+    while the tenant has none with a certificate: the next token makes one)."""
+
+    chosen: Chosen
+    roles: tuple[str, ...] | None
+    tenant_id: str
+    tenant_name: str
+    key: Any
+
+
+def plan(ctx: Ctx, res: Resource, audience: str, selector: Mapping[str, str | None] | None = None, *,
+         endpoint: TokenEndpoint = IMDS) -> Plan:
+    """Everything a token request reads from the store, refused (raised) as `choose` and `check_resource`
+    refuse it."""
+    chosen = choose(ctx, res, selector, endpoint=endpoint)
+    check_resource(audience)
+    tenant = default_tenant(ctx)
+    resource = apps.resource_principal(ctx, audience)
+    roles = tuple(apps.roles_for(ctx, chosen.principal_id, resource)) if resource is not None else None
+    signer = keys.active(ctx, tenant, create=False)  # the key that signs now, as the store says
+    return Plan(chosen, roles, tenant.id, tenant.display_name,
+                signer if signer is not None and keys.has_certificate(signer) else None)
+
+
+def _selected(selector: Mapping[str, str | None] | None, endpoint: TokenEndpoint) -> tuple[tuple[str, str], ...]:
+    """The parameters of a request that `choose` reads, as a key."""
+    return tuple((name, value) for name, value in (selector or {}).items() if name in endpoint.selectors and value)
+
+
 def get_token(ctx: Ctx, res: Resource, audience: str, selector: Mapping[str, str | None] | None = None, *,
               endpoint: TokenEndpoint = IMDS, cache: TokenCache | None = None, bypass_cache: bool = False,
               via: str | None = None) -> Issued | TokenError:
     """The token `res` gets for `audience`: the identity `choose` picks, refused as Entra refuses a resource
     the tenant does not know (AADSTS500011), then the cached token (with a cache, unless bypassed) or a new
     one, with the app roles the identity holds on the resource, which the cache keeps. The outcome is in the
-    activity log either way; a refusal is returned rather than raised so that the caller's transaction keeps it."""
+    activity log either way; a refusal is returned rather than raised so that the caller's transaction keeps it.
+    A server's ctx keeps what was read (the plan) until the store changes (changes.remember)."""
+    from mi_cli import changes
+
     via = via or endpoint.name
     cached = None
     try:
-        chosen = choose(ctx, res, selector, endpoint=endpoint)
-        check_resource(audience)
-        resource = apps.resource_principal(ctx, audience)
-        if resource is None:
-            raise unknown_resource(audience, default_tenant(ctx).display_name, now=ctx.now())
-        roles = apps.roles_for(ctx, chosen.principal_id, resource)
+        found = changes.remember(ctx, ("token-plan", endpoint.name, ids.key(res.arm_id), audience, _selected(selector, endpoint)),
+                                 lambda: plan(ctx, res, audience, selector, endpoint=endpoint), errors=(TokenError,))
+        if found.roles is None:
+            raise unknown_resource(audience, found.tenant_name, now=ctx.now())
+        now = ctx.now().timestamp()
         if cache is not None and not bypass_cache:
-            signer = keys.active(ctx, default_tenant(ctx), create=False)  # the key that signs now, as the store says
-            cached = cache.get(chosen, audience, now=ctx.now().timestamp(), roles=roles,
-                               kid=signer.kid if signer is not None and keys.has_certificate(signer) else "")
-        issued = cached or issue(ctx, chosen, audience, roles=roles)
+            cached = cache.get(found.chosen, audience, now=now, roles=found.roles,
+                               kid=found.key.kid if found.key is not None else "")
+        if cached is not None:
+            issued = cached
+        elif found.key is not None:
+            issued = sign(found.chosen, audience, found.tenant_id, found.key, int(now), roles=found.roles)
+        else:
+            issued = issue(ctx, found.chosen, audience, roles=found.roles)  # makes the tenant's first key
     except TokenError as exc:
         log_request(ctx, res, audience, exc, via=via)
         return exc
@@ -437,6 +481,24 @@ def imds_info(ctx: Ctx, resource_id: str | None, query: Sequence[tuple[str, str]
     return {"tenantId": tenant.id}
 
 
+def _resource(ctx: Ctx, resource_id: str) -> Resource | None:
+    """The resource a request speaks for (kept by a server until the store changes)."""
+    from mi_cli import changes
+
+    return changes.remember(ctx, ("resource", ids.key(resource_id)), lambda: resources.by_id(ctx, resource_id))
+
+
+def _resource_for_secret(ctx: Ctx, secret: str) -> Resource | None:
+    """The resource whose App Service secret was presented (kept by a server, under the secret's digest, until the
+    store changes)."""
+    import hashlib
+
+    from mi_cli import changes
+
+    digest = hashlib.sha256(secret.encode(errors="surrogatepass")).digest()
+    return changes.remember(ctx, ("endpoint-secret", digest), lambda: endpoints.resource_for_secret(ctx, secret))
+
+
 def imds_token(ctx: Ctx, resource_id: str | None, query: Sequence[tuple[str, str]], *,
                cache: TokenCache | None = None) -> dict[str, str] | TokenError:
     """A request to IMDS's token endpoint whose headers passed (Metadata: true, not forwarded): the
@@ -448,7 +510,7 @@ def imds_token(ctx: Ctx, resource_id: str | None, query: Sequence[tuple[str, str
         if not resource_id:
             raise TokenError("Identity not found: this server speaks for many resources; put the resource id in the "
                              "path (AZURE_POD_IDENTITY_AUTHORITY_HOST=http://HOST:PORT/<resource id>, see 'mi env').")
-        res = resources.by_id(ctx, resource_id)
+        res = _resource(ctx, resource_id)
         if res is None:
             raise TokenError("Identity not found")
     except TokenError as exc:
@@ -472,7 +534,7 @@ def app_service_token(ctx: Ctx, secret: str, query: Sequence[tuple[str, str]], *
         if not params.get("resource"):
             raise TokenError("The resource parameter is required.")
         audience = check_resource(params["resource"])
-        res = endpoints.resource_for_secret(ctx, secret)
+        res = _resource_for_secret(ctx, secret)
         if res is None:
             raise TokenError("The X-IDENTITY-HEADER does not match any resource's identity endpoint.", status=401)
     except TokenError as exc:
@@ -995,8 +1057,10 @@ def verify(ctx: Ctx, token: str, *, audience: str | tuple[str, ...] | None = Non
     several: Storage takes https://storage.azure.com and the account's own URL)."""
     import jwt  # lazily, as in issue()
 
+    from mi_cli import changes
+
     header, claims = decode(token)
-    published = {k.kid: k for k in keys.published(ctx)}
+    published = changes.remember(ctx, ("published-keys",), lambda: {k.kid: k for k in keys.published(ctx)})
     kid = header.get("kid")
     key = published.get(kid) if isinstance(kid, str) else None
     if key is None:
