@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 from urllib.parse import quote, unquote
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -20,6 +21,7 @@ from mi_cli import ids
 from mi_cli.catalog import catalog
 from mi_cli.errors import (ConflictError, ForbiddenError, InvalidTokenError, MiError, NotFoundError, ValidationError, group_not_found,
                            resource_not_found, shown)
+from mi_cli.server import reads
 from mi_cli.server.responses import AzureJSON
 from mi_cli.server.state import ServerState
 from mi_cli.services import Ctx, access, federated, groups, identities, resources, tenancy, views
@@ -943,37 +945,56 @@ def _dispatch(call: Call, parts: list[str]) -> Response:
     return _under_subscription(call, sub, parts[2:])
 
 
-def handle(request: Request, state: ServerState) -> Response:
-    """One ARM request (in a worker thread; the body read already): the api-version, the caller's token, then the
-    operation with RBAC for its action at the request's scope, each request a row of the activity log. Paths of the
-    Microsoft.Authorization provider go to server/arm_authorization."""
+async def handle(request: Request, state: ServerState) -> Response:
+    """One ARM request (the body read already): the api-version, the caller's token, then the operation with RBAC
+    for its action at the request's scope, each request a row of the activity log. Paths of the
+    Microsoft.Authorization provider go to server/arm_authorization. A GET is answered from memory while the
+    store is unchanged (server/reads: the token verified each time, the rest of the answer kept whole per caller
+    and URL); anything else in a write transaction, in a worker thread."""
     parts = segments(request)
     split = _authorization_split(parts)
     if split is not None:
         from mi_cli.server import arm_authorization  # here: it imports this module's shared pieces
 
-        return arm_authorization.handle(request, state, *split)
+        return await arm_authorization.handle(request, state, *split)
     api_version = request.query_params.get("api-version", "").strip()
     if not api_version:
         return arm_error(400, "MissingApiVersionParameter", MISSING_API_VERSION)
+    if request.method == "GET":
+        return await reads.answer(state, lambda ctx: _answer(ctx, request, parts, api_version))
+    return await run_in_threadpool(_written, state, request, parts, api_version)
+
+
+def _written(state: ServerState, request: Request, parts: list[str], api_version: str) -> Response:
     with state.store.transaction(write=True) as session:
-        ctx = Ctx.from_env(session)
-        try:
-            claims = caller(ctx, request)
-        except ArmRefusal as refusal:
-            return refusal.response
-        ctx.caller = claims["oid"]  # the changes the operation logs are the caller's, not the server account's
-        logged = ctx.changes
-        body = json_body(request) if request.method in ("PUT", "PATCH", "POST") else {}
-        try:
-            response = invalid_content() if body is None else _dispatch(Call(ctx, request, claims, body, api_version, parts), parts)
-        except ArmRefusal as refusal:
-            response = refusal.response
-        if ctx.changes == logged:  # refused before any operation was known (a path, a method, a body)
-            code = json.loads(response.body).get("error", {}).get("code", "") if response.body else ""
-            log(ctx, f"{request.method} {request.url.path}", "/" + "/".join(parts), status="Failed" if response.status_code >= 400
-                else "Succeeded", caller=claims["oid"], detail=f"{response.status_code} {code}".strip())
-        return response
+        return _answer(Ctx.from_env(session), request, parts, api_version)
+
+
+def _answer(ctx: Ctx, request: Request, parts: list[str], api_version: str) -> Response:
+    try:
+        claims = caller(ctx, request)
+    except ArmRefusal as refusal:
+        return refusal.response
+    ctx.caller = claims["oid"]  # the changes the operation logs are the caller's, not the server account's
+    if request.method != "GET":
+        return _operate(ctx, request, claims, parts, api_version)
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    key = ("arm", raw, request.scope.get("query_string", b""), claims["oid"])
+    return reads.replayed(ctx, key, lambda: _operate(ctx, request, claims, parts, api_version))
+
+
+def _operate(ctx: Ctx, request: Request, claims: dict[str, Any], parts: list[str], api_version: str) -> Response:
+    logged = ctx.changes
+    body = json_body(request) if request.method in ("PUT", "PATCH", "POST") else {}
+    try:
+        response = invalid_content() if body is None else _dispatch(Call(ctx, request, claims, body, api_version, parts), parts)
+    except ArmRefusal as refusal:
+        response = refusal.response
+    if ctx.changes == logged:  # refused before any operation was known (a path, a method, a body)
+        code = json.loads(response.body).get("error", {}).get("code", "") if response.body else ""
+        log(ctx, f"{request.method} {request.url.path}", "/" + "/".join(parts), status="Failed" if response.status_code >= 400
+            else "Succeeded", caller=claims["oid"], detail=f"{response.status_code} {code}".strip())
+    return response
 
 
 def not_found(path: str) -> Response:

@@ -9,6 +9,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -17,6 +18,7 @@ from mi_cli.errors import MiError, NotFoundError, shown
 from mi_cli.models import CustomRole, RoleAssignment
 from mi_cli.server.arm import (MISSING_API_VERSION, ArmRefusal, arm_error, caller, decide, forbidden, from_mi_error,
                                invalid_content, invalid_type, json_body, log, method_not_allowed)
+from mi_cli.server import reads
 from mi_cli.server.responses import AzureJSON
 from mi_cli.server.state import ServerState
 from mi_cli.services import Ctx, access, assignments, principals, roles
@@ -45,9 +47,10 @@ UNSUPPORTED_FILTER = ("The filter '{filter}' is not supported. Supported filters
 STATUS_BY_CODE = {"RoleAssignmentUpdateNotPermitted": 400}  # a 400 (RBAC troubleshooting: "returns BadRequest")
 
 
-def handle(request: Request, state: ServerState, scope: str, rest: list[str]) -> Response:
-    """One request below `{scope}/providers/Microsoft.Authorization` (scope '' or '/' for the tenant root), in
-    one write transaction: its 401 or 403 is logged, and a change is all or nothing."""
+async def handle(request: Request, state: ServerState, scope: str, rest: list[str]) -> Response:
+    """One request below `{scope}/providers/Microsoft.Authorization` (scope '' or '/' for the tenant root): its
+    401 or 403 is logged, and a change is all or nothing, in one write transaction in a worker thread; a GET is
+    answered from memory while the store is unchanged (server/reads)."""
     kind = rest[0].casefold() if rest else ""
     api_version = request.query_params.get("api-version", "").strip()
     if kind not in (ASSIGNMENTS, DEFINITIONS) or len(rest) > 2:
@@ -64,16 +67,40 @@ def handle(request: Request, state: ServerState, scope: str, rest: list[str]) ->
             return invalid_content()
         body = found
     scope = "" if scope.strip("/") == "" else "/" + scope.strip("/")
-    with state.store.transaction(write=True) as session:
-        ctx = Ctx.from_env(session)
+    operation = _OPERATIONS[(kind, request.method, name is not None)]
+
+    def answer(ctx: Ctx) -> Response:
         try:
             claims = caller(ctx, request)
-            operation = _OPERATIONS[(kind, request.method, name is not None)]
-            return operation(ctx, claims, scope, name, request, body)
+            if request.method != "GET":
+                return operation(ctx, claims, scope, name, request, body)
+            raw = request.scope.get("raw_path") or request.url.path.encode()
+            key = ("arm", raw, request.scope.get("query_string", b""), claims["oid"])
+            return reads.replayed(ctx, key, lambda: _answered(ctx, claims, scope, name, request, body, operation))
         except ArmRefusal as refusal:
             return refusal.response
         except MiError as exc:  # a scope that does not exist, a malformed one
             return _refused(exc)
+
+    if request.method == "GET":
+        return await reads.answer(state, answer)
+    return await run_in_threadpool(_written, state, answer)
+
+
+def _answered(ctx: Ctx, claims: dict[str, Any], scope: str, name: str | None, request: Request, body: dict[str, Any],
+              operation: Callable[..., Response]) -> Response:
+    """A GET's answer, its refusals (already logged) answered as responses, so that a replay repeats them."""
+    try:
+        return operation(ctx, claims, scope, name, request, body)
+    except ArmRefusal as refusal:
+        return refusal.response
+    except MiError as exc:
+        return _refused(exc)
+
+
+def _written(state: ServerState, answer: Callable[[Ctx], Response]) -> Response:
+    with state.store.transaction(write=True) as session:
+        return answer(Ctx.from_env(session))
 
 
 # --- authorisation ---------------------------------------------------------------------------------------------

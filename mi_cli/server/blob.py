@@ -12,11 +12,12 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from mi_cli import changes
 from mi_cli.errors import InvalidTokenError
+from mi_cli.server import reads
 from mi_cli.server.azurite import AzuriteError
 from mi_cli.server.state import ServerState
 from mi_cli.services import Ctx, access, blob, localcloud, storage, tenancy
@@ -62,65 +63,65 @@ def unavailable(message: str, status: int, headers: dict[str, str]) -> Response:
     return response
 
 
-def _decide(state: ServerState, request: Request, raw_path: str, query: list[tuple[str, str]],
+def _decide(ctx: Ctx, request: Request, raw_path: str, query: list[tuple[str, str]],
             new_blob: bool | None = None) -> Verdict:
-    """Authorise one request (a worker thread: the store is read and the decision logged in one
-    transaction). `new_blob` is what a probe found (None: not probed)."""
-    with state.store.transaction(write=True) as session:
-        read_at = time.monotonic()
-        ctx = Ctx.from_env(session)
-        account = localcloud.resource_for_host(ctx, request.url.hostname or "")
-        if account is None:  # the proxy refuses unknown accounts; this request came another way
-            return Verdict(_error("AccountNotFound", ctx))
-        op = blob.operation(request.method, raw_path, query, request.headers)
-        if op is None:
-            code, extra = blob.refusal(request.method, raw_path, query, request.headers)
-            return Verdict(_error(code, ctx, extra=extra))
-        if op.name == "Blob Batch":  # its sub-requests are operations of their own, each needing its check
-            return Verdict(_error("NotImplemented", ctx, message="Blob Batch is not served: send its operations one "
-                                  "by one (each is authorised on its own)."))
-        if op.action is None:  # CORS preflight: anonymous, answered by Azurite from the account's CORS rules
-            return _forward(ctx, read_at)
-        scope = blob.scope(account.arm_id, op)
-        tenant_id = tenancy.default_tenant(ctx).id
-        scheme = blob.is_shared_key_or_sas(request.headers, query)
+    """Authorise one request and log the decision, from what the server read before while the store is unchanged
+    (server/reads), or in a transaction. `new_blob` is what a probe found (None: not probed)."""
+    read_at = getattr(ctx, "read_at", None) or time.monotonic()
+    account = changes.remember(ctx, ("host", (request.url.hostname or "").casefold()),
+                               lambda: localcloud.resource_for_host(ctx, request.url.hostname or ""))
+    if account is None:  # the proxy refuses unknown accounts; this request came another way
+        return Verdict(_error("AccountNotFound", ctx))
+    op = blob.operation(request.method, raw_path, query, request.headers)
+    if op is None:
+        code, extra = blob.refusal(request.method, raw_path, query, request.headers)
+        return Verdict(_error(code, ctx, extra=extra))
+    if op.name == "Blob Batch":  # its sub-requests are operations of their own, each needing its check
+        return Verdict(_error("NotImplemented", ctx, message="Blob Batch is not served: send its operations one "
+                              "by one (each is authorised on its own)."))
+    if op.action is None:  # CORS preflight: anonymous, answered by Azurite from the account's CORS rules
+        return _forward(ctx, read_at)
+    scope = blob.scope(account.arm_id, op)
+    tenant_id = tenancy.default_tenant(ctx).id
+    scheme = blob.is_shared_key_or_sas(request.headers, query)
 
-        def log(status: str, caller: str, detail: str, action: str = op.action, where: str = scope) -> None:
-            ctx.log(action, where, status=status, caller=caller, detail=f"{op.name}: {detail}")
+    def log(status: str, caller: str, detail: str, action: str = op.action, where: str = scope) -> None:
+        ctx.log(action, where, status=status, caller=caller, detail=f"{op.name}: {detail}")
 
-        if scheme is not None:
-            if scheme in blob.KEY_BASED and not storage.shared_key_allowed(ctx, account):
-                log("Failed", f"({scheme})", "403 the account does not allow Shared Key authorization")
-                return Verdict(_error("KeyBasedAuthenticationNotPermitted", ctx))
-            log("Succeeded", f"({scheme})", f"{scheme}: the signature is checked by Azurite with the account's key")
-            return _forward(ctx, read_at, _absent(ctx, op, query))
-        authorization = request.headers.get("authorization")
-        audiences = (*STORAGE_AUDIENCES, f"https://{account.name.casefold()}.blob.core.windows.net/")
-        context = blob.request_context(op, query)
-        try:
-            claims = access.authenticate(ctx, authorization, audiences)
-        except InvalidTokenError as exc:
-            log("Failed", "(no valid token)", f"401 {exc.message}")
-            code, detail = blob.token_error(exc.kind)
-            return Verdict(_error(code, ctx, tenant_id=tenant_id, detail=detail))
-        def needed(new: bool) -> list:
-            return blob.required(op, account.name, account.arm_id, scope, context, new_blob=new)
-
-        granted, denied = access.check_groups(ctx, claims["oid"], needed(bool(new_blob)), data=blob.is_data)
-        if denied is not None and new_blob is None and op.if_new and access.check_groups(
-                ctx, claims["oid"], needed(True), data=blob.is_data)[1] is None:
-            return _forward(ctx, read_at, probe=True)  # allowed only if the blob is new
-        if denied is not None:
-            log("Failed", claims["oid"], f"403 {denied.reason()}", denied.action, denied.scope)
-            return Verdict(_error("AuthorizationPermissionMismatch", ctx))
-        log("Succeeded", claims["oid"], " ".join(d.reason() for d in granted))
+    if scheme is not None:
+        if scheme in blob.KEY_BASED and not changes.remember(ctx, ("shared-key", account.pk),
+                                                             lambda: storage.shared_key_allowed(ctx, account)):
+            log("Failed", f"({scheme})", "403 the account does not allow Shared Key authorization")
+            return Verdict(_error("KeyBasedAuthenticationNotPermitted", ctx))
+        log("Succeeded", f"({scheme})", f"{scheme}: the signature is checked by Azurite with the account's key")
         return _forward(ctx, read_at, _absent(ctx, op, query))
+    authorization = request.headers.get("authorization")
+    audiences = (*STORAGE_AUDIENCES, f"https://{account.name.casefold()}.blob.core.windows.net/")
+    context = blob.request_context(op, query)
+    try:
+        claims = access.authenticate(ctx, authorization, audiences)
+    except InvalidTokenError as exc:
+        log("Failed", "(no valid token)", f"401 {exc.message}")
+        code, detail = blob.token_error(exc.kind)
+        return Verdict(_error(code, ctx, tenant_id=tenant_id, detail=detail))
+    def needed(new: bool) -> list:
+        return blob.required(op, account.name, account.arm_id, scope, context, new_blob=new)
+
+    granted, denied = access.check_groups(ctx, claims["oid"], needed(bool(new_blob)), data=blob.is_data)
+    if denied is not None and new_blob is None and op.if_new and access.check_groups(
+            ctx, claims["oid"], needed(True), data=blob.is_data)[1] is None:
+        return _forward(ctx, read_at, probe=True)  # allowed only if the blob is new
+    if denied is not None:
+        log("Failed", claims["oid"], f"403 {denied.reason()}", denied.action, denied.scope)
+        return Verdict(_error("AuthorizationPermissionMismatch", ctx))
+    log("Succeeded", claims["oid"], " ".join(d.reason() for d in granted))
+    return _forward(ctx, read_at, _absent(ctx, op, query))
 
 
 def _forward(ctx: Ctx, read_at: float, refusal: Response | None = None, *, probe: bool = False) -> Verdict:
     """A request to relay to Azurite (or a refusal decided after authorisation), with the storage accounts
-    Azurite must know as the store has them now."""
-    accounts, owners = storage.azurite(ctx)
+    Azurite must know as the store has them now (and when they were read)."""
+    accounts, owners, read_at = changes.remember(ctx, ("azurite-accounts",), lambda: (*storage.azurite(ctx), read_at))
     return Verdict(refusal, accounts=accounts, probe=probe, read_at=read_at, owners=owners)
 
 
@@ -135,7 +136,7 @@ async def handle(request: Request, state: ServerState) -> Response:
     raw = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1")
     query_string = request.scope.get("query_string", b"").decode("latin-1")
     query = parse_qsl(query_string, keep_blank_values=True)
-    verdict = await run_in_threadpool(_decide, state, request, raw, query)
+    verdict = await reads.answer(state, lambda ctx: _decide(ctx, request, raw, query))
     if verdict.refusal is not None:
         return verdict.refusal
     if state.azurite is None:
@@ -153,7 +154,7 @@ async def handle(request: Request, state: ServerState) -> Response:
             exists = await _exists(request, state, origin, raw)
         except httpx.TransportError as exc:
             return _busy(exc)
-        verdict = await run_in_threadpool(_decide, state, request, raw, query, not exists)
+        verdict = await reads.answer(state, lambda ctx: _decide(ctx, request, raw, query, not exists))
         if verdict.refusal is not None:
             return verdict.refusal
     return await _relay(request, state, origin, raw + (f"?{query_string}" if query_string else ""))

@@ -7,10 +7,13 @@ import json
 from typing import Any, Callable
 from urllib.parse import unquote
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mi_cli import changes, ids
 from mi_cli.errors import ConflictError, ForbiddenError, InvalidTokenError, MiError, NotFoundError, shown
+from mi_cli.server import reads
 from mi_cli.server.responses import AzureJSON
 from mi_cli.server.state import ServerState
 from mi_cli.services import Ctx, access, keyvault, tenancy
@@ -35,6 +38,10 @@ NOT_AUTHORIZED = ("Caller is not authorized to perform action on resource.\r\nIf
                   "Assignment: (not found)\r\nDenyAssignmentId: null\r\nDecisionReason: 'DeniedWithNoValidRBAC' \r\n"
                   "Vault: {vault};location={location}\r\n")
 STATUS = ((NotFoundError, 404), (ConflictError, 409), (ForbiddenError, 403))
+# Operations that change nothing: answered from what the server read before while the store is unchanged
+# (server/reads), their log rows written by the journal. Deleted secrets' answers depend on the day (purge dates):
+# read each time.
+READS = frozenset({"get_secret", "list_secrets", "list_versions"})
 
 
 def _error(status: int, code: str, message: str, *, inner: str | None = None, headers: dict | None = None) -> Response:
@@ -110,10 +117,11 @@ def _segments(request: Request) -> list[str]:
     return [unquote(p, errors="replace") for p in raw.decode("latin-1").partition("?")[0].split("/") if p]
 
 
-def handle(request: Request, state: ServerState) -> Response:
-    """One Key Vault request (in a worker thread; the body read already): the 401 challenge, token
-    verification and RBAC for the operation's data action at the secret (or vault) scope, then the
-    operation. Every request is in the activity log with its decision."""
+async def handle(request: Request, state: ServerState) -> Response:
+    """One Key Vault request (the body read already): the 401 challenge, token verification and RBAC for the
+    operation's data action at the secret (or vault) scope, then the operation. Every request is in the activity
+    log with its decision. A read is answered from memory while the store is unchanged (on the event loop when
+    it can be); a change in a write transaction, in a worker thread."""
     vault_name = (request.url.hostname or "").split(".")[0]
     route = _route(request.method, _segments(request))
     if not request.query_params.get("api-version", "").strip():
@@ -129,8 +137,14 @@ def handle(request: Request, state: ServerState) -> Response:
         return body
     operation, name, version = route
     authorization = request.headers.get("authorization")
+    if operation in READS:
+        return await reads.answer(state, lambda ctx: _answer(ctx, vault_name, operation, name, version, body, authorization))
+    return await run_in_threadpool(_written, state, vault_name, operation, name, version, body, authorization)
+
+
+def _written(state: ServerState, *args: Any) -> Response:
     with state.store.transaction(write=True) as session:
-        return _answer(Ctx.from_env(session), vault_name, operation, name, version, body, authorization)
+        return _answer(Ctx.from_env(session), *args)
 
 
 def unavailable(message: str, status: int, headers: dict[str, str]) -> Response:
@@ -143,7 +157,8 @@ def _answer(ctx: Ctx, vault_name: str, operation: str, name: str | None, version
             authorization: str | None) -> Response:
     tenant = tenancy.default_tenant(ctx)
     try:
-        vault = keyvault.vault(ctx, vault_name)
+        vault = changes.remember(ctx, ("vault", ids.key(vault_name)), lambda: keyvault.vault(ctx, vault_name),
+                                 errors=(NotFoundError,))
     except NotFoundError:
         return _error(404, "VaultNotFound", f"The vault '{shown(vault_name)}' does not exist.")
     action, scope = keyvault.authorization(vault, operation, name)
@@ -163,8 +178,12 @@ def _answer(ctx: Ctx, vault_name: str, operation: str, name: str | None, version
         return _error(403, "Forbidden", message, inner="ForbiddenByRbac")
     ctx.caller = claims["oid"]  # the changes the operation logs are the caller's, not the server account's
     try:
-        with ctx.session.begin_nested():  # a refused operation leaves only its log row
-            result = _call(ctx, vault, operation, name, version, body)
+        if operation in READS:  # nothing to undo; kept until the store changes
+            result = changes.remember(ctx, ("kv", vault.pk, operation, name, version),
+                                      lambda: _call(ctx, vault, operation, name, version, body), errors=(MiError,))
+        else:
+            with ctx.session.begin_nested():  # a refused operation leaves only its log row
+                result = _call(ctx, vault, operation, name, version, body)
     except MiError as exc:
         status = next((code for kind, code in STATUS if isinstance(exc, kind)), 400)
         log("Failed", claims["oid"], f"{status} {decision.reason()} {exc.code}: {exc.message}")

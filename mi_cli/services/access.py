@@ -18,6 +18,8 @@ sub-operation and the request's parameters; `mi access check` takes --sub-operat
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -26,7 +28,7 @@ from sqlmodel import select
 
 from mi_cli import ids
 from mi_cli.catalog import catalog
-from mi_cli.errors import InvalidTokenError, ValidationError
+from mi_cli.errors import InvalidTokenError, MiError, ValidationError
 from mi_cli.models import RoleAssignment
 from mi_cli.services import Ctx, assignments, conditions, principals, roles, tokens
 from mi_cli.services.conditions import action_matches as matches  # ActionMatches is the same rule (conditions.py)
@@ -166,28 +168,47 @@ def _evaluate_assignment(ra: RoleAssignment, role: roles.RoleDefinition | None, 
     return step
 
 
+def _assignments_at(ctx: Ctx, principal_id: str, scope_ref: str) -> tuple[str, tuple[tuple[RoleAssignment, Any], ...]]:
+    """The scope `scope_ref` names, and the principal's assignments at it or above it with their roles, nearest
+    last: everything check() reads from the store."""
+    scope = resolve_scope(ctx, scope_ref).id
+    role_names = roles.by_guid(ctx)
+    relevant = [ra for ra in assignments.for_principal(ctx, principal_id) if ids.is_within(scope, ra.scope)]
+    return scope, tuple((ra, role_names.get(ra.role_definition_id)) for ra in sorted(relevant, key=lambda r: (len(r.scope), r.name)))
+
+
 def check(ctx: Ctx, principal_id: str, action: str, scope_ref: str, *, data: bool | None = None,
           context: Context | None = None) -> Decision:
     """Whether the principal may perform `action` at the scope, with each assignment's part in the answer.
-    `context` is what a condition may ask about the request beyond its scope (the module's docstring)."""
-    scope = resolve_scope(ctx, scope_ref).id
+    `context` is what a condition may ask about the request beyond its scope (the module's docstring).
+    A server keeps what this reads (the scope, the assignments, their roles) until the store changes; the
+    decision itself is made anew every time, so that a condition on the time holds when it is asked."""
+    from mi_cli import changes
+
+    scope, relevant = changes.remember(ctx, ("rbac", principal_id, scope_ref),
+                                       lambda: _assignments_at(ctx, principal_id, scope_ref), errors=(MiError,))
     is_data = classify(action, data=data)
     decision = Decision(principal_id, action, scope, is_data)
-    request = conditions.request(action, scope, context, now=ctx.now())
-    role_names = roles.by_guid(ctx)
-    relevant = [ra for ra in assignments.for_principal(ctx, principal_id) if ids.is_within(scope, ra.scope)]
-    for ra in sorted(relevant, key=lambda r: (len(r.scope), r.name)):
-        decision.steps.append(_evaluate_assignment(ra, role_names.get(ra.role_definition_id), action, is_data, scope, request))
+    # the request a condition sees, made when one is evaluated (a context given is checked at once)
+    request = conditions.request(action, scope, context, now=ctx.now()) if context else None
+    for ra, role in relevant:
+        if ra.condition:
+            changes.volatile(ctx)  # the answer depends on the request's time (@Environment[UtcNow])
+            if request is None:
+                request = conditions.request(action, scope, context, now=ctx.now())
+        decision.steps.append(_evaluate_assignment(ra, role, action, is_data, scope, request))
     return decision
 
 
 ARM_AUDIENCE = "https://management.azure.com/"
 
 
+@functools.lru_cache(maxsize=1024)
 def audience_for(action: str, data: bool) -> str:
     """The audience the service enforcing `action` checks in a bearer token: ARM for control-plane
     actions; for data actions, the data-plane audience the catalog lists for the provider's type
-    (Key Vault https://vault.azure.net, Storage https://storage.azure.com/, ...)."""
+    (Key Vault https://vault.azure.net, Storage https://storage.azure.com/, ...). Kept per action: the catalog
+    is the package's own data, and looking a type up that is not one costs its suggestions (milliseconds)."""
     if not data:
         return ARM_AUDIENCE
     parts = action.split("/")
@@ -248,11 +269,28 @@ def check_groups(ctx: Ctx, principal_id: str, groups: list[tuple[tuple[str, ...]
 def authenticate(ctx: Ctx, authorization: str | None, audiences: tuple[str, ...]) -> dict[str, Any]:
     """The claims of the bearer token in an Authorization header, verified as a service verifies it
     (signature, lifetime, issuer, one of `audiences`): the first half of authorize(), for a plane whose
-    request needs several permissions checked (check() each)."""
+    request needs several permissions checked (check() each). A server keeps a token's verified claims until
+    the store changes (its keys may have), and checks their lifetime against the clock on every request."""
+    from mi_cli import changes
+
     scheme, _, token = (authorization or "").strip().partition(" ")
     if scheme.casefold() != "bearer" or not token.strip():
         raise InvalidTokenError("InvalidToken", "The request carries no bearer token.").failed("missing")
-    return tokens.verify(ctx, token.strip(), audience=audiences)
+    token = token.strip()
+    memo = changes.shared(ctx)
+    if memo is None:
+        return tokens.verify(ctx, token, audience=audiences)
+    key = ("claims", token, audiences)
+    claims = memo.get(key)
+    if claims is None or not _current(claims):
+        claims = memo[key] = tokens.verify(ctx, token, audience=audiences)
+    return dict(claims)
+
+
+def _current(claims: dict[str, Any]) -> bool:
+    """Whether verified claims are within their lifetime now, as PyJWT checks it (leeway 0)."""
+    now = time.time()
+    return claims["nbf"] <= now < claims["exp"] and claims["iat"] <= now
 
 
 def who(ctx: Ctx, action: str, scope_ref: str, *, data: bool | None = None,
