@@ -127,6 +127,9 @@ def test_ctrl_c_at_a_prompt_stops_the_command_the_same(store, command_host):  # 
     def interrupt(way: str):
         t = Terminal(["--db", str(store), "group", "delete", "-n", "rg"], _env(way))
         t.read_until(b"[y/N]: ")
+        # as a person would: once the question waits for an answer (a signal in the instant between the prompt and
+        # the read is a race of Python's own, here as in any program)
+        _until_reading(t.proc.pid if way == "here" else _children(command_host.proc.pid)[0])
         os.killpg(t.proc.pid, signal.SIGINT)  # what the terminal does at Ctrl-C: the foreground process group
         return t.finish()
 
@@ -153,6 +156,14 @@ def test_a_caller_that_is_killed_stops_its_forwarded_command(store, command_host
     while _children(command_host.proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _children(command_host.proc.pid)
+
+
+def _until_reading(pid: int) -> None:
+    """Wait until the process `pid` is blocked reading its terminal."""
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{pid}/wchan").read_text() not in ("wait_woken", "n_tty_read"):
+        assert time.monotonic() < deadline, Path(f"/proc/{pid}/wchan").read_text()
+        time.sleep(0.05)
 
 
 def _children(pid: int) -> list[int]:

@@ -123,7 +123,15 @@ def _run_child(conn: socket.socket, request: dict, received: list[int]) -> None:
         sys.stderr = _stream(2, "w", streams.get("stderr"), sys.stderr, line_buffering=True)
         _send(conn, {"pid": os.getpid()})
         finished = threading.Event()
-        threading.Thread(target=_watch, args=(conn, finished), daemon=True).start()
+        interrupt = _Interrupt() if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN else None
+        # The watcher is started with the relayed signals blocked, and keeps them so: the kernel then gives them to
+        # the main thread, whose blocking read (a prompt at the terminal) they must interrupt.
+        relayed = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+        signal.pthread_sigmask(signal.SIG_BLOCK, relayed)
+        try:
+            threading.Thread(target=_watch, args=(conn, finished, interrupt), daemon=True).start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, relayed)
         from mi_cli.cli.main import main
 
         try:
@@ -159,19 +167,56 @@ def _stream(fd: int, mode: str, spec, current, *, line_buffering: bool | None = 
                             line_buffering=tty if line_buffering is None else line_buffering)
 
 
-def _watch(conn: socket.socket, finished: threading.Event) -> None:
+class _Interrupt:
+    """Ctrl-C in a forwarded command, made certain. A signal that lands just before the main thread blocks in a
+    read (a prompt) sets Python's flag but interrupts no read: the handler would run only once the read returns.
+    So the signal also wakes the watcher (Python's wakeup fd), which sends it again to the main thread until the
+    handler has run; the handler raises KeyboardInterrupt once, as Python's own does."""
+
+    def __init__(self) -> None:
+        self.main = threading.main_thread().ident
+        self.handled = threading.Event()
+        self.wake, writer = os.pipe()
+        os.set_blocking(writer, False)
+        signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
+        signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, signum, frame) -> None:  # noqa: ANN001, ARG002
+        if self.handled.is_set():
+            return  # a repeat of the one being handled
+        self.handled.set()
+        raise KeyboardInterrupt
+
+    def woke(self, finished: threading.Event) -> None:
+        """Called by the watcher when a signal arrived."""
+        if signal.SIGINT not in os.read(self.wake, 512):
+            return
+        while not finished.is_set() and not self.handled.wait(0.1):
+            signal.pthread_kill(self.main, signal.SIGINT)
+
+
+def _watch(conn: socket.socket, finished: threading.Event, interrupt: _Interrupt | None) -> None:
     """The caller went away (killed): the command stops as at Ctrl-C, its transaction rolled back; where the
-    caller ignored Ctrl-C, it ends at once, which rolls its transaction back just the same."""
+    caller ignored Ctrl-C, it ends at once, which rolls its transaction back just the same. Meanwhile, signals
+    are made sure to reach the command (_Interrupt)."""
+    import select
+
+    watched = [conn] if interrupt is None else [conn, interrupt.wake]
     try:
-        while conn.recv(64):
-            pass
+        while True:
+            ready, _, _ = select.select(watched, [], [])
+            if interrupt is not None and interrupt.wake in ready:
+                interrupt.woke(finished)
+            if conn in ready and not conn.recv(64):
+                break
     except OSError:
         pass
     if finished.is_set():
         return
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    if interrupt is None:
         os._exit(1)
-    os.kill(os.getpid(), signal.SIGINT)
+    while not finished.is_set() and not interrupt.handled.wait(0.1):
+        signal.pthread_kill(interrupt.main, signal.SIGINT)
 
 
 def serve(where: str, path: str) -> None:
