@@ -9,7 +9,8 @@
 # (sqlite.org/pragma.html#pragma_data_version); the server's writes go through other connections, so they count.
 # The one exception are rows of the activity log the server appends through `Watch.write_log`: they go through the
 # watching connection itself, whose own commits do not change its data_version, because nothing a server keeps
-# depends on the log.
+# depends on the log. Rows that wait to be written (server/journal batches sign-ins) hold the store's log lock, a
+# file beside it: `settle` waits for them, so that `mi log` shows what was answered before it started.
 #
 # PostgreSQL: `pg_current_snapshot()` in autocommit, compared with the last one seen. PostgreSQL's documentation
 # (Transaction ID and Snapshot Information Functions) gives its use as "to determine which transactions were
@@ -276,7 +277,6 @@ class PostgresWatch(Watch):
         self._parsed: tuple[int, int, frozenset[int]] | None = None
         self._count = 0
         self._own: set[int] = set()  # ids of the log writes' transactions not yet seen completed
-        self._asker = self._connect(autocommit=True)  # now: a server that cannot be reached fails mi serve's start
 
     def _connect(self, *, autocommit: bool) -> Any:
         """A connection of the engine's own (its settings), out of the pool for good: psycopg's."""
@@ -403,7 +403,7 @@ def watch(store) -> Watch:  # noqa: ANN001 - a mi_cli.store.Store
 # --- what was read, kept until the store changes -----------------------------------------------------------
 
 SHARED = "mi.memo"  # the key that marks a Ctx.memo as a Memo's (kept across requests), not one transaction's
-MAX_ENTRIES = 20_000  # a memo that grows past this (ever new tokens, say) starts again empty
+MAX_ENTRIES = 10_000  # a memo that grows past this (ever new tokens, say) starts again empty
 
 
 class Memo:

@@ -35,6 +35,11 @@ def _refuse_flush(*_args: Any) -> None:
     raise NeedWrite()
 
 
+def _refuse_dml(state: Any) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        raise NeedWrite()
+
+
 class LazySession:
     """The session of a request's read transaction, begun on first use (never, on the event loop: NeedStore).
     Anything that would write raises NeedWrite, before it touches the store."""
@@ -54,6 +59,7 @@ class LazySession:
             stack = ExitStack()
             session = stack.enter_context(self._store.transaction(write=False))
             event.listen(session, "before_flush", _refuse_flush)
+            event.listen(session, "do_orm_execute", _refuse_dml)
             self._stack, self._session = stack, session
         return self._session
 
@@ -171,6 +177,9 @@ async def answer(state: Any, respond: Callable[[Ctx], T]) -> T:
     return await run_in_threadpool(read, state, respond)
 
 
+REPLAY_BODY_LIMIT = 64 * 1024  # a longer answer (a big listing) is made anew each time rather than kept
+
+
 @dataclass(frozen=True)
 class _Replay:
     status: int
@@ -198,7 +207,8 @@ def replayed(ctx: Ctx, key: Any, compute: Callable[[], Response]) -> Response:
     mark, was = len(ctx.rows), ctx.volatile
     ctx.volatile = False
     response = compute()
-    if not ctx.volatile and getattr(response, "background", None) is None and isinstance(response.body, bytes):
+    if not ctx.volatile and getattr(response, "background", None) is None and isinstance(response.body, bytes) \
+            and len(response.body) <= REPLAY_BODY_LIMIT:
         memo[key] = _Replay(response.status_code, response.body, tuple(response.raw_headers), tuple(ctx.rows[mark:]))
     ctx.volatile = ctx.volatile or was
     return response

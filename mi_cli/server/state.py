@@ -1,4 +1,4 @@
-"""What one `mi serve` process keeps between requests: the store, what it read from it until it changes, the token cache, the activity-log rows waiting, faults and throttling."""
+"""What one `mi serve` process keeps between requests: the store and what was read from it, tokens, faults, throttling."""
 
 from __future__ import annotations
 
