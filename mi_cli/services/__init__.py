@@ -104,10 +104,14 @@ class Ctx:
         self.changes += 1
         if self.journal is not None:
             self.journal.append((operation, target))
-        self.writer.append(ActivityLog, {"time": self.now(), "operation": _bounded(operation, LOG_TEXT_LIMIT),
-                                         "target": _bounded(target, LOG_TARGET_LIMIT),
-                                         "caller": _bounded(caller or self.caller, LOG_TEXT_LIMIT), "status": status,
-                                         "detail": None if detail is None else _bounded(detail, LOG_TEXT_LIMIT)})
+        caller = caller or self.caller
+        # texts within their limits (nearly all) are kept as they are, without a call for each
+        self.writer.append(ActivityLog, {
+            "time": self.clock(),
+            "operation": operation if len(operation) <= LOG_TEXT_LIMIT else _bounded(operation, LOG_TEXT_LIMIT),
+            "target": target if len(target) <= LOG_TARGET_LIMIT else _bounded(target, LOG_TARGET_LIMIT),
+            "caller": caller if len(caller) <= LOG_TEXT_LIMIT else _bounded(caller, LOG_TEXT_LIMIT), "status": status,
+            "detail": detail if detail is None or len(detail) <= LOG_TEXT_LIMIT else _bounded(detail, LOG_TEXT_LIMIT)})
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)

@@ -211,20 +211,18 @@ def _load_yaml(text: str) -> Any:
 
 
 def _check_shape(doc: Any, source: str) -> None:
-    """JSON nested no deeper than MAX_DEPTH (the YAML reader counts as it goes), and no mapping or
-    list reached twice."""
-    seen: set[int] = set()
-    stack = [(doc, 0)]
+    """JSON nested no deeper than MAX_DEPTH (the YAML reader counts as it goes). The JSON parser makes every
+    mapping and list anew, so none is reached twice; only containers are walked, not the 100,000s of strings."""
+    containers = (dict, list)
+    stack = [(doc, 0)] if isinstance(doc, containers) else []
     while stack:
         node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise _too_deep(source)
-        if isinstance(node, (dict, list)):
-            if id(node) in seen:
-                raise ApplyError("InvalidDocument", source, "the document",
-                                 "a mapping or list is used twice (YAML anchors and aliases are not accepted).")
-            seen.add(id(node))
-            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+        if depth >= MAX_DEPTH:
+            if node:  # anything in it lies deeper than MAX_DEPTH
+                raise _too_deep(source)
+            continue
+        children = node.values() if type(node) is dict else node
+        stack.extend([(child, depth + 1) for child in children if isinstance(child, containers)])
 
 
 def _too_deep(source: str) -> ApplyError:

@@ -144,7 +144,7 @@ def _converter(table, names: tuple[str, ...], dialect):  # noqa: ANN001, ANN202
             parts.append(f"r[{name!r}]")
         else:
             namespace[f"p{i}"] = _Memo(process)
-            parts.append(f"(None if r[{name!r}] is None else p{i}(r[{name!r}]))")
+            parts.append(f"(None if (v{i} := r[{name!r}]) is None else p{i}(v{i}))")
     source = f"def convert(rows):\n    return [({', '.join(parts)},) for r in rows]\n"
     exec(compile(source, f"<insert into {table.name}>", "exec"), namespace)  # noqa: S102 - column names of mi's own schema
     return namespace["convert"]
