@@ -131,7 +131,7 @@ def _on_loop(state: ServerState):  # noqa: ANN202
         return None
 
     def endpoint(request: Request) -> Response | None:
-        path = request.url.path
+        path = request.scope.get("root_path", "") + request.scope["path"]  # request.url.path, without building a URL
         low = path.casefold().rstrip("/")
         if low.endswith(imds.PATH):
             plane, respond = imds, lambda: imds.token(request, state, path.rstrip("/")[: -len(imds.PATH)], on_loop=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mi_cli.server import reads
+from mi_cli.server import imds, reads
 from mi_cli.server.responses import AzureJSON as JSONResponse
 from mi_cli.server.state import ServerState
 from mi_cli.services import tokens
@@ -30,10 +30,10 @@ def token(request: Request, state: ServerState, *, on_loop: bool = False) -> Res
     if fault:
         return error(f"Injected fault: HTTP {fault.status}", fault.status, fault.headers)
     presented = request.headers.get("x-identity-header", "")
-    query = request.query_params.multi_items()
+    params = imds.query(request)
 
     def respond() -> Response:
-        outcome = reads.read(state, lambda ctx: tokens.app_service_token(ctx, presented, query, cache=state.cache),
+        outcome = reads.read(state, lambda ctx: tokens.app_service_token(ctx, presented, params, cache=state.cache),
                              on_loop=on_loop, defer=True)
         return error(outcome.message, outcome.status) if isinstance(outcome, tokens.TokenError) else JSONResponse(outcome)
 

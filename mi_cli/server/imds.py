@@ -3,6 +3,8 @@ request, call the token service, answer in IMDS's shapes."""
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -33,6 +35,11 @@ def unavailable(description: str, status: int, headers: dict[str, str]) -> JSONR
     return error(description, error="service_unavailable" if status == 503 else "unknown", status=status, headers=headers)
 
 
+def query(request: Request) -> list[tuple[str, str]]:
+    """The request's query parameters in order, as Starlette's QueryParams reads them, without building one."""
+    return parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+
+
 def _refused_headers(request: Request) -> Response | None:
     """What IMDS refuses before reading anything: another method, no Metadata: true, a forwarded request."""
     if request.method != "GET":
@@ -58,10 +65,10 @@ def token(request: Request, state: ServerState, prefix: str, *, on_loop: bool = 
     if refused is not None:
         return refused
     target = prefix or state.default_resource
-    query = request.query_params.multi_items()
+    params = query(request)
 
     def respond() -> Response:
-        outcome = reads.read(state, lambda ctx: tokens.imds_token(ctx, target, query, cache=state.cache), on_loop=on_loop,
+        outcome = reads.read(state, lambda ctx: tokens.imds_token(ctx, target, params, cache=state.cache), on_loop=on_loop,
                              defer=True)
         return refusal(outcome) if isinstance(outcome, tokens.TokenError) else JSONResponse(outcome)
 
