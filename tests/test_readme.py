@@ -1,5 +1,7 @@
 """The README's examples run: each `$ mi ...` line of a console block, in order, on a fresh store
 with MI_SEED set, must print exactly what the README shows. MI_UPDATE_README=1 rewrites them.
+A line may also set a shell variable from a command (`$ kv=$(mi ... -o tsv)`), and later lines use it
+(`"$kv"`) or a command's output in place (`"$(mi ...)"`), as a shell would.
 The README's PostgreSQL URL (PG_URL) names a new database on the tests' own server (tests/pg.py)."""
 
 from __future__ import annotations
@@ -34,14 +36,57 @@ def _run(argv: list[str]) -> str:
     return out.getvalue() + err.getvalue()
 
 
-def _render_block(block: str, urls: dict[str, str]) -> str:
+# `$ NAME=$(mi ...)`; `$(mi ...)` inside a line; `$NAME` or `${NAME}`
+ASSIGN = re.compile(r"(\w+)=\$\((mi [^()]*)\)")
+SUBSTITUTE = re.compile(r"\$\((mi [^()]*)\)")
+VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def _argv(command: str, urls: dict[str, str]) -> list[str]:
+    argv = [urls.get(arg, arg) for arg in shlex.split(command)]
+    assert argv[0] == "mi", command
+    return argv[1:]
+
+
+def _captured(command: str, urls: dict[str, str]) -> str:
+    """What `$(command)` gives a shell: stdout, its last newlines taken off. Its stdout is a pipe, so mi
+    prints what a script gets (MI_OUTPUT, set for the console lines' terminal tables, does not apply)."""
+    out = io.StringIO()
+    output = os.environ.pop("MI_OUTPUT", None)
+    try:
+        with redirect_stdout(out):
+            assert main(_argv(command, urls)) == 0, command
+    finally:
+        if output is not None:
+            os.environ["MI_OUTPUT"] = output
+    return out.getvalue().rstrip("\n")
+
+
+def _expanded(text: str, variables: dict[str, str], urls: dict[str, str]) -> str:
+    def value(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        assert name in variables, f"${name} is set by no earlier line of the README"
+        return variables[name]
+
+    text = VARIABLE.sub(value, text)
+    return SUBSTITUTE.sub(lambda m: _captured(m.group(1), urls), text)
+
+
+def _render_block(block: str, urls: dict[str, str], variables: dict[str, str]) -> str:
     lines = []
     for line in block.splitlines():
         if line.startswith("$ "):
-            argv = [urls.get(arg, arg) for arg in shlex.split(line[2:])]
-            assert argv[0] == "mi"
             lines.append(line)
-            lines.extend(_run(argv[1:]).splitlines())
+            assign = ASSIGN.fullmatch(line[2:])
+            err = io.StringIO()  # what the commands in $(...) say on stderr, which the terminal shows first
+            with redirect_stderr(err):
+                if assign:
+                    variables[assign.group(1)] = _captured(_expanded(assign.group(2), variables, urls), urls)
+                else:
+                    command = _expanded(line[2:], variables, urls)
+            lines.extend(err.getvalue().splitlines())
+            if not assign:
+                lines.extend(_run(_argv(command, urls)).splitlines())
     return "\n".join(lines) + "\n"
 
 
@@ -71,7 +116,8 @@ def readme(tmp_path_factory, request):
         # the examples' stdout is captured, where mi (as az) defaults to JSON: show the table a person at
         # a terminal gets by default
         mp.setenv("MI_OUTPUT", "table")
-        rendered = [_render_block(m.group(1), urls) for m in BLOCK.finditer(text)]
+        variables: dict[str, str] = {}  # the shell's, from one block to the next
+        rendered = [_render_block(m.group(1), urls, variables) for m in BLOCK.finditer(text)]
     assert not Path(f"{db}-wal").exists()  # every command closed the store: the file is all of it
     return text, rendered, db
 
@@ -131,7 +177,8 @@ def test_the_key_vault_example_reads_the_secret_and_a_removed_role_denies_it(rea
     with _as_the_readme_says(readme, section, tmp_path, monkeypatch, capsys) as code:
         exec(code, {})
         assert capsys.readouterr().out == "s3cret\n"
-        scope = re.search(r"--scope (\S+kv-demo-01)", section).group(1)
+        assert main(["resource", "show", "-g", "rg-demo", "-n", "kv-demo-01", "--query", "id", "-o", "tsv"]) == 0
+        scope = capsys.readouterr().out.strip()
         assert main(["role", "assignment", "delete", "--assignee", "app-api", "--role", "Key Vault Secrets User",
                      "--scope", scope, "--yes"]) == 0
         with pytest.raises(HttpResponseError) as denied:
