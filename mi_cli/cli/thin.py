@@ -43,8 +43,8 @@ def _store_and_command(argv: list[str]) -> tuple[str | None, str | None]:
 
 def socket_for(argv: list[str]) -> str | None:
     """The command socket of the store this command line names, or None when it must run here."""
-    if os.environ.get("MI_NO_SERVER") or os.environ.get("_MI_COMPLETE"):
-        return None
+    if os.name != "posix" or os.environ.get("MI_NO_SERVER") or os.environ.get("_MI_COMPLETE"):
+        return None  # the command socket is a Unix socket, passing descriptors: a POSIX system's
     db, name = _store_and_command(argv)
     if name is None or name in _LOCAL:
         return None  # help, --version and completion set-up are cheap here
