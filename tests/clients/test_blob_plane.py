@@ -239,7 +239,9 @@ class Generated:
 
 
 def azurite_pid(cloud) -> int | None:
-    found = subprocess.run(["pgrep", "-P", str(cloud["server"].proc.pid)], capture_output=True, text=True).stdout.split()
+    """mi serve's Azurite (its other child is the command host)."""
+    found = subprocess.run(["pgrep", "-P", str(cloud["server"].proc.pid), "-f", "azurite"], capture_output=True,
+                           text=True).stdout.split()
     return int(found[0]) if found else None
 
 
