@@ -59,6 +59,8 @@ def get(
         res = lookup.resource(ctx, resource, group, subscription=subscription, type_text=type_)
         outcome = tokens.get_token(ctx, res, scope, selector, endpoint=tokens.IMDS, via="cli")
     if isinstance(outcome, tokens.TokenError):
+        if outcome.reason:
+            outcome.add_next_step(outcome.reason)
         raise outcome  # recorded in the activity log, as a refused sign-in is
     _emit_claims(tokens.token_body(outcome, endpoint=tokens.IMDS), outcome.claims, output, query)
     if wants_table(output, query):

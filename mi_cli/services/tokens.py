@@ -86,6 +86,7 @@ class TokenError(MiError):
         self.status = status
         self.newest_versions = newest_versions
         self.body = body
+        self.reason: str | None = None  # why, in mi's words, with what to do: for the log and the CLI, never the body
 
 
 def entra_refusal(error: str, aadsts: int, text: str, *, status: int = 400, now: Any = None,
@@ -293,7 +294,8 @@ def log_request(ctx: Ctx, res: Resource, audience: str, outcome: Issued | TokenE
                 detail=f"aud={clip(audience)}; via={via}; resource={res.arm_id}")
     else:
         ctx.log("Microsoft.ManagedIdentity/token/issue", res.arm_id, status="Failed", caller=res.name,
-                detail=f"aud={clip(audience)}; via={via}; error={outcome.code}: {clip(outcome.message)}")
+                detail=f"aud={clip(audience)}; via={via}; error={outcome.code}: {clip(outcome.message)}"
+                       + (f"; reason={clip(outcome.reason, 300)}" if outcome.reason else ""))
 
 
 # --- a cache like the one behind IMDS: the same token until close to its expiry -------------------
@@ -408,6 +410,13 @@ def get_token(ctx: Ctx, res: Resource, audience: str, selector: Mapping[str, str
         else:
             issued = issue(ctx, found.chosen, audience, roles=found.roles)  # makes the tenant's first key
     except TokenError as exc:
+        if exc.message in ("Identity not found", MULTIPLE_UA):
+            from mi_cli.services.next_steps import why_no_token
+
+            named = any(value for name, value in (selector or {}).items() if name in endpoint.selectors)
+            exc.reason = why_no_token(ctx, res, selected=named, system_only=endpoint.system_only_default,
+                                      client_id_option="--client-id" if via == "cli" else
+                                      "the client_id parameter (AZURE_CLIENT_ID for azure-identity: 'mi env --identity NAME')")
         log_request(ctx, res, audience, exc, via=via)
         return exc
     if cache is not None and cached is None:

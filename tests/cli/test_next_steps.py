@@ -146,7 +146,8 @@ def test_the_log_table_shows_why_each_refusal_was_refused(mi, tenant):
     assert r.code == 1
     table = mi("log", "--operation", "token", "-o", "table").out
     header, _, row = table.splitlines()[:3]
-    assert header.split()[-1] == "Reason" and row.rstrip().endswith("invalid_request: Identity not found"), table
+    assert header.split()[-1] == "Reason" and "invalid_request: Identity not found. " in row, table
+    assert row.rstrip().endswith("attaches a user-assigned one."), table  # the reason, in mi's words
     # a listing with no refusal has no Reason column
     assert "Reason" not in mi("log", "--status", "Succeeded", "-o", "table").out
     # the data forms are the log's own, as before

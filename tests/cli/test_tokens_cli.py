@@ -40,7 +40,8 @@ def test_token_get_uses_the_same_selection_rules(ok, mi, scenario):
     claims = ok("token", "decode", by_client["access_token"])["claims"]
     assert claims["oid"] == scenario["principalId"] and claims["xms_az_rid"].endswith("/virtualMachines/vm1")
     r = mi("token", "get", "--resource", "app1", "-g", "rg", "--audience", VAULT, "--client-id", "00000000-0000-0000-0000-000000000000")
-    assert (r.code, r.err) == (1, "ERROR: (invalid_request) Identity not found\n")
+    assert (r.code, r.err) == (1, "ERROR: (invalid_request) Identity not found. The identity named is not one of 'app1', "
+                                  f"which holds user-assigned client id {scenario['clientId']}.\n")
     refused = ok("log", "--operation", "token/issue", "--status", "Failed")
     assert len(refused) == 1 and "Identity not found" in refused[0]["detail"]
 
