@@ -31,7 +31,8 @@ def serve(
     IMDS: http://HOST:PORT/<resource id>/metadata/identity/oauth2/token (point
     AZURE_POD_IDENTITY_AUTHORITY_HOST at http://HOST:PORT/<resource id>). App Service:
     http://HOST:PORT/msi/token with the resource's IDENTITY_HEADER. 'mi env' prints both.
-    The store is read on every request, so changes made with mi take effect at once.
+    Every request is answered from the store as it is then (what was read is kept only until the store
+    changes), so changes made with mi, by any process, take effect at once.
 
     The local cloud: Azure's HTTPS hosts that mi serves (management.azure.com, login.microsoftonline.com,
     graph.microsoft.com, https://VAULT.vault.azure.net for each Key Vault in the store, and the hosts of
