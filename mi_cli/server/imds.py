@@ -68,8 +68,8 @@ def token(request: Request, state: ServerState, prefix: str, *, on_loop: bool = 
     params = query(request)
 
     def respond() -> Response:
-        outcome = reads.read(state, lambda ctx: tokens.imds_token(ctx, target, params, cache=state.cache), on_loop=on_loop,
-                             defer=True)
+        outcome = reads.read(state, lambda ctx: tokens.imds_token(ctx, target, params, cache=state.cache,
+                                                                  ahead=state.spares), on_loop=on_loop, defer=True)
         return refusal(outcome) if isinstance(outcome, tokens.TokenError) else JSONResponse(outcome)
 
     response = state.throttled(ids.key(target or ""), respond)

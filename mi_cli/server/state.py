@@ -87,6 +87,7 @@ class ServerState:
     faults: list[Fault] = field(default_factory=list)
     throttle: Throttle | None = None
     cache: TokenCache = field(default_factory=TokenCache)
+    spares: Any = None  # server/signing.Spares: new tokens for bypass_cache, signed a request ahead
     lock: threading.Lock = field(default_factory=threading.Lock)
     ca_file: Path | None = None  # the store's CA certificate, which also signs the certificates of the children
     azurite: Any = None  # server/azurite.Azurite when Blob Storage is served
@@ -101,6 +102,10 @@ class ServerState:
     journal: Any = None
 
     def __post_init__(self) -> None:
+        if self.spares is None:
+            from mi_cli.server.signing import Spares
+
+            self.spares = Spares()
         if self.watch is None and getattr(self.store, "engine", None) is not None and not getattr(self.store, "rollback", False):
             from mi_cli import changes
             from mi_cli.server.journal import Journal
@@ -124,6 +129,7 @@ class ServerState:
 
     def flush(self) -> None:
         """Write every activity-log row still waiting, and let the store's watch go (the server has stopped)."""
+        self.spares.close()
         if self.journal is not None:
             self.journal.close()
         if self.watch is not None:

@@ -384,12 +384,13 @@ def _selected(selector: Mapping[str, str | None] | None, endpoint: TokenEndpoint
 
 def get_token(ctx: Ctx, res: Resource, audience: str, selector: Mapping[str, str | None] | None = None, *,
               endpoint: TokenEndpoint = IMDS, cache: TokenCache | None = None, bypass_cache: bool = False,
-              via: str | None = None) -> Issued | TokenError:
+              via: str | None = None, ahead: Any = None) -> Issued | TokenError:
     """The token `res` gets for `audience`: the identity `choose` picks, refused as Entra refuses a resource
     the tenant does not know (AADSTS500011), then the cached token (with a cache, unless bypassed) or a new
     one, with the app roles the identity holds on the resource, which the cache keeps. The outcome is in the
     activity log either way; a refusal is returned rather than raised so that the caller's transaction keeps it.
-    A server's ctx keeps what was read (the plan) until the store changes (changes.remember)."""
+    A server's ctx keeps what was read (the plan) until the store changes (changes.remember); a server's `ahead`
+    (server/signing.Spares) signs the new tokens of requests that bypass the cache."""
     from mi_cli import changes
 
     via = via or endpoint.name
@@ -406,7 +407,8 @@ def get_token(ctx: Ctx, res: Resource, audience: str, selector: Mapping[str, str
         if cached is not None:
             issued = cached
         elif found.key is not None:
-            issued = sign(found.chosen, audience, found.tenant_id, found.key, int(now), roles=found.roles)
+            signer = ahead.sign if ahead is not None and bypass_cache else sign
+            issued = signer(found.chosen, audience, found.tenant_id, found.key, int(now), roles=found.roles)
         else:
             issued = issue(ctx, found.chosen, audience, roles=found.roles)  # makes the tenant's first key
     except TokenError as exc:
@@ -509,7 +511,7 @@ def _resource_for_secret(ctx: Ctx, secret: str) -> Resource | None:
 
 
 def imds_token(ctx: Ctx, resource_id: str | None, query: Sequence[tuple[str, str]], *,
-               cache: TokenCache | None = None) -> dict[str, str] | TokenError:
+               cache: TokenCache | None = None, ahead: Any = None) -> dict[str, str] | TokenError:
     """A request to IMDS's token endpoint whose headers passed (Metadata: true, not forwarded): the
     query's parameters in order, and the resource the request speaks for. IMDS's body, or its refusal
     (returned, as `get_token` does; refusals before a resource is known are not logged)."""
@@ -525,7 +527,7 @@ def imds_token(ctx: Ctx, resource_id: str | None, query: Sequence[tuple[str, str
     except TokenError as exc:
         return exc
     outcome = get_token(ctx, res, audience, params, endpoint=IMDS, cache=cache,
-                        bypass_cache=params.get("bypass_cache") == "true")
+                        bypass_cache=params.get("bypass_cache") == "true", ahead=ahead)
     return _served(ctx, outcome, IMDS)
 
 

@@ -152,6 +152,26 @@ def test_a_key_retired_by_another_process_signs_no_more_tokens_and_its_tokens_ar
         mi_json(db, "role", "assignment", "delete", *role, "--yes")
 
 
+def _kid(token: str) -> str:
+    return json.loads(__import__("base64").urlsafe_b64decode(token.split(".")[0] + "=="))["kid"]
+
+
+def test_bypass_cache_signs_a_new_token_each_time_and_a_key_rotated_by_another_process_signs_the_next(cloud):
+    """New tokens are signed a request ahead (server/signing): each is served once, and a rotation signs the next."""
+    plain = Plain(cloud["server"])
+    path = _token_path(cloud["vm"]["id"], "&bypass_cache=true")
+    try:
+        first = [plain.get(path, {"Metadata": "true"}) for _ in range(8)]
+        assert {status for status, _ in first} == {200}
+        tokens_ = [body["access_token"] for _, body in first]
+        assert len(set(tokens_)) == 8 and len({_kid(t) for t in tokens_}) == 1
+        rotated = mi_json(cloud["db"], "token", "keys", "rotate")
+        status, body = plain.get(path, {"Metadata": "true"})
+        assert status == 200 and _kid(body["access_token"]) == rotated["kid"] != _kid(tokens_[0]), (rotated, body)
+    finally:
+        plain.close()
+
+
 def _hammer(server, arm_id: str, clients: int, each: int) -> list[int]:
     """`clients` keep-alive connections at once, `each` token requests apiece (every third bypasses the cache);
     the statuses answered."""
