@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from sqlalchemy import event, func, select
+from sqlalchemy import JSON, event, func, select
 from sqlmodel import SQLModel
 
 BATCH = 5000
@@ -49,8 +49,13 @@ class Writer:
 
     def insert(self, model, row: dict[str, Any]):  # noqa: ANN001, ANN201
         """Write (or, batched, buffer) one row; returns its ORM object, or a `Row` while batched."""
-        if self.depth:
-            self.append(model, row)
+        if self.depth:  # as append() buffers it, without a second call for each of a bulk apply's rows
+            rows = self.pending.get(model)
+            if rows is None:
+                rows = self.pending[model] = []
+            rows.append(row)
+            if len(rows) >= BATCH:
+                self.flush()
             return Row(row)
         self.session.flush()  # objects the ORM holds back may be this row's parents
         self._write(model, [row])
@@ -135,35 +140,27 @@ class Writer:
 def _converter(table, names: tuple[str, ...], dialect):  # noqa: ANN001, ANN202
     """rows -> parameter tuples, each column converted by SQLAlchemy's own conversion of a Python value for
     this database (None left as it is). Made once per table and set of columns, as one compiled function:
-    a loop over the columns of every row cost more than the inserts themselves at 100,000 identities."""
-    namespace: dict[str, Any] = {}
-    parts = []
+    a loop over the columns of every row cost more than the inserts themselves at 100,000 identities.
+    A converted column remembers, within a batch, its last value and what it became: a batch stamps its rows
+    with one time, and most rows have the same empty tags (a JSON column's empty mapping is one value)."""
+    namespace: dict[str, Any] = {"_UNSET": _UNSET}
+    parts, memos = [], []
     for i, name in enumerate(names):
-        process = table.columns[name].type.dialect_impl(dialect).bind_processor(dialect)
+        column = table.columns[name]
+        process = column.type.dialect_impl(dialect).bind_processor(dialect)
         if process is None:
             parts.append(f"r[{name!r}]")
-        else:
-            namespace[f"p{i}"] = _Memo(process)
-            parts.append(f"(None if (v{i} := r[{name!r}]) is None else p{i}(v{i}))")
-    source = f"def convert(rows):\n    return [({', '.join(parts)},) for r in rows]\n"
+            continue
+        namespace[f"p{i}"] = process
+        memos.append(f"i{i} = o{i} = _UNSET")  # the last value in, and what it became
+        same = f"(v{i} := r[{name!r}]) is i{i}"
+        if isinstance(column.type, JSON):
+            same += f" or (v{i}.__class__ is dict and not v{i} and i{i} == {{}})"
+        parts.append(f"(o{i} if {same} else (o{i} := (None if (i{i} := v{i}) is None else p{i}(v{i}))))")
+    source = "def convert(rows):\n" + "".join(f"    {m}\n" for m in memos) + \
+        f"    return [({', '.join(parts)},) for r in rows]\n"
     exec(compile(source, f"<insert into {table.name}>", "exec"), namespace)  # noqa: S102 - column names of mi's own schema
     return namespace["convert"]
-
-
-class _Memo:
-    """A column's converter that remembers its last answer: a batch stamps its rows with one time,
-    and most rows have the same empty tags."""
-
-    __slots__ = ("process", "last_in", "last_out")
-
-    def __init__(self, process) -> None:  # noqa: ANN001
-        self.process, self.last_in, self.last_out = process, _UNSET, None
-
-    def __call__(self, value: Any) -> Any:
-        if value is self.last_in or (type(value) is dict and not value and self.last_in == {}):
-            return self.last_out
-        self.last_in, self.last_out = value, self.process(value)
-        return self.last_out
 
 
 _UNSET = object()
