@@ -261,27 +261,32 @@ class Applier:
         for f in s.exec(select(FederatedCredential)).all():
             credentials.setdefault(f.identity_pk, []).append(f)
         self.declared_uamis: set[str] = set()
+        # what each of 100,000s of entries uses, looked up once
+        ctx, uamis, declared, plan, progress = self.ctx, self.uamis, self.declared_uamis, self.plan, self.progress
+        create, in_use = identities.create_user_assigned, self._in_use
         for i, entry in enumerate(entries):
             where = _Where("userAssignedIdentities", i, entry)  # formatted only for an error
             try:
                 group = self._group(entry, where)
                 key = ids.key(ids.uami_id(group.subscription_id, group.name, entry["name"]))
-                if key in self.declared_uamis:
+                if key in declared:
                     raise ValidationError("Conflict", f"the identity {entry['name']} is declared twice.")
-                self.declared_uamis.add(key)
-                existing = self.uamis.get(key)
-                before = self.ctx.changes
-                uami = identities.create_user_assigned(
-                    self.ctx, group, entry["name"], location=entry.get("location"), tags=entry.get("tags") or {},
-                    principal_id=entry.get("principalId"), client_id=entry.get("clientId"), existing=existing, in_use=self._in_use,
-                    isolation_scope=entry.get("isolationScope"))
-                self.uamis[key] = uami
-                self._credentials(uami, entry.get("federatedCredentials") or [], credentials.get(uami.pk, []) if existing else [])
-                self.plan.add("create" if existing is None else "update" if self.ctx.changes > before else "unchanged",
-                              "userAssignedIdentity", uami.arm_id)
+                declared.add(key)
+                existing = uamis.get(key)
+                before = ctx.changes
+                get = entry.get
+                uami = create(ctx, group, entry["name"], location=get("location"), tags=get("tags") or {},
+                              principal_id=get("principalId"), client_id=get("clientId"), existing=existing, in_use=in_use,
+                              isolation_scope=get("isolationScope"))
+                uamis[key] = uami
+                wanted = get("federatedCredentials")
+                if wanted or (existing is not None and self.prune):  # nothing to do for the others
+                    self._credentials(uami, wanted or [], credentials.get(uami.pk, []) if existing else [])
+                plan.add("create" if existing is None else "update" if ctx.changes > before else "unchanged",
+                         "userAssignedIdentity", uami.arm_id)
             except MiError as exc:
                 self._failed(where, exc, entry, "identity", entry["name"])
-            self.progress(1)
+            progress(1)
 
     def _credentials(self, uami: Any, wanted: list[dict[str, Any]], have: list[Any]) -> None:
         """The identity's federated credentials as declared; others go only with --prune."""

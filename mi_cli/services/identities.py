@@ -17,6 +17,7 @@ from mi_cli.services.tenancy import subscription_by_id
 from mi_cli.services.validation import check_tags, no_control, uami_name
 
 SYSTEM = "[system]"
+_WRITE = f"{ids.UAMI_TYPE}/write"  # the activity log's operation for a user-assigned identity's PUT
 
 
 # --- the identity type, as each resource provider spells it ------------------------------------
@@ -68,8 +69,8 @@ def create_user_assigned(
         if isolation_scope is not None and isolation_scope != existing.isolation_scope:
             existing.isolation_scope = isolation_scope
             ctx.session.add(existing)
-            ctx.log(f"{ids.UAMI_TYPE}/write", existing.arm_id, detail=f"isolationScope {isolation_scope}")
-        return repeat_put(ctx, existing, location=location, tags=tags, group_name=group.name, operation=f"{ids.UAMI_TYPE}/write")
+            ctx.log(_WRITE, existing.arm_id, detail=f"isolationScope {isolation_scope}")
+        return repeat_put(ctx, existing, location=location, tags=tags, group_name=group.name, operation=_WRITE)
     arm_id = ids.uami_id(group.subscription_id, group.name, name)
     sp = principals.create(ctx, display_name=name, explicit=True, mi_resource_id=arm_id, principal_id=principal_id,
                            client_id=client_id, in_use=in_use)
@@ -77,7 +78,7 @@ def create_user_assigned(
         "pk": ctx.writer.next_pk(UserAssignedIdentity), "group_pk": group.pk, "name": name, "name_key": ids.key(name),
         "location": location, "tags": tags or {}, "arm_id": arm_id, "id_key": ids.key(arm_id), "principal_id": sp.id,
         "client_id": sp.app_id, "isolation_scope": isolation_scope or "None", "created_at": ctx.now()})
-    ctx.log(f"{ids.UAMI_TYPE}/write", arm_id)
+    ctx.log(_WRITE, arm_id)
     return uami
 
 
@@ -132,7 +133,7 @@ def list_user_assigned(
 def update_tags(ctx: Ctx, uami: UserAssignedIdentity, tags: dict) -> UserAssignedIdentity:
     uami.tags = check_tags(tags)
     ctx.session.add(uami)
-    ctx.log(f"{ids.UAMI_TYPE}/write", uami.arm_id)
+    ctx.log(_WRITE, uami.arm_id)
     return uami
 
 

@@ -11,7 +11,7 @@ from mi_cli import ids
 from mi_cli.errors import ConflictError, NotFoundError
 from mi_cli.models import Application, ServicePrincipal
 from mi_cli.services import Ctx
-from mi_cli.services.tenancy import default_tenant
+from mi_cli.services.tenancy import default_tenant, default_tenant_id
 
 
 def create(ctx: Ctx, *, display_name: str, explicit: bool, mi_resource_id: str, principal_id: str | None = None,
@@ -24,7 +24,7 @@ def create(ctx: Ctx, *, display_name: str, explicit: bool, mi_resource_id: str, 
             select(ServicePrincipal.id).where((ServicePrincipal.id == pid) | (ServicePrincipal.app_id == cid))).first()
         if taken:
             raise ConflictError("Conflict", f"The principal id {pid} or client id {cid} is in use already.")
-    sp = ctx.insert(ServicePrincipal, {"id": pid, "app_id": cid, "tenant_id": default_tenant(ctx).id, "display_name": display_name,
+    sp = ctx.insert(ServicePrincipal, {"id": pid, "app_id": cid, "tenant_id": default_tenant_id(ctx), "display_name": display_name,
                                        "is_explicit": explicit, "mi_resource_id": mi_resource_id, "created_at": ctx.now()})
     ctx.log("Microsoft.Directory/servicePrincipals/create", pid, detail=mi_resource_id)
     return sp
