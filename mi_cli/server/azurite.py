@@ -108,6 +108,8 @@ class Azurite:
     process: subprocess.Popen | None = None
     read_at: float = 0.0  # when the store was read for the running process's accounts (0: not known)
     owners: dict[str, str] | None = None  # the accounts (name -> creation time) the data was last made to match
+    # Moves on whenever mi starts Azurite or empties an account in it: what was read from it before may be stale.
+    generation: int = 0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -149,6 +151,7 @@ class Azurite:
         keys = _keys(self.accounts or "")
         for name, made in owners.items():
             if name in recorded and recorded[name] != made and name in keys:
+                self.generation += 1
                 await self._empty(client, name, keys[name])
         write_atomic(path, json.dumps({**recorded, **owners}, sort_keys=True).encode(), mode=0o600)
         self.owners = dict(owners)
@@ -198,6 +201,7 @@ class Azurite:
         write_atomic(cert, self.tls[0], mode=0o644)
         write_atomic(key, self.tls[1], mode=0o600)
         self.port = _free_port()
+        self.generation += 1
         log = open(self.workspace / "azurite.log", "ab")  # noqa: SIM115 - the child's, closed below
         try:
             self.process = subprocess.Popen(
