@@ -1,5 +1,6 @@
 """Blob Storage's data plane (https://ACCOUNT.blob.core.windows.net): each request authorised as Storage does it
-(services/access for bearer tokens, the account's setting for shared keys), then streamed to Azurite unchanged."""
+(services/access for bearer tokens, the account's setting for shared keys), then streamed to Azurite unchanged,
+or a small blob read answered from what Azurite answered before (server/blobcache)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from starlette.responses import Response
 
 from mi_cli import changes
 from mi_cli.errors import InvalidTokenError
-from mi_cli.server import reads
+from mi_cli.server import blobcache, reads
 from mi_cli.server.azurite import AzuriteError
 from mi_cli.server.state import ServerState
 from mi_cli.services import Ctx, access, blob, localcloud, storage, tenancy
@@ -46,6 +47,13 @@ class Verdict:
     probe: bool = False
     read_at: float = 0.0  # when the store was read (time.monotonic())
     owners: dict[str, str] | None = None  # each storage account's name -> its creation time
+    # For the memory of small reads (server/blobcache): the operation forwarded, its storage account's name,
+    # the verified bearer token's (issuer, audience) when one authorised it, and a token of the store's
+    # version the decision was read under (None: not known).
+    op: blob.BlobOperation | None = None
+    account: str = ""
+    bearer: tuple[str, str] | None = None
+    version: object = None
 
 
 def _error(code: str, ctx: Ctx | None = None, *, detail: str | None = None, message: str | None = None,
@@ -79,8 +87,9 @@ def _decide(ctx: Ctx, request: Request, raw_path: str, query: list[tuple[str, st
     if op.name == "Blob Batch":  # its sub-requests are operations of their own, each needing its check
         return Verdict(_error("NotImplemented", ctx, message="Blob Batch is not served: send its operations one "
                               "by one (each is authorised on its own)."))
+    forwarded = {"op": op, "account": account.name}
     if op.action is None:  # CORS preflight: anonymous, answered by Azurite from the account's CORS rules
-        return _forward(ctx, read_at)
+        return _forward(ctx, read_at, **forwarded)
     scope = blob.scope(account.arm_id, op)
     tenant_id = tenancy.default_tenant(ctx).id
     scheme = blob.is_shared_key_or_sas(request.headers, query)
@@ -94,7 +103,7 @@ def _decide(ctx: Ctx, request: Request, raw_path: str, query: list[tuple[str, st
             log("Failed", f"({scheme})", "403 the account does not allow Shared Key authorization")
             return Verdict(_error("KeyBasedAuthenticationNotPermitted", ctx))
         log("Succeeded", f"({scheme})", f"{scheme}: the signature is checked by Azurite with the account's key")
-        return _forward(ctx, read_at, _absent(ctx, op, query))
+        return _forward(ctx, read_at, _absent(ctx, op, query), **forwarded)
     authorization = request.headers.get("authorization")
     audiences = (*STORAGE_AUDIENCES, f"https://{account.name.casefold()}.blob.core.windows.net/")
     context = blob.request_context(op, query)
@@ -110,19 +119,24 @@ def _decide(ctx: Ctx, request: Request, raw_path: str, query: list[tuple[str, st
     granted, denied = access.check_groups(ctx, claims["oid"], needed(bool(new_blob)), data=blob.is_data)
     if denied is not None and new_blob is None and op.if_new and access.check_groups(
             ctx, claims["oid"], needed(True), data=blob.is_data)[1] is None:
-        return _forward(ctx, read_at, probe=True)  # allowed only if the blob is new
+        return _forward(ctx, read_at, probe=True, **forwarded)  # allowed only if the blob is new
     if denied is not None:
         log("Failed", claims["oid"], f"403 {denied.reason()}", denied.action, denied.scope)
         return Verdict(_error("AuthorizationPermissionMismatch", ctx))
     log("Succeeded", claims["oid"], " ".join(d.reason() for d in granted))
-    return _forward(ctx, read_at, _absent(ctx, op, query))
+    return _forward(ctx, read_at, _absent(ctx, op, query), bearer=(str(claims.get("iss")), str(claims.get("aud"))),
+                    **forwarded)
 
 
-def _forward(ctx: Ctx, read_at: float, refusal: Response | None = None, *, probe: bool = False) -> Verdict:
+def _forward(ctx: Ctx, read_at: float, refusal: Response | None = None, *, probe: bool = False,
+             op: blob.BlobOperation | None = None, account: str = "", bearer: tuple[str, str] | None = None) -> Verdict:
     """A request to relay to Azurite (or a refusal decided after authorisation), with the storage accounts
     Azurite must know as the store has them now (and when they were read)."""
     accounts, owners, read_at = changes.remember(ctx, ("azurite-accounts",), lambda: (*storage.azurite(ctx), read_at))
-    return Verdict(refusal, accounts=accounts, probe=probe, read_at=read_at, owners=owners)
+    # the same object for every request while the store is unchanged; none within a plain transaction
+    version = changes.remember(ctx, ("blob-cache",), object) if changes.shared(ctx) is not None else None
+    return Verdict(refusal, accounts=accounts, probe=probe, read_at=read_at, owners=owners, op=op, account=account,
+                   bearer=bearer, version=version)
 
 
 def _absent(ctx: Ctx, op: blob.BlobOperation, query: list[tuple[str, str]]) -> Response | None:
@@ -132,7 +146,8 @@ def _absent(ctx: Ctx, op: blob.BlobOperation, query: list[tuple[str, str]]) -> R
 
 
 async def handle(request: Request, state: ServerState) -> Response:
-    """One Blob request: authorised, then relayed to Azurite with its body streamed both ways."""
+    """One Blob request: authorised, then relayed to Azurite with its body streamed both ways, or a small blob
+    read answered from memory (server/blobcache)."""
     raw = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1")
     query_string = request.scope.get("query_string", b"").decode("latin-1")
     query = parse_qsl(query_string, keep_blank_values=True)
@@ -142,6 +157,14 @@ async def handle(request: Request, state: ServerState) -> Response:
     if state.azurite is None:
         return _error("NotImplemented", message=f"Blob Storage is not served by this mi serve: {state.azurite_missing}; "
                       "then restart mi serve.")
+    target = raw + (f"?{query_string}" if query_string else "")
+    cache, key = _cache(state), None
+    if verdict.bearer is not None and verdict.op.name in blobcache.KEPT and request.method in blobcache.METHODS \
+            and cache.follow(verdict.version, state.azurite.generation):
+        key = blobcache.key(verdict.account, verdict.bearer, request.method, target, request.headers.raw, HOP_BY_HOP)
+        kept = cache.get(key) if key is not None else None
+        if kept is not None:
+            return kept.answer(blobcache.client_request_id(request.headers.raw))
     try:
         origin = await state.azurite.ensure(verdict.accounts, read_at=verdict.read_at, owners=verdict.owners,
                                             client=_client(state))
@@ -157,7 +180,32 @@ async def handle(request: Request, state: ServerState) -> Response:
         verdict = await reads.answer(state, lambda ctx: _decide(ctx, request, raw, query, not exists))
         if verdict.refusal is not None:
             return verdict.refusal
-    return await _relay(request, state, origin, raw + (f"?{query_string}" if query_string else ""))
+    if verdict.op is not None and verdict.op.name in blobcache.READS:
+        keep = None
+        ticket = cache.ticket(verdict.account, state.azurite.generation) if key is not None else None
+        if ticket is not None:
+            def keep(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+                cache.keep(ticket, key, status, headers, body, state.azurite.generation)
+        return await _relay(request, state, origin, target, keep)
+    # a request that may change the account: what was kept of it goes, before and again once its answer ends
+    account = verdict.account
+    cache.begin_write(account)
+    try:
+        response = await _relay(request, state, origin, target)
+    except BaseException:
+        cache.end_write(account)
+        raise
+    if isinstance(response, _Relayed):
+        response.ended = lambda: cache.end_write(account)
+    else:
+        cache.end_write(account)
+    return response
+
+
+def _cache(state: ServerState) -> blobcache.BlobCache:
+    if state.blob_cache is None:
+        state.blob_cache = blobcache.BlobCache()
+    return state.blob_cache
 
 
 async def _exists(request: Request, state: ServerState, origin: str, raw_path: str) -> bool:
@@ -198,7 +246,9 @@ def _busy(exc: Exception) -> Response:
     return _error("ServerBusy", message=f"Azurite did not answer ({type(exc).__name__}); try again.")
 
 
-async def _relay(request: Request, state: ServerState, origin: str, target: str) -> Response:
+async def _relay(request: Request, state: ServerState, origin: str, target: str, keep: Any = None) -> Response:
+    """Azurite's answer to the request, streamed; `keep(status, headers, body)` is given a read's answer once
+    sent whole when blobcache.keepable says it may be kept."""
     import httpx
 
     client = _client(state)
@@ -219,14 +269,24 @@ async def _relay(request: Request, state: ServerState, origin: str, target: str)
         _note(request, f"Azurite failed on this request ({answer.status_code} without an error code; its log: "
                        f"{state.azurite.workspace / 'azurite.log'}); answered InternalError.")
         return _error("InternalError", message="Azurite, which keeps this account's blobs, failed on this request.")
-    return _Relayed(request, answer)
+    relayed = _Relayed(request, answer)
+    if keep is not None and blobcache.keepable(request.method, answer.status_code,
+                                               [(k.lower(), v) for k, v in relayed.raw_headers]):
+        relayed.keep = keep
+    return relayed
 
 
 class _Relayed(Response):
     """Azurite's answer, streamed to the client as it arrives. Should Azurite fail mid-body (it died), the
     client's connection is closed short of the length announced, which is how a server says the body
     is incomplete once its status has gone; should the client leave, Azurite's answer is dropped at once.
-    Either way the connection to Azurite is closed, never left to the pool half read."""
+    Either way the connection to Azurite is closed, never left to the pool half read. `keep` is given the
+    answer once sent whole (a read that may be kept); `ended` is called once, when Azurite's answer has been
+    read whole or failed, before the client can have all of it (a write: the read the client sends next finds
+    it ended)."""
+
+    keep: Any = None
+    ended: Any = None
 
     def __init__(self, request: Request, answer: Any) -> None:  # an httpx.Response, streamed
         self.request, self.answer = request, answer
@@ -237,11 +297,38 @@ class _Relayed(Response):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         import httpx
 
+        start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+
         async def stream() -> None:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            if self.ended is not None:
+                await write_answer()
+                return
+            await send(start)
+            body = [] if self.keep is not None else None
             async for chunk in self.answer.aiter_raw():
+                if body is not None:
+                    body.append(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if body is not None:  # kept only as announced: all of Content-Length (none for HEAD)
+                whole = b"".join(body)
+                announced = 0 if scope.get("method") == "HEAD" else int(self.answer.headers["content-length"])
+                if len(whole) == announced:
+                    self.keep(self.status_code, self.raw_headers, whole)
+
+        async def write_answer() -> None:  # a write's (small) answer: each chunk sent once the next has come
+            held: bytes | None = None
+            for_client = [start]
+            async for chunk in self.answer.aiter_raw():
+                if held is not None:
+                    for_client.append({"type": "http.response.body", "body": held, "more_body": True})
+                    for message in for_client:
+                        await send(message)
+                    for_client = []
+                held = chunk
+            self._end()
+            for message in [*for_client, {"type": "http.response.body", "body": held or b"", "more_body": False}]:
+                await send(message)
 
         async def client_left() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -254,10 +341,18 @@ class _Relayed(Response):
             for task in (streaming, watching):
                 task.cancel()
             await asyncio.gather(streaming, watching, return_exceptions=True)
-            await self.answer.aclose()
+            try:
+                await self.answer.aclose()
+            finally:
+                self._end()
         failure = streaming.exception() if streaming.done() and not streaming.cancelled() else None
         if isinstance(failure, httpx.TransportError):
             _note(self.request, f"Azurite stopped mid-answer ({type(failure).__name__}); the client's connection is "
                                 "closed so that it retries.")
         elif failure is not None:
             raise failure
+
+    def _end(self) -> None:
+        ended, self.ended = self.ended, None
+        if ended is not None:
+            ended()

@@ -92,6 +92,7 @@ class ServerState:
     ca_file: Path | None = None  # the store's CA certificate, which also signs the certificates of the children
     azurite: Any = None  # server/azurite.Azurite when Blob Storage is served
     azurite_missing: str = ""  # why it is not
+    blob_cache: Any = None  # server/blobcache.BlobCache: small blob reads Azurite answered (made by the Blob plane)
     certificates: Any = None  # server/tls.Certificates: what the TLS server presents, following the store's CA
     clients: dict[str, Any] = field(default_factory=dict)  # HTTP clients of the planes, by what they reach
     # Whether the store changed (changes.Watch), what was read from it since it last did, and the rows of the
