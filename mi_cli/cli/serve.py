@@ -43,7 +43,10 @@ def serve(
 
     Blob Storage (https://ACCOUNT.blob.core.windows.net for each storage account) is kept by Azurite,
     Microsoft's emulator, which mi serve starts when it finds it (npm install -g azurite) and fronts
-    with Storage's authorisation; its data lives beside the store.
+    with Storage's authorisation; its data lives beside the store. Small blob reads (up to 64 KiB) with a
+    bearer token are answered from memory, each still authorised and logged, while nothing has written to
+    the account through mi serve since Azurite answered them; writes sent to Azurite's own port directly
+    bypass mi serve (and its authorisation), so they are not seen.
     """
     import asyncio
     import signal
