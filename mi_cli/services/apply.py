@@ -3,6 +3,7 @@ as the single commands, their inserts batched; the plan is what those calls did.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -89,8 +90,9 @@ class Applier:
             # GUID keys land all over their indexes: a bigger page cache for this connection keeps
             # a 100,000-identity apply from thrashing it (SQLite's default is 2 MB)
             s.connection().exec_driver_sql("PRAGMA cache_size = -262144")
-        now = self.ctx.now()
-        self.ctx.clock = lambda: now  # one time stamps the whole apply, as one request would
+        # one time stamps the whole apply, as one request would (repeated by a C callable: the 100,000s of rows an
+        # apply stamps do not each call a Python function for it)
+        self.ctx.clock = itertools.repeat(self.ctx.now()).__next__
         with self.ctx.writer.batched():
             try:
                 self._tenant(doc.get("tenant") or {})
@@ -223,13 +225,20 @@ class Applier:
             self.progress(1)
         self.groups = {(g.subscription_id, g.name_key): _Group(g.pk, g.name, g.subscription_id, g.location)
                        for g in s.exec(select(ResourceGroup)).all()}
+        self.group_of: dict[tuple[Any, str], _Group] = {}  # (subscription, group) as entries spell them -> the group
 
     def _group(self, entry: dict[str, Any], where: Any) -> _Group:
-        sub = self._sub(entry.get("subscription"), where)
-        group = self.groups.get((sub.id, ids.key(entry["resourceGroup"])))
+        """The group an entry names; found once for each way entries spell it (100,000 identities name a few)."""
+        ref = (entry.get("subscription"), entry["resourceGroup"])
+        group = self.group_of.get(ref)
+        if group is not None:
+            return group
+        sub = self._sub(ref[0], where)
+        group = self.groups.get((sub.id, ids.key(ref[1])))
         if group is None:
             raise ApplyError("ResourceGroupNotFound", self.source, where,
                              f"Resource group '{entry['resourceGroup']}' could not be found (declare it under resourceGroups).")
+        self.group_of[ref] = group
         return group
 
     def _custom_roles(self, entries: list[dict[str, Any]]) -> None:

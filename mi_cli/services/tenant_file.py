@@ -212,17 +212,20 @@ def _load_yaml(text: str) -> Any:
 
 def _check_shape(doc: Any, source: str) -> None:
     """JSON nested no deeper than MAX_DEPTH (the YAML reader counts as it goes). The JSON parser makes every
-    mapping and list anew, so none is reached twice; only containers are walked, not the 100,000s of strings."""
-    containers = (dict, list)
-    stack = [(doc, 0)] if isinstance(doc, containers) else []
-    while stack:
-        node, depth = stack.pop()
-        if depth >= MAX_DEPTH:
-            if node:  # anything in it lies deeper than MAX_DEPTH
-                raise _too_deep(source)
-            continue
-        children = node.values() if type(node) is dict else node
-        stack.extend([(child, depth + 1) for child in children if isinstance(child, containers)])
+    mapping and list anew, so none is reached twice; only containers are walked, not the 100,000s of strings,
+    a level at a time (no pair of node and depth for each)."""
+    level = [doc] if isinstance(doc, (dict, list)) else []
+    for _ in range(MAX_DEPTH):
+        below = []
+        for node in level:
+            for child in (node.values() if type(node) is dict else node):
+                if isinstance(child, (dict, list)):
+                    below.append(child)
+        if not below:
+            return
+        level = below
+    if any(level):  # a mapping or list MAX_DEPTH levels down holds something: it lies deeper than that
+        raise _too_deep(source)
 
 
 def _too_deep(source: str) -> ApplyError:
