@@ -273,10 +273,11 @@ class Applier:
         # what each of 100,000s of entries uses, looked up once
         ctx, uamis, declared, plan, progress = self.ctx, self.uamis, self.declared_uamis, self.plan, self.progress
         create, in_use = identities.create_user_assigned, self._in_use
+        group_of = self.group_of
         for i, entry in enumerate(entries):
-            where = _Where("userAssignedIdentities", i, entry)  # formatted only for an error
             try:
-                group = self._group(entry, where)
+                group = group_of.get((entry.get("subscription"), entry["resourceGroup"])) or \
+                    self._group(entry, _Where("userAssignedIdentities", i, entry))  # formatted only for an error
                 key = ids.key(ids.uami_id(group.subscription_id, group.name, entry["name"]))
                 if key in declared:
                     raise ValidationError("Conflict", f"the identity {entry['name']} is declared twice.")
@@ -294,7 +295,7 @@ class Applier:
                 plan.add("create" if existing is None else "update" if ctx.changes > before else "unchanged",
                          "userAssignedIdentity", uami.arm_id)
             except MiError as exc:
-                self._failed(where, exc, entry, "identity", entry["name"])
+                self._failed(_Where("userAssignedIdentities", i, entry), exc, entry, "identity", entry["name"])
             progress(1)
 
     def _credentials(self, uami: Any, wanted: list[dict[str, Any]], have: list[Any]) -> None:

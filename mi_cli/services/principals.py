@@ -18,7 +18,9 @@ def create(ctx: Ctx, *, display_name: str, explicit: bool, mi_resource_id: str, 
            client_id: str | None = None, in_use: Callable[[str, str], bool] | None = None) -> ServicePrincipal:
     """The service principal behind a managed identity (rules 1 and 4): new ids, or the ones a tenant
     file carries (which must be unused). `in_use` answers from a bulk caller's index instead of a query."""
-    pid, cid = (principal_id or ctx.new_guid()).casefold(), (client_id or ctx.new_guid()).casefold()
+    # new GUIDs are lowercase already
+    pid = principal_id.casefold() if principal_id else ctx.new_guid()
+    cid = client_id.casefold() if client_id else ctx.new_guid()
     if principal_id or client_id:
         taken = in_use(pid, cid) if in_use is not None else ctx.session.exec(
             select(ServicePrincipal.id).where((ServicePrincipal.id == pid) | (ServicePrincipal.app_id == cid))).first()
