@@ -255,27 +255,33 @@ def test_a_connection_cut_in_the_middle_of_a_bulk_apply_is_one_error_and_changes
     big = tmp_path / "big.json"
     big.write_text(json.dumps({"apiVersion": "mi/v1", "resourceGroups": [{"name": "rg-0", "location": "westeurope"}],
                                "userAssignedIdentities": [{"name": f"id-{i:05d}", "resourceGroup": "rg-0"} for i in range(20_000)]}))
-    proc = subprocess.Popen([sys.executable, "-m", "mi_cli", "--db", pg_db, "apply", "-f", str(big), "-o", "none"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        with psycopg.connect(pg_db, autocommit=True) as admin:
+    # The identities' table is held (SHARE: reads go on, writes wait), so the apply stops at its first batch of
+    # identities, its log rows and principals written, holding the write lock: there its session is ended.
+    with psycopg.connect(pg_db, autocommit=True) as admin, psycopg.connect(pg_db) as holder:
+        holder.execute("LOCK TABLE user_assigned_identity IN SHARE MODE")
+        proc = subprocess.Popen([sys.executable, "-m", "mi_cli", "--db", pg_db, "apply", "-f", str(big), "-o", "none"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
             deadline = time.monotonic() + DEADLINE
-            while True:  # the apply holds the write lock and has written identities: the server ends its session
+            while True:
                 row = admin.execute(
-                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND classid = %s "
-                    "AND objid = %s AND pg_relation_size('user_assigned_identity') > 256 * 1024",
+                    "SELECT waiting.pid FROM pg_locks waiting JOIN pg_locks writer ON writer.pid = waiting.pid "
+                    "WHERE waiting.relation = 'user_assigned_identity'::regclass AND NOT waiting.granted "
+                    "AND writer.locktype = 'advisory' AND writer.granted AND writer.objsubid = 1 "
+                    "AND writer.classid = %s AND writer.objid = %s AND pg_relation_size('activity_log') > 256 * 1024",
                     (WRITE_LOCK >> 32, WRITE_LOCK & 0xFFFFFFFF)).fetchone()
                 if row:
                     break
-                assert proc.poll() is None, "apply finished before its connection could be cut"
-                assert time.monotonic() < deadline, "apply wrote nothing"
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "apply never reached the identities' table"
                 time.sleep(0.02)
             admin.execute("SELECT pg_terminate_backend(%s)", row)
-        out, err = proc.communicate(timeout=DEADLINE)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            out, err = proc.communicate(timeout=DEADLINE)
+        finally:
+            holder.rollback()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert proc.returncode == 1 and out == "", err
     assert err.startswith("ERROR: (StoreUnavailable) ") and one_error(err), err
     assert dump(pg_db) == before
