@@ -175,18 +175,31 @@ def _writing_sqlite(db) -> bool:
 
 
 def _writing_postgres(url: str) -> bool:
-    """Whether a transaction holds mi's write lock in this database, and has written 4 MB of identities
-    (not committed: the table's file grows as rows go in, whoever may see them)."""
+    """Whether a transaction that holds mi's write lock in this database waits for the identities' table (which
+    the test holds: see _holding), having written its first batch's activity-log rows."""
     import psycopg
 
     from mi_cli.postgres import WRITE_LOCK
 
     with psycopg.connect(url, autocommit=True) as con:
         return con.execute(
-            "SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND classid = %s AND objid = %s) AND pg_relation_size('user_assigned_identity') > 4 * 1024 * 1024",
+            "SELECT EXISTS (SELECT FROM pg_locks waiting JOIN pg_locks writer ON writer.pid = waiting.pid "
+            "WHERE waiting.relation = 'user_assigned_identity'::regclass AND NOT waiting.granted "
+            "AND writer.locktype = 'advisory' AND writer.granted AND writer.objsubid = 1 "
+            "AND writer.classid = %s AND writer.objid = %s) AND pg_relation_size('activity_log') > 256 * 1024",
             (WRITE_LOCK >> 32, WRITE_LOCK & 0xFFFFFFFF)).fetchone()[0]
+
+
+def _holding(db):  # noqa: ANN001, ANN202 - a connection, or None
+    """On PostgreSQL, a transaction holding the identities' table (SHARE: reads go on, writes wait), so that an
+    apply stops at its first batch of identities, mid-write, until the test lets go (rollback)."""
+    if not is_url(db):
+        return None
+    import psycopg
+
+    holder = psycopg.connect(db)
+    holder.execute("LOCK TABLE user_assigned_identity IN SHARE MODE")
+    return holder
 
 
 def test_killing_apply_midway_leaves_the_store_as_it_was(db, tmp_path, capfd):
@@ -207,6 +220,7 @@ def test_killing_apply_midway_leaves_the_store_as_it_was(db, tmp_path, capfd):
         "userAssignedIdentities": [{"name": f"id-{i:06d}", "resourceGroup": f"rg-{i % 10}"} for i in range(100_000)],
     }))
     writing = _writing_postgres if is_url(db) else _writing_sqlite
+    holder = _holding(db)
     proc = subprocess.Popen([sys.executable, "-m", "mi_cli", "--db", str(db), "apply", "-f", str(big), "-o", "none"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -223,6 +237,9 @@ def test_killing_apply_midway_leaves_the_store_as_it_was(db, tmp_path, capfd):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if holder is not None:
+            holder.rollback()
+            holder.close()
     if not is_url(db):
         con = sqlite3.connect(db)
         try:
