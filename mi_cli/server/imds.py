@@ -67,9 +67,11 @@ def token(request: Request, state: ServerState, prefix: str, *, on_loop: bool = 
     target = prefix or state.default_resource
     params = query(request)
 
+    ahead = state.spares.on_loop if on_loop else state.spares  # the loop never waits for a token to be signed
+
     def respond() -> Response:
         outcome = reads.read(state, lambda ctx: tokens.imds_token(ctx, target, params, cache=state.cache,
-                                                                  ahead=state.spares), on_loop=on_loop, defer=True)
+                                                                  ahead=ahead), on_loop=on_loop, defer=True)
         return refusal(outcome) if isinstance(outcome, tokens.TokenError) else JSONResponse(outcome)
 
     response = state.throttled(ids.key(target or ""), respond)

@@ -49,7 +49,7 @@ class Journal:
         `timeout` (on the event loop), else after waiting `timeout` seconds for it; then nothing of `rows` is kept."""
         if not rows:
             return
-        if defer and self._batches and not self._stalled and self._watch.writable() and self._defer(rows):
+        if defer and self._batches and not self._stalled and self._defer(rows):
             return
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = RETRY_FIRST
@@ -71,6 +71,18 @@ class Journal:
             delay = min(delay * 2, RETRY_MOST)
 
     def _defer(self, rows: list[dict[str, Any]]) -> bool:
+        """Leave `rows` to the next batch (True), or say they are to be written now: the journal is closed or
+        stalled, a reader waits for the rows held, or (when rows begin to wait) another process holds the store.
+        While rows wait they are written together, and a write that finds the store held stalls the journal, so
+        that later requests wait for the store as a write transaction would."""
+        with self._lock:
+            if self._closed or self._stalled:
+                return False
+            if self._held:
+                self._queue(rows)
+                return True
+        if not self._watch.writable():  # rows begin to wait: only while they can be written
+            return False
         with self._lock:
             if self._closed or self._stalled:
                 return False
@@ -78,12 +90,16 @@ class Journal:
                 if not self._watch.hold():  # a reader is waiting for the rows held: write these now
                     return False
                 self._held = True
-            self._pending.extend(rows)
-            if self._due is None and not self._writing:
-                self._due = time.monotonic() + BATCH_SECONDS
-                self._start()
-                self._wake.notify_all()
+            self._queue(rows)
             return True
+
+    def _queue(self, rows: list[dict[str, Any]]) -> None:
+        """(Holding the lock, the log lock held.) `rows` wait for the next batch."""
+        self._pending.extend(rows)
+        if self._due is None and not self._writing:
+            self._due = time.monotonic() + BATCH_SECONDS
+            self._start()
+            self._wake.notify_all()
 
     def _lead(self, batch: list[dict[str, Any]], mine: int) -> bool:
         """Write `batch` (the rows waiting, then this request's `mine` last); False (this request's rows not

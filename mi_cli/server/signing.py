@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from mi_cli.server.reads import NeedStore
 from mi_cli.services import tokens
 
 # Identities, audiences and tenants kept at most, each with DEPTH spares: a client asking for ever new
@@ -35,8 +36,16 @@ class Spares:
         self._spares: OrderedDict[tuple[Any, ...], deque[tuple[tuple[Any, ...], Future[tokens.Issued]]]] = OrderedDict()
         self._pool: ThreadPoolExecutor | None = None
 
+    @property
+    def on_loop(self) -> _OnLoop:
+        """What the event loop signs with: a spare (signed, or being signed on another core), or reads.NeedStore
+        when there is none (the request is then answered from a worker thread, which signs), so that the loop
+        never signs a token itself."""
+        return _OnLoop(self)
+
     def sign(self, chosen: tokens.Chosen, audience: str, tenant_id: str, key: Any, now: int, *,
-             roles: Sequence[str] = (), lifetime: int = tokens.LIFETIME) -> tokens.Issued:
+             roles: Sequence[str] = (), lifetime: int = tokens.LIFETIME, wait: bool = True) -> tokens.Issued:
+        """tokens.sign()'s token: a spare signed with these arguments, else signed now (`wait`), else NeedStore."""
         slot = (chosen, audience, tenant_id)
         roles = tuple(roles)
         arguments = (key.kid, now, roles, lifetime)
@@ -45,10 +54,12 @@ class Spares:
             spares = self._spares.get(slot)
             while spares and taken is None:
                 spare = spares.popleft()
-                if spare[0] == arguments:
-                    taken = spare[1]
-                else:
+                if spare[0] != arguments:
                     spare[1].cancel()  # signed for another second, or before the store changed
+                else:
+                    taken = spare[1]  # signed, or being signed: not longer than signing it here
+        if taken is None and not wait:
+            raise NeedStore()
         issued = None
         if taken is not None:
             try:
@@ -80,3 +91,13 @@ class Spares:
             self._spares.clear()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _OnLoop:
+    """Spares.sign() that never signs on the caller's thread (see Spares.on_loop)."""
+
+    def __init__(self, spares: Spares) -> None:
+        self._spares = spares
+
+    def sign(self, *args: Any, **kwargs: Any) -> tokens.Issued:
+        return self._spares.sign(*args, wait=False, **kwargs)

@@ -79,3 +79,18 @@ def test_a_spare_signed_with_other_arguments_is_not_served(signing, change):
     claims = _claims(issued)
     assert claims["exp"] == arguments["now"] + tokens.LIFETIME and claims.get("roles", []) == list(arguments["roles"])
     assert jwt.get_unverified_header(issued.access_token)["kid"] == arguments["key"].kid
+
+
+def test_the_event_loop_never_signs_itself(signing):
+    """On the event loop a token is a spare, or NeedStore: the request goes to a worker thread, which signs."""
+    from mi_cli.server.reads import NeedStore
+
+    spares, chosen, tenant_id, key, _ = signing
+    now = 1_900_000_000
+    with pytest.raises(NeedStore):
+        spares.on_loop.sign(chosen, VAULT, tenant_id, key, now)
+    first = spares.sign(chosen, VAULT, tenant_id, key, now)  # a worker thread's: signed there, spares made
+    again = spares.on_loop.sign(chosen, VAULT, tenant_id, key, now)
+    assert again.access_token != first.access_token and _plain(again) == _plain(first)
+    with pytest.raises(NeedStore):  # another second: the spares are not that request's
+        spares.on_loop.sign(chosen, VAULT, tenant_id, key, now + 1)
