@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Sequence
@@ -15,19 +14,21 @@ from mi_cli.services import tokens
 # Identities, audiences and tenants kept at most, each with DEPTH spares: a client asking for ever new
 # audiences costs at most SIZE x DEPTH tokens signed and never served.
 SIZE = 64
-DEPTH = 2  # spares a slot keeps: enough for concurrent clients of one identity, one per worker
-WORKERS = min(2, os.cpu_count() or 1)
+DEPTH = 2  # spares a slot keeps: one being signed while the other waits to be served
+# One worker: RSA runs without the GIL, but each signing also needs it briefly, and a second worker's turns
+# with it delayed the event loop more than its signing gained (measured: fewer tokens a second, 1 and 4 clients).
+WORKERS = 1
 
 
 class Spares:
     """tokens.sign(), with the RSA signing (about 0.2 ms, most of a new token's cost) moved off the request's
-    time: after signing a new token, worker threads sign DEPTH more with the same arguments (identity, audience,
+    time: after signing a new token, a worker thread signs DEPTH more with the same arguments (identity, audience,
     tenant, key, app roles and the same second as `now`), which the next requests with those arguments get.
 
     A spare is served only when every argument is equal, the second included, so it is the token that request
     would have signed (claims equal but for their random members); each is served once at most. A change to the
     store changes an argument (the roles, the key that signs) and the spares are not used; a new second does too.
-    cryptography releases the GIL while it signs, so the workers sign on other cores."""
+    cryptography releases the GIL while it signs, so the worker signs on another core."""
 
     def __init__(self, size: int = SIZE) -> None:
         self._size = size
