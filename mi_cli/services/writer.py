@@ -50,9 +50,7 @@ class Writer:
     def insert(self, model, row: dict[str, Any]):  # noqa: ANN001, ANN201
         """Write (or, batched, buffer) one row; returns its ORM object, or a `Row` while batched."""
         if self.depth:  # as append() buffers it, without a second call for each of a bulk apply's rows
-            rows = self.pending.get(model)
-            if rows is None:
-                rows = self.pending[model] = []
+            rows = self.pending.setdefault(model, [])
             rows.append(row)
             if len(rows) >= BATCH:
                 self.flush()
@@ -68,9 +66,7 @@ class Writer:
             self.session.flush()
             self._write(model, [row])
             return
-        rows = self.pending.get(model)
-        if rows is None:
-            rows = self.pending[model] = []
+        rows = self.pending.setdefault(model, [])
         rows.append(row)
         if len(rows) >= BATCH:
             self.flush()
