@@ -39,14 +39,15 @@ class Spares:
 
     @property
     def on_loop(self) -> _OnLoop:
-        """What the event loop signs with: a spare (signed, or being signed on another core), or reads.NeedStore
-        when there is none (the request is then answered from a worker thread, which signs), so that the loop
-        never signs a token itself."""
+        """What the event loop signs with: a spare signed already; while one is still being signed (the worker
+        is behind: more clients than it keeps up with), the loop signs this request's token itself, two signing
+        then instead of one waiting; with no spare at all, reads.NeedStore (a worker thread answers, and signs)."""
         return _OnLoop(self)
 
     def sign(self, chosen: tokens.Chosen, audience: str, tenant_id: str, key: Any, now: int, *,
              roles: Sequence[str] = (), lifetime: int = tokens.LIFETIME, wait: bool = True) -> tokens.Issued:
-        """tokens.sign()'s token: a spare signed with these arguments, else signed now (`wait`), else NeedStore."""
+        """tokens.sign()'s token: a spare signed with these arguments, else signed now. Without `wait`, a spare
+        still being signed is left for the next request, and NeedStore is raised when there is none."""
         slot = (chosen, audience, tenant_id)
         roles = tuple(roles)
         arguments = (key.kid, now, roles, lifetime)
@@ -57,9 +58,12 @@ class Spares:
                 spare = spares.popleft()
                 if spare[0] != arguments:
                     spare[1].cancel()  # signed for another second, or before the store changed
-                else:
+                elif wait or spare[1].done():
                     taken = spare[1]  # signed, or being signed: not longer than signing it here
-        if taken is None and not wait:
+                else:  # still being signed: the loop signs this one, and the spare waits for the next request
+                    spares.appendleft(spare)
+                    break
+        if taken is None and not wait and not spares:
             raise NeedStore()
         issued = None
         if taken is not None:
@@ -95,7 +99,7 @@ class Spares:
 
 
 class _OnLoop:
-    """Spares.sign() that never signs on the caller's thread (see Spares.on_loop)."""
+    """Spares.sign() that never waits for a spare (see Spares.on_loop)."""
 
     def __init__(self, spares: Spares) -> None:
         self._spares = spares

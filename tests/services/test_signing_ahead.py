@@ -81,8 +81,9 @@ def test_a_spare_signed_with_other_arguments_is_not_served(signing, change):
     assert jwt.get_unverified_header(issued.access_token)["kid"] == arguments["key"].kid
 
 
-def test_the_event_loop_never_signs_itself(signing):
-    """On the event loop a token is a spare, or NeedStore: the request goes to a worker thread, which signs."""
+def test_the_event_loop_takes_a_spare_and_leaves_a_request_with_none_to_a_worker_thread(signing):
+    """On the event loop a token is a spare; with no spare for its arguments, NeedStore: a worker thread answers
+    the request, and signs."""
     from mi_cli.server.reads import NeedStore
 
     spares, chosen, tenant_id, key, _ = signing
@@ -90,7 +91,30 @@ def test_the_event_loop_never_signs_itself(signing):
     with pytest.raises(NeedStore):
         spares.on_loop.sign(chosen, VAULT, tenant_id, key, now)
     first = spares.sign(chosen, VAULT, tenant_id, key, now)  # a worker thread's: signed there, spares made
+    spares._spares[(chosen, VAULT, tenant_id)][0][1].result()  # noqa: SLF001 - the next spare, signed
     again = spares.on_loop.sign(chosen, VAULT, tenant_id, key, now)
     assert again.access_token != first.access_token and _plain(again) == _plain(first)
     with pytest.raises(NeedStore):  # another second: the spares are not that request's
         spares.on_loop.sign(chosen, VAULT, tenant_id, key, now + 1)
+
+
+def test_on_the_event_loop_a_spare_still_being_signed_is_left_for_the_next_request(signing):
+    """While the worker is behind (its spare still being signed), the loop signs the token itself rather than wait."""
+    spares, chosen, tenant_id, key, _ = signing
+    now = 1_900_000_000
+    spares.sign(chosen, VAULT, tenant_id, key, now)  # makes the worker and its spares
+    for _, future in list(spares._spares[(chosen, VAULT, tenant_id)]):  # noqa: SLF001
+        future.result()
+    held = threading.Event()
+    blocker = spares._pool.submit(held.wait, 30)  # noqa: SLF001 - the worker is busy until the test lets go
+    try:
+        spares.on_loop.sign(chosen, VAULT, tenant_id, key, now)  # takes a spare; its replacement waits behind
+        spares.on_loop.sign(chosen, VAULT, tenant_id, key, now)  # takes the other
+        queued = list(spares._spares[(chosen, VAULT, tenant_id)])  # noqa: SLF001
+        assert queued and not any(future.done() for _, future in queued)
+        issued = spares.on_loop.sign(chosen, VAULT, tenant_id, key, now)  # none signed: the loop signs itself
+        assert _plain(issued) == _plain(tokens.sign(chosen, VAULT, tenant_id, key, now))
+        assert queued[0] in spares._spares[(chosen, VAULT, tenant_id)]  # noqa: SLF001 - left for the next request
+    finally:
+        held.set()
+        blocker.result()
